@@ -1,0 +1,11 @@
+//! The mesh's API: the Kubernetes-shaped objects it reads (with validation
+//! that names the document and field path), SPIFFE identities, and the
+//! controller-to-proxy protocol with its conversion into domain types.
+//!
+//! Nothing here knows of a runtime: no I/O, no async.
+
+pub mod discovery;
+pub mod manifest;
+pub mod protocol;
+pub mod proto;
+pub mod spiffe;

@@ -1,0 +1,158 @@
+//! Checks that typed objects carry what the runtime needs, naming the
+//! field path of the first problem found.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Object;
+
+type Problem = (String, String);
+
+fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
+    (field.into(), message.into())
+}
+
+/// RFC 1123 label: what Kubernetes requires of namespace and service names.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn meta(m: &ObjectMeta, label_only: bool) -> Result<(), Problem> {
+    let name = m
+        .name
+        .as_deref()
+        .ok_or_else(|| problem("metadata.name", "required"))?;
+    let ok = if label_only { is_dns_label(name) } else { is_dns_subdomain(name) };
+    if !ok {
+        return Err(problem(
+            "metadata.name",
+            format!("{name:?} must be lowercase letters, digits and '-' (RFC 1123)"),
+        ));
+    }
+    if let Some(ns) = &m.namespace
+        && !is_dns_label(ns)
+    {
+        return Err(problem("metadata.namespace", format!("{ns:?} is not a valid namespace name")));
+    }
+    Ok(())
+}
+
+pub(super) fn object(o: &Object) -> Result<(), Problem> {
+    match o {
+        Object::Namespace(n) => meta(&n.metadata, true),
+        Object::ServiceAccount(s) => meta(&s.metadata, false),
+        Object::Deployment(d) => deployment(d),
+        Object::Service(s) => service(s),
+    }
+}
+
+fn deployment(d: &Deployment) -> Result<(), Problem> {
+    meta(&d.metadata, true)?;
+    let spec = d.spec.as_ref().ok_or_else(|| problem("spec", "required"))?;
+    if spec.replicas.is_some_and(|r| r < 0) {
+        return Err(problem("spec.replicas", "must be 0 or more"));
+    }
+    let selector = spec
+        .selector
+        .match_labels
+        .as_ref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| problem("spec.selector.matchLabels", "required: the labels that pick this Deployment's pods"))?;
+    if spec.selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(problem(
+            "spec.selector.matchExpressions",
+            "not supported by the local runtime; use matchLabels",
+        ));
+    }
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
+    for (k, v) in selector {
+        if labels.and_then(|l| l.get(k)) != Some(v) {
+            return Err(problem(
+                "spec.template.metadata.labels",
+                format!("selector {k}={v} does not match the template's labels; add it to the template"),
+            ));
+        }
+    }
+    let pod = spec
+        .template
+        .spec
+        .as_ref()
+        .ok_or_else(|| problem("spec.template.spec", "required"))?;
+    if pod.containers.is_empty() {
+        return Err(problem("spec.template.spec.containers", "at least one container is required"));
+    }
+    for (i, c) in pod.containers.iter().enumerate() {
+        let at = format!("spec.template.spec.containers[{i}]");
+        if c.command.as_ref().is_none_or(|c| c.is_empty()) {
+            return Err(problem(
+                format!("{at}.command"),
+                "required in the local runtime, which runs the command and ignores the image",
+            ));
+        }
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            if !(1..=65535).contains(&p.container_port) {
+                return Err(problem(format!("{at}.ports[{j}].containerPort"), "must be 1-65535"));
+            }
+        }
+        for (j, e) in c.env.iter().flatten().enumerate() {
+            if e.value_from.is_some() {
+                return Err(problem(
+                    format!("{at}.env[{j}].valueFrom"),
+                    "not supported by the local runtime; use value",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn service(s: &Service) -> Result<(), Problem> {
+    meta(&s.metadata, true)?;
+    let spec = s.spec.as_ref().ok_or_else(|| problem("spec", "required"))?;
+    if let Some(t) = spec.type_.as_deref()
+        && t != "ClusterIP"
+    {
+        return Err(problem("spec.type", format!("{t:?} is not supported by the local runtime; use ClusterIP")));
+    }
+    let ports = spec
+        .ports
+        .as_ref()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| problem("spec.ports", "at least one port is required"))?;
+    for (i, p) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        if !(1..=65535).contains(&p.port) {
+            return Err(problem(format!("{at}.port"), "must be 1-65535"));
+        }
+        if p.protocol.as_deref().is_some_and(|proto| proto != "TCP") {
+            return Err(problem(format!("{at}.protocol"), "only TCP is supported"));
+        }
+        if ports.len() > 1 && p.name.as_deref().is_none_or(str::is_empty) {
+            return Err(problem(format!("{at}.name"), "required when a Service has more than one port"));
+        }
+        match &p.target_port {
+            Some(IntOrString::Int(t)) if !(1..=65535).contains(t) => {
+                return Err(problem(format!("{at}.targetPort"), "must be 1-65535 or a port name"));
+            }
+            Some(IntOrString::String(n)) if !is_dns_label(n) => {
+                return Err(problem(format!("{at}.targetPort"), format!("{n:?} is not a port name")));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

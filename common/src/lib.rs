@@ -1,0 +1,10 @@
+//! Runtime pieces shared by the proxy, the controller and the CLI: mTLS with
+//! SPIFFE identities (rustls), certificate authority helpers (rcgen),
+//! jittered backoff and logging setup.
+
+pub mod backoff;
+pub mod logging;
+pub mod pki;
+pub mod tls;
+
+pub use api::spiffe::{SpiffeError, SpiffeId};
