@@ -4,7 +4,9 @@
 //!
 //! Nothing here knows of a runtime: no I/O, no async.
 
+pub mod cluster;
 pub mod discovery;
+pub mod duration;
 pub mod manifest;
 pub mod protocol;
 pub mod proto;

@@ -6,5 +6,6 @@ pub mod backoff;
 pub mod logging;
 pub mod pki;
 pub mod tls;
+pub mod unix_http;
 
 pub use api::spiffe::{SpiffeError, SpiffeId};

@@ -1,2 +1,119 @@
-//! placeholder
-fn main() {}
+//! `mesh-controller`: the control plane. Reads cluster state from a store,
+//! translates it into per-address resources, streams them to proxies on
+//! demand, and signs their certificates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::proto::discovery_server::DiscoveryServer;
+use api::proto::identity_server::IdentityServer;
+use api::spiffe::SpiffeId;
+use clap::Parser;
+use tokio::sync::watch;
+
+mod ca;
+mod grpc;
+mod index;
+mod store;
+
+/// The mesh controller.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address of the gRPC endpoint (identity and discovery, TLS).
+    #[arg(long, env = "MESH_CONTROLLER_LISTEN", default_value = "0.0.0.0:15012")]
+    listen: SocketAddr,
+    /// Trust anchors, PEM (one or more roots).
+    #[arg(long, env = "MESH_TRUST_ANCHORS")]
+    trust_anchors: PathBuf,
+    /// Issuer certificate, PEM, signed by a trust anchor.
+    #[arg(long, env = "MESH_ISSUER_CERT")]
+    issuer_cert: PathBuf,
+    /// Issuer private key, PEM.
+    #[arg(long, env = "MESH_ISSUER_KEY")]
+    issuer_key: PathBuf,
+    /// Lifetime of workload certificates (e.g. 24h, 30s).
+    #[arg(long, env = "MESH_CERT_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    cert_lifetime: Duration,
+    /// Trust domain of SPIFFE IDs.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = api::spiffe::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The local runtime's API socket (the local store backend).
+    #[arg(long, env = "MESH_LOCAL_API")]
+    local_api: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    api::duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::logging::init("info");
+    let args = Args::parse();
+    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let issuer = common::pki::PemPair { cert: read(&args.issuer_cert)?, key: read(&args.issuer_key)? };
+    let anchors_pem = read(&args.trust_anchors)?;
+    let ca = Arc::new(ca::Ca::new(&issuer, &anchors_pem, args.cert_lifetime).context("loading the CA")?);
+
+    let own_id = SpiffeId::new(&args.trust_domain, "mesh-system", "mesh-controller")?;
+    let own = common::tls::Identity::new(own_id.clone(), ca.anchors_der().to_vec())?;
+    certify_self(&ca, &own)?;
+    tokio::spawn(renew_self(ca.clone(), own.clone()));
+
+    let store: Arc<dyn store::Store> = Arc::new(store::local::LocalStore::start(args.local_api.clone()));
+    let index_rx = spawn_indexer(store.clone(), args.trust_domain.clone());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, identity = %own_id, "controller serving");
+    let tls = own.server_config_optional_client(&[b"h2"])?;
+    tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(grpc::identity::IdentityService::new(
+            ca.clone(),
+            store.clone(),
+            args.trust_domain.clone(),
+        )))
+        .add_service(DiscoveryServer::new(grpc::discovery::DiscoveryService::new(index_rx)))
+        .serve_with_incoming_shutdown(grpc::incoming(listener, tls), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn certify_self(ca: &ca::Ca, own: &common::tls::Identity) -> anyhow::Result<()> {
+    let (key, csr) = common::pki::new_csr(own.id())?;
+    let chain = ca.certify(&csr, own.id())?;
+    own.set_certificate(chain, key.serialize_der())?;
+    Ok(())
+}
+
+async fn renew_self(ca: Arc<ca::Ca>, own: Arc<common::tls::Identity>) {
+    loop {
+        tokio::time::sleep(ca.lifetime().mul_f64(0.5)).await;
+        if let Err(e) = certify_self(&ca, &own) {
+            tracing::error!(%e, "renewing the controller's certificate");
+        }
+    }
+}
+
+/// Rebuilds the index on every snapshot; streams watch the result.
+fn spawn_indexer(store: Arc<dyn store::Store>, trust_domain: String) -> watch::Receiver<Arc<index::Index>> {
+    let mut snaps = store.snapshots();
+    let first = index::Index::build(&snaps.borrow_and_update(), &trust_domain);
+    let (tx, rx) = watch::channel(Arc::new(first));
+    tokio::spawn(async move {
+        while snaps.changed().await.is_ok() {
+            let snap = snaps.borrow_and_update().clone();
+            let idx = index::Index::build(&snap, &trust_domain);
+            tracing::debug!(version = idx.version, "index rebuilt");
+            tx.send_replace(Arc::new(idx));
+        }
+    });
+    rx
+}

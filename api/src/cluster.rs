@@ -1,0 +1,89 @@
+//! A store-neutral view of what the controller needs from a cluster: pods
+//! and services. The local runtime serves it as JSON; the Kubernetes
+//! backend will build it from reflectors.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything at one version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Grows with every change.
+    pub version: u64,
+    /// All pods.
+    pub pods: Vec<Pod>,
+    /// All services.
+    pub services: Vec<Service>,
+}
+
+/// A pod and its status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pod {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// ServiceAccount.
+    pub service_account: String,
+    /// IP once it has one.
+    pub ip: Option<IpAddr>,
+    /// Whether a proxy was injected.
+    pub meshed: bool,
+    /// Ready to serve: endpoints include only ready pods.
+    pub ready: bool,
+    /// Named container ports, for named targetPorts.
+    pub named_ports: BTreeMap<String, u16>,
+}
+
+/// A ClusterIP Service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Its cluster IP.
+    pub cluster_ip: IpAddr,
+    /// Label selector (empty: no endpoints).
+    pub selector: BTreeMap<String, String>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+}
+
+/// Where a Service port's traffic goes on a pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetPort {
+    /// A number.
+    Number(u16),
+    /// A container port name.
+    Name(String),
+}
+
+/// A Service port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// Name (may be empty for a single port).
+    pub name: String,
+    /// Port clients use.
+    pub port: u16,
+    /// Port on the pods.
+    pub target_port: TargetPort,
+    /// `appProtocol`, if set.
+    pub app_protocol: Option<String>,
+}
+
+/// What a token proves: the pod that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenReview {
+    /// Pod name.
+    pub pod: String,
+    /// Namespace.
+    pub namespace: String,
+    /// ServiceAccount.
+    pub service_account: String,
+}

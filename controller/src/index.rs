@@ -1,0 +1,203 @@
+//! Pure translation of a cluster snapshot into what proxies ask for: each
+//! address (a Service's cluster IP or a pod IP) resolves to a versioned
+//! resource. Endpoints are the ready pods that the selector picks.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use api::cluster::{self, Snapshot, TargetPort};
+use api::discovery::{Endpoint, Resolved, Service, ServicePort, Workload};
+use api::protocol::AppProtocol;
+use api::spiffe::SpiffeId;
+
+/// A resource with its content version.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Changes whenever the content does.
+    pub version: String,
+    /// The content.
+    pub resource: Arc<Resolved>,
+}
+
+/// Address -> resource, for one snapshot.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// The snapshot version it reflects.
+    pub version: u64,
+    by_addr: HashMap<IpAddr, Entry>,
+}
+
+impl Index {
+    /// Translates `snap`.
+    pub fn build(snap: &Snapshot, trust_domain: &str) -> Self {
+        let mut by_addr = HashMap::new();
+        for pod in &snap.pods {
+            if let Some(ip) = pod.ip {
+                by_addr.insert(ip, entry(Resolved::Workload(workload(pod, ip, trust_domain))));
+            }
+        }
+        for svc in &snap.services {
+            let resolved = Resolved::Service(service(svc, &snap.pods, trust_domain));
+            by_addr.insert(svc.cluster_ip, entry(resolved));
+        }
+        Self { version: snap.version, by_addr }
+    }
+
+    /// What a subscription name resolves to (`None`: does not exist).
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.by_addr.get(&name.parse().ok()?)
+    }
+}
+
+fn entry(r: Resolved) -> Entry {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(&r).unwrap_or_default().hash(&mut h);
+    Entry { version: format!("{:016x}", h.finish()), resource: Arc::new(r) }
+}
+
+fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
+    Workload {
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        address: ip,
+        identity: pod
+            .meshed
+            .then(|| SpiffeId::new(trust_domain, &pod.namespace, &pod.service_account).ok())
+            .flatten(),
+        labels: pod.labels.clone(),
+    }
+}
+
+fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {
+    !svc.selector.is_empty()
+        && pod.namespace == svc.namespace
+        && svc.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+}
+
+fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) -> Service {
+    let mut endpoints: Vec<Endpoint> = pods
+        .iter()
+        .filter(|p| p.ready && selects(svc, p))
+        .filter_map(|p| {
+            let ip = p.ip?;
+            let ports = svc
+                .ports
+                .iter()
+                .filter_map(|sp| {
+                    let target = match &sp.target_port {
+                        TargetPort::Number(n) => Some(*n),
+                        TargetPort::Name(n) => p.named_ports.get(n).copied(),
+                    }?;
+                    Some((sp.port, target))
+                })
+                .collect();
+            Some(Endpoint { workload: workload(p, ip, trust_domain), ports })
+        })
+        .collect();
+    endpoints.sort_by_key(|e| e.workload.address);
+    Service {
+        name: svc.name.clone(),
+        namespace: svc.namespace.clone(),
+        hostname: format!("{}.{}.svc.cluster.local", svc.name, svc.namespace),
+        addresses: vec![svc.cluster_ip],
+        ports: svc
+            .ports
+            .iter()
+            .map(|p| ServicePort {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: AppProtocol::declared(p.app_protocol.as_deref(), Some(&p.name)),
+            })
+            .collect(),
+        endpoints,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ip: &str, app: &str, ready: bool, meshed: bool) -> cluster::Pod {
+        cluster::Pod {
+            name: name.into(),
+            namespace: "shop".into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            service_account: app.into(),
+            ip: Some(ip.parse().unwrap()),
+            meshed,
+            ready,
+            named_ports: [("web".to_string(), 9090)].into(),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            version: 7,
+            pods: vec![
+                pod("orders-b", "10.244.0.9", "orders", true, true),
+                pod("orders-a", "10.244.0.8", "orders", true, false),
+                pod("orders-c", "10.244.0.10", "orders", false, true),
+                pod("pay-a", "10.244.0.11", "payments", true, true),
+            ],
+            services: vec![cluster::Service {
+                name: "orders".into(),
+                namespace: "shop".into(),
+                cluster_ip: "10.96.0.5".parse().unwrap(),
+                selector: [("app".to_string(), "orders".to_string())].into(),
+                ports: vec![
+                    cluster::ServicePort {
+                        name: "http".into(),
+                        port: 80,
+                        target_port: TargetPort::Name("web".into()),
+                        app_protocol: None,
+                    },
+                    cluster::ServicePort {
+                        name: "db".into(),
+                        port: 5432,
+                        target_port: TargetPort::Number(5432),
+                        app_protocol: Some("tcp".into()),
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn service_has_ready_selected_endpoints_in_order() {
+        let idx = Index::build(&snapshot(), "cluster.local");
+        let Resolved::Service(s) = &*idx.get("10.96.0.5").unwrap().resource else { panic!() };
+        let names: Vec<_> = s.endpoints.iter().map(|e| e.workload.name.as_str()).collect();
+        assert_eq!(names, ["orders-a", "orders-b"]);
+        assert_eq!(s.endpoints[0].ports, [(80, 9090), (5432, 5432)].into());
+        assert_eq!(s.endpoints[0].workload.identity, None);
+        assert_eq!(
+            s.endpoints[1].workload.identity.as_ref().map(ToString::to_string).as_deref(),
+            Some("spiffe://cluster.local/ns/shop/sa/orders")
+        );
+        assert_eq!(s.port(80).unwrap().protocol, AppProtocol::Http);
+        assert_eq!(s.port(5432).unwrap().protocol, AppProtocol::Tcp);
+        assert_eq!(s.hostname, "orders.shop.svc.cluster.local");
+    }
+
+    #[test]
+    fn pods_resolve_and_unknown_addresses_do_not() {
+        let idx = Index::build(&snapshot(), "cluster.local");
+        assert!(matches!(&*idx.get("10.244.0.11").unwrap().resource, Resolved::Workload(w) if w.name == "pay-a"));
+        assert!(idx.get("10.1.2.3").is_none());
+        assert!(idx.get("not-an-ip").is_none());
+    }
+
+    #[test]
+    fn version_changes_with_content_only() {
+        let a = Index::build(&snapshot(), "cluster.local");
+        let b = Index::build(&snapshot(), "cluster.local");
+        assert_eq!(a.get("10.96.0.5").unwrap().version, b.get("10.96.0.5").unwrap().version);
+        let mut snap = snapshot();
+        snap.pods[2].ready = true;
+        let c = Index::build(&snap, "cluster.local");
+        assert_ne!(a.get("10.96.0.5").unwrap().version, c.get("10.96.0.5").unwrap().version);
+        assert_eq!(a.get("10.244.0.11").unwrap().version, c.get("10.244.0.11").unwrap().version);
+    }
+}
