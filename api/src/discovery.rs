@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::protocol::AppProtocol;
 use crate::proto;
+use crate::protocol::AppProtocol;
 use crate::spiffe::SpiffeId;
 
 /// A resource that fails conversion: which field, and why.
@@ -127,7 +127,11 @@ impl TryFrom<&proto::Workload> for Workload {
             namespace: w.namespace.clone(),
             address: ip(&w.address, "address")?,
             identity,
-            labels: w.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: w
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
@@ -138,8 +142,16 @@ impl From<&Workload> for proto::Workload {
             name: w.name.clone(),
             namespace: w.namespace.clone(),
             address: w.address.to_string(),
-            identity: w.identity.as_ref().map(ToString::to_string).unwrap_or_default(),
-            labels: w.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            identity: w
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            labels: w
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             service_account: w
                 .identity
                 .as_ref()
@@ -247,7 +259,11 @@ impl From<&Service> for proto::Service {
                 .iter()
                 .map(|e| proto::Endpoint {
                     workload: Some((&e.workload).into()),
-                    ports: e.ports.iter().map(|(a, b)| (u32::from(*a), u32::from(*b))).collect(),
+                    ports: e
+                        .ports
+                        .iter()
+                        .map(|(a, b)| (u32::from(*a), u32::from(*b)))
+                        .collect(),
                 })
                 .collect(),
         }
@@ -260,7 +276,9 @@ impl TryFrom<&proto::Resource> for Resolved {
     fn try_from(r: &proto::Resource) -> Result<Self, Self::Error> {
         match &r.kind {
             Some(proto::resource::Kind::Service(s)) => Service::try_from(s).map(Resolved::Service),
-            Some(proto::resource::Kind::Workload(w)) => Workload::try_from(w).map(Resolved::Workload),
+            Some(proto::resource::Kind::Workload(w)) => {
+                Workload::try_from(w).map(Resolved::Workload)
+            }
             None => Err(invalid("kind", "missing: expected service or workload")),
         }
     }

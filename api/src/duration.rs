@@ -10,7 +10,9 @@ pub struct DurationError(pub String);
 /// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h`.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let err = || DurationError(text.to_string());
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(err)?;
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(err)?;
     let (num, unit) = text.split_at(split);
     let value: f64 = num.parse().map_err(|_| err())?;
     let scale = match unit {

@@ -8,6 +8,6 @@ pub mod cluster;
 pub mod discovery;
 pub mod duration;
 pub mod manifest;
-pub mod protocol;
 pub mod proto;
+pub mod protocol;
 pub mod spiffe;

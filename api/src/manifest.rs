@@ -28,9 +28,9 @@ pub enum Object {
     /// `v1/ServiceAccount`.
     ServiceAccount(ServiceAccount),
     /// `apps/v1/Deployment`.
-    Deployment(Deployment),
+    Deployment(Box<Deployment>),
     /// `v1/Service`.
-    Service(Service),
+    Service(Box<Service>),
 }
 
 impl Object {
@@ -169,7 +169,11 @@ type ReadError = (Option<String>, String, String);
 
 fn read_object(value: Value) -> Result<Object, ReadError> {
     let Value::Mapping(map) = &value else {
-        return Err((None, String::new(), "expected a mapping with apiVersion and kind".into()));
+        return Err((
+            None,
+            String::new(),
+            "expected a mapping with apiVersion and kind".into(),
+        ));
     };
     let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
     let api_version = text("apiVersion").ok_or((None, "apiVersion".into(), "required".into()))?;
@@ -187,10 +191,18 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
     let expected = SUPPORTED_KINDS.iter().find(|(_, k)| *k == kind);
     match expected {
         None => {
-            return Err((name, "kind".into(), format!("unknown kind {kind:?}; supported: {supported}")));
+            return Err((
+                name,
+                "kind".into(),
+                format!("unknown kind {kind:?}; supported: {supported}"),
+            ));
         }
         Some((v, _)) if *v != api_version => {
-            return Err((name, "apiVersion".into(), format!("{kind} is served as {v:?}, not {api_version:?}")));
+            return Err((
+                name,
+                "apiVersion".into(),
+                format!("{kind} is served as {v:?}, not {api_version:?}"),
+            ));
         }
         Some(_) => {}
     }
@@ -198,8 +210,8 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
     Ok(match kind.as_str() {
         "Namespace" => Object::Namespace(typed_from(value).map_err(typed)?),
         "ServiceAccount" => Object::ServiceAccount(typed_from(value).map_err(typed)?),
-        "Deployment" => Object::Deployment(typed_from(value).map_err(typed)?),
-        _ => Object::Service(typed_from(value).map_err(typed)?),
+        "Deployment" => Object::Deployment(Box::new(typed_from(value).map_err(typed)?)),
+        _ => Object::Service(Box::new(typed_from(value).map_err(typed)?)),
     })
 }
 

@@ -50,7 +50,10 @@ mod tests {
     #[test]
     fn app_protocol_wins_over_name() {
         assert_eq!(AppProtocol::declared(Some("grpc"), Some("http-x")), Grpc);
-        assert_eq!(AppProtocol::declared(Some("kubernetes.io/h2c"), None), Http2);
+        assert_eq!(
+            AppProtocol::declared(Some("kubernetes.io/h2c"), None),
+            Http2
+        );
         assert_eq!(AppProtocol::declared(Some("unknown"), Some("tcp-db")), Tcp);
     }
 

@@ -31,7 +31,11 @@ pub enum SpiffeError {
 
 impl SpiffeId {
     /// Builds an ID, checking each part.
-    pub fn new(trust_domain: &str, namespace: &str, service_account: &str) -> Result<Self, SpiffeError> {
+    pub fn new(
+        trust_domain: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Self, SpiffeError> {
         format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}").parse()
     }
 
@@ -55,8 +59,7 @@ fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
@@ -69,9 +72,9 @@ impl FromStr for SpiffeId {
             .ok_or_else(|| SpiffeError::Scheme(s.to_string()))?;
         let (td, path) = rest.split_once('/').unwrap_or((rest, ""));
         let td_ok = !td.is_empty()
-            && td
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'));
+            && td.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+            });
         if !td_ok {
             return Err(SpiffeError::TrustDomain(s.to_string()));
         }
@@ -114,7 +117,10 @@ mod tests {
         assert_eq!(id.namespace(), "shop");
         assert_eq!(id.service_account(), "orders");
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/orders");
-        assert_eq!(SpiffeId::new("cluster.local", "shop", "orders").unwrap(), id);
+        assert_eq!(
+            SpiffeId::new("cluster.local", "shop", "orders").unwrap(),
+            id
+        );
     }
 
     #[test]

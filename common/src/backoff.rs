@@ -14,7 +14,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `base`, capped at `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next delay.
@@ -43,7 +47,10 @@ mod tests {
         assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
         assert!(d[2] >= Duration::from_millis(200) && d[2] <= Duration::from_millis(400));
         for x in &d[5..] {
-            assert!(*x >= Duration::from_secs(1) && *x <= Duration::from_secs(2), "{x:?}");
+            assert!(
+                *x >= Duration::from_secs(1) && *x <= Duration::from_secs(2),
+                "{x:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

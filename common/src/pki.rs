@@ -7,8 +7,8 @@
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -61,7 +61,11 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
         Some(n) => BasicConstraints::Constrained(n),
         None => BasicConstraints::Unconstrained,
     });
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     (p.not_before, p.not_after) = window(lifetime);
     p.serial_number = Some(random_serial());
     p
@@ -70,9 +74,16 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
 /// A new self-signed trust anchor (10 years).
 pub fn generate_root(trust_domain: &str) -> Result<PemPair, PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let params = ca_params(&format!("root.{trust_domain}"), Duration::from_secs(10 * 365 * 86400), None);
+    let params = ca_params(
+        &format!("root.{trust_domain}"),
+        Duration::from_secs(10 * 365 * 86400),
+        None,
+    );
     let cert = params.self_signed(&key)?;
-    Ok(PemPair { cert: cert.pem(), key: key.serialize_pem() })
+    Ok(PemPair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 /// A new intermediate issuer signed by `root` (1 year), as Linkerd's
@@ -81,9 +92,16 @@ pub fn generate_issuer(root: &PemPair, trust_domain: &str) -> Result<PemPair, Pk
     let root_key = KeyPair::from_pem(&root.key)?;
     let root_issuer = Issuer::from_ca_cert_pem(&root.cert, root_key)?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let params = ca_params(&format!("issuer.{trust_domain}"), Duration::from_secs(365 * 86400), Some(0));
+    let params = ca_params(
+        &format!("issuer.{trust_domain}"),
+        Duration::from_secs(365 * 86400),
+        Some(0),
+    );
     let cert = params.signed_by(&key, &root_issuer)?;
-    Ok(PemPair { cert: cert.pem(), key: key.serialize_pem() })
+    Ok(PemPair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 /// Signs workload certificates.
@@ -114,16 +132,28 @@ impl Signer {
     /// Certifies the public key of `csr_der` for `id` (already proven by
     /// the caller) for `lifetime`. Everything but the key is set here: the
     /// CSR's subject and extensions are ignored.
-    pub fn sign_csr(&self, csr_der: &[u8], id: &SpiffeId, lifetime: Duration) -> Result<Vec<u8>, PkiError> {
+    pub fn sign_csr(
+        &self,
+        csr_der: &[u8],
+        id: &SpiffeId,
+        lifetime: Duration,
+    ) -> Result<Vec<u8>, PkiError> {
         let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der);
         let mut csr = CertificateSigningRequestParams::from_der(&der)?;
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names = vec![SanType::URI(
-            id.to_string().try_into().map_err(|e: rcgen::Error| PkiError::Identity(e.to_string()))?,
-        )];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.subject_alt_names =
+            vec![SanType::URI(id.to_string().try_into().map_err(
+                |e: rcgen::Error| PkiError::Identity(e.to_string()),
+            )?)];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.use_authority_key_identifier_extension = true;
         (p.not_before, p.not_after) = window(lifetime);
         p.serial_number = Some(random_serial());
@@ -137,9 +167,10 @@ pub fn new_csr(id: &SpiffeId) -> Result<(KeyPair, Vec<u8>), PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    p.subject_alt_names = vec![SanType::URI(
-        id.to_string().try_into().map_err(|e: rcgen::Error| PkiError::Identity(e.to_string()))?,
-    )];
+    p.subject_alt_names =
+        vec![SanType::URI(id.to_string().try_into().map_err(
+            |e: rcgen::Error| PkiError::Identity(e.to_string()),
+        )?)];
     let csr = p.serialize_request(&key)?;
     Ok((key, csr.der().to_vec()))
 }
@@ -147,7 +178,10 @@ pub fn new_csr(id: &SpiffeId) -> Result<(KeyPair, Vec<u8>), PkiError> {
 /// Every certificate of a PEM text, DER.
 pub fn pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, PkiError> {
     rustls_pemfile::certs(&mut pem.as_bytes())
-        .map(|c| c.map(|c| c.to_vec()).map_err(|e| PkiError::Parse(format!("PEM: {e}"))))
+        .map(|c| {
+            c.map(|c| c.to_vec())
+                .map_err(|e| PkiError::Parse(format!("PEM: {e}")))
+        })
         .collect()
 }
 
@@ -173,7 +207,8 @@ pub struct CertInfo {
 /// SPIFFE ID.
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, PkiError> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Parse(format!("certificate: {e}")))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::Parse(format!("certificate: {e}")))?;
     let uris: Vec<&str> = cert
         .subject_alternative_name()
         .map_err(|e| PkiError::Parse(format!("subjectAltName: {e}")))?
@@ -189,10 +224,17 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, PkiError> {
         })
         .unwrap_or_default();
     let [uri] = uris.as_slice() else {
-        return Err(PkiError::Identity(format!("expected exactly one URI SAN, found {}", uris.len())));
+        return Err(PkiError::Identity(format!(
+            "expected exactly one URI SAN, found {}",
+            uris.len()
+        )));
     };
-    let identity = uri.parse().map_err(|e: api::spiffe::SpiffeError| PkiError::Identity(e.to_string()))?;
-    let ts = |t: ASN1Time| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0));
+    let identity = uri
+        .parse()
+        .map_err(|e: api::spiffe::SpiffeError| PkiError::Identity(e.to_string()))?;
+    let ts = |t: ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+    };
     Ok(CertInfo {
         identity,
         serial: cert.raw_serial_as_string().replace(':', ""),
@@ -214,7 +256,9 @@ mod tests {
         let other: SpiffeId = "spiffe://cluster.local/ns/shop/sa/evil".parse().unwrap();
         // The CSR asks for another identity: the CA sets the one proven.
         let (_key, csr) = new_csr(&other).unwrap();
-        let leaf = signer.sign_csr(&csr, &id, Duration::from_secs(3600)).unwrap();
+        let leaf = signer
+            .sign_csr(&csr, &id, Duration::from_secs(3600))
+            .unwrap();
         let info = cert_info(&leaf).unwrap();
         assert_eq!(info.identity, id);
         let life = info.not_after.duration_since(info.not_before).unwrap();

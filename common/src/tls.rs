@@ -66,11 +66,16 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
-fn build_verifier(provider: &Arc<CryptoProvider>, anchors: &[Vec<u8>]) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+fn build_verifier(
+    provider: &Arc<CryptoProvider>,
+    anchors: &[Vec<u8>],
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for a in anchors {
         roots
@@ -113,7 +118,11 @@ impl Identity {
 
     /// Installs a new certificate chain (leaf first) for `key`. The leaf
     /// must carry our own SPIFFE ID.
-    pub fn set_certificate(&self, chain_der: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<(), TlsError> {
+    pub fn set_certificate(
+        &self,
+        chain_der: Vec<Vec<u8>>,
+        key_pkcs8: Vec<u8>,
+    ) -> Result<(), TlsError> {
         let leaf = chain_der
             .first()
             .ok_or_else(|| TlsError::Pki(PkiError::Parse("empty certificate chain".into())))?;
@@ -128,7 +137,10 @@ impl Identity {
         let signing = self.provider.key_provider.load_private_key(key)?;
         let chain = chain_der.into_iter().map(CertificateDer::from).collect();
         let certified = Arc::new(CertifiedKey::new(chain, signing));
-        self.creds.store(Arc::new(Some(Arc::new(Credentials { key: certified, info }))));
+        self.creds.store(Arc::new(Some(Arc::new(Credentials {
+            key: certified,
+            info,
+        }))));
         Ok(())
     }
 
@@ -137,16 +149,23 @@ impl Identity {
         if **self.anchors_der.load() == anchors_der {
             return Ok(());
         }
-        self.verifier.store(Arc::new(build_verifier(&self.provider, &anchors_der)?));
+        self.verifier
+            .store(Arc::new(build_verifier(&self.provider, &anchors_der)?));
         self.anchors_der.store(Arc::new(anchors_der));
         Ok(())
     }
 
     /// Server side of mTLS: requires a client certificate from the mesh.
-    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    pub fn server_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut c = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(Arc::new(SpiffeVerifier { identity: self.clone(), mandatory: true }))
+            .with_client_cert_verifier(Arc::new(SpiffeVerifier {
+                identity: self.clone(),
+                mandatory: true,
+            }))
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         Ok(Arc::new(c))
@@ -154,21 +173,33 @@ impl Identity {
 
     /// Server side where a client certificate is optional (the controller,
     /// whose identity service serves proxies that have none yet).
-    pub fn server_config_optional_client(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    pub fn server_config_optional_client(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut c = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(Arc::new(SpiffeVerifier { identity: self.clone(), mandatory: false }))
+            .with_client_cert_verifier(Arc::new(SpiffeVerifier {
+                identity: self.clone(),
+                mandatory: false,
+            }))
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         Ok(Arc::new(c))
     }
 
     /// Client side: presents our certificate when we have one.
-    pub fn client_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    pub fn client_config(
+        self: &Arc<Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let mut c = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SpiffeVerifier { identity: self.clone(), mandatory: true }))
+            .with_custom_certificate_verifier(Arc::new(SpiffeVerifier {
+                identity: self.clone(),
+                mandatory: true,
+            }))
             .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
         c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         Ok(Arc::new(c))
@@ -185,7 +216,10 @@ pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
 /// checked as SPIFFE IDs) but rustls needs one, and it becomes the SNI.
 pub fn server_name(id: &SpiffeId) -> ServerName<'static> {
     let label = format!("{}.{}.sa.mesh", id.service_account(), id.namespace());
-    ServerName::try_from(label).unwrap_or_else(|_| ServerName::try_from("peer.mesh").unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())))
+    ServerName::try_from(label).unwrap_or_else(|_| {
+        ServerName::try_from("peer.mesh")
+            .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+    })
 }
 
 #[derive(Debug)]
@@ -215,7 +249,12 @@ struct SpiffeVerifier {
 }
 
 impl SpiffeVerifier {
-    fn verify(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<(), rustls::Error> {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
         self.identity
             .verifier
             .load()
@@ -233,7 +272,10 @@ impl SpiffeVerifier {
     }
 
     fn schemes(&self) -> Vec<SignatureScheme> {
-        self.identity.provider.signature_verification_algorithms.supported_schemes()
+        self.identity
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -250,12 +292,29 @@ impl ServerCertVerifier for SpiffeVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used in the mesh".into()))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "TLS 1.2 is not used in the mesh".into(),
+        ))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.identity.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.identity.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -268,7 +327,12 @@ impl ClientCertVerifier for SpiffeVerifier {
         &[]
     }
 
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         self.verify(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
@@ -277,12 +341,29 @@ impl ClientCertVerifier for SpiffeVerifier {
         self.mandatory
     }
 
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used in the mesh".into()))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "TLS 1.2 is not used in the mesh".into(),
+        ))
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.identity.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.identity.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -29,11 +29,18 @@ pub enum UnixHttpError {
     Request(#[from] hyper::http::Error),
 }
 
-async fn send(sock: &Path, method: Method, path: &str, body: Vec<u8>) -> Result<hyper::Response<Incoming>, UnixHttpError> {
-    let stream = UnixStream::connect(sock).await.map_err(|source| UnixHttpError::Connect {
-        path: sock.display().to_string(),
-        source,
-    })?;
+async fn send(
+    sock: &Path,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<hyper::Response<Incoming>, UnixHttpError> {
+    let stream = UnixStream::connect(sock)
+        .await
+        .map_err(|source| UnixHttpError::Connect {
+            path: sock.display().to_string(),
+            source,
+        })?;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -48,7 +55,12 @@ async fn send(sock: &Path, method: Method, path: &str, body: Vec<u8>) -> Result<
 }
 
 /// One request; the whole response body.
-pub async fn request(sock: &Path, method: Method, path: &str, body: Vec<u8>) -> Result<(StatusCode, Bytes), UnixHttpError> {
+pub async fn request(
+    sock: &Path,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes), UnixHttpError> {
     let resp = send(sock, method, path, body).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
@@ -65,7 +77,13 @@ impl Lines {
     /// Opens `GET path` and returns its body as lines.
     pub async fn open(sock: &Path, path: &str) -> Result<(StatusCode, Self), UnixHttpError> {
         let resp = send(sock, Method::GET, path, Vec::new()).await?;
-        Ok((resp.status(), Self { body: resp.into_body(), buf: BytesMut::new() }))
+        Ok((
+            resp.status(),
+            Self {
+                body: resp.into_body(),
+                buf: BytesMut::new(),
+            },
+        ))
     }
 
     /// The next line; `None` at the end of the stream.

@@ -18,9 +18,15 @@ impl Ca {
     pub fn new(issuer: &PemPair, anchors_pem: &str, lifetime: Duration) -> Result<Self, PkiError> {
         let anchors_der = common::pki::pem_certs(anchors_pem)?;
         if anchors_der.is_empty() {
-            return Err(PkiError::Parse("trust anchors: no certificate in the PEM".into()));
+            return Err(PkiError::Parse(
+                "trust anchors: no certificate in the PEM".into(),
+            ));
         }
-        Ok(Self { signer: Signer::new(issuer)?, anchors_der, lifetime })
+        Ok(Self {
+            signer: Signer::new(issuer)?,
+            anchors_der,
+            lifetime,
+        })
     }
 
     /// Roots proxies must trust (DER).

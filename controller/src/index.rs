@@ -35,14 +35,20 @@ impl Index {
         let mut by_addr = HashMap::new();
         for pod in &snap.pods {
             if let Some(ip) = pod.ip {
-                by_addr.insert(ip, entry(Resolved::Workload(workload(pod, ip, trust_domain))));
+                by_addr.insert(
+                    ip,
+                    entry(Resolved::Workload(workload(pod, ip, trust_domain))),
+                );
             }
         }
         for svc in &snap.services {
             let resolved = Resolved::Service(service(svc, &snap.pods, trust_domain));
             by_addr.insert(svc.cluster_ip, entry(resolved));
         }
-        Self { version: snap.version, by_addr }
+        Self {
+            version: snap.version,
+            by_addr,
+        }
     }
 
     /// What a subscription name resolves to (`None`: does not exist).
@@ -54,7 +60,10 @@ impl Index {
 fn entry(r: Resolved) -> Entry {
     let mut h = DefaultHasher::new();
     serde_json::to_string(&r).unwrap_or_default().hash(&mut h);
-    Entry { version: format!("{:016x}", h.finish()), resource: Arc::new(r) }
+    Entry {
+        version: format!("{:016x}", h.finish()),
+        resource: Arc::new(r),
+    }
 }
 
 fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
@@ -73,7 +82,10 @@ fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
 fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {
     !svc.selector.is_empty()
         && pod.namespace == svc.namespace
-        && svc.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        && svc
+            .selector
+            .iter()
+            .all(|(k, v)| pod.labels.get(k) == Some(v))
 }
 
 fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) -> Service {
@@ -93,7 +105,10 @@ fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) ->
                     Some((sp.port, target))
                 })
                 .collect();
-            Some(Endpoint { workload: workload(p, ip, trust_domain), ports })
+            Some(Endpoint {
+                workload: workload(p, ip, trust_domain),
+                ports,
+            })
         })
         .collect();
     endpoints.sort_by_key(|e| e.workload.address);
@@ -167,13 +182,24 @@ mod tests {
     #[test]
     fn service_has_ready_selected_endpoints_in_order() {
         let idx = Index::build(&snapshot(), "cluster.local");
-        let Resolved::Service(s) = &*idx.get("10.96.0.5").unwrap().resource else { panic!() };
-        let names: Vec<_> = s.endpoints.iter().map(|e| e.workload.name.as_str()).collect();
+        let Resolved::Service(s) = &*idx.get("10.96.0.5").unwrap().resource else {
+            panic!()
+        };
+        let names: Vec<_> = s
+            .endpoints
+            .iter()
+            .map(|e| e.workload.name.as_str())
+            .collect();
         assert_eq!(names, ["orders-a", "orders-b"]);
         assert_eq!(s.endpoints[0].ports, [(80, 9090), (5432, 5432)].into());
         assert_eq!(s.endpoints[0].workload.identity, None);
         assert_eq!(
-            s.endpoints[1].workload.identity.as_ref().map(ToString::to_string).as_deref(),
+            s.endpoints[1]
+                .workload
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
             Some("spiffe://cluster.local/ns/shop/sa/orders")
         );
         assert_eq!(s.port(80).unwrap().protocol, AppProtocol::Http);
@@ -184,7 +210,9 @@ mod tests {
     #[test]
     fn pods_resolve_and_unknown_addresses_do_not() {
         let idx = Index::build(&snapshot(), "cluster.local");
-        assert!(matches!(&*idx.get("10.244.0.11").unwrap().resource, Resolved::Workload(w) if w.name == "pay-a"));
+        assert!(
+            matches!(&*idx.get("10.244.0.11").unwrap().resource, Resolved::Workload(w) if w.name == "pay-a")
+        );
         assert!(idx.get("10.1.2.3").is_none());
         assert!(idx.get("not-an-ip").is_none());
     }
@@ -193,11 +221,20 @@ mod tests {
     fn version_changes_with_content_only() {
         let a = Index::build(&snapshot(), "cluster.local");
         let b = Index::build(&snapshot(), "cluster.local");
-        assert_eq!(a.get("10.96.0.5").unwrap().version, b.get("10.96.0.5").unwrap().version);
+        assert_eq!(
+            a.get("10.96.0.5").unwrap().version,
+            b.get("10.96.0.5").unwrap().version
+        );
         let mut snap = snapshot();
         snap.pods[2].ready = true;
         let c = Index::build(&snap, "cluster.local");
-        assert_ne!(a.get("10.96.0.5").unwrap().version, c.get("10.96.0.5").unwrap().version);
-        assert_eq!(a.get("10.244.0.11").unwrap().version, c.get("10.244.0.11").unwrap().version);
+        assert_ne!(
+            a.get("10.96.0.5").unwrap().version,
+            c.get("10.96.0.5").unwrap().version
+        );
+        assert_eq!(
+            a.get("10.244.0.11").unwrap().version,
+            c.get("10.244.0.11").unwrap().version
+        );
     }
 }

@@ -54,17 +54,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     common::logging::init("info");
     let args = Args::parse();
-    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let issuer = common::pki::PemPair { cert: read(&args.issuer_cert)?, key: read(&args.issuer_key)? };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let issuer = common::pki::PemPair {
+        cert: read(&args.issuer_cert)?,
+        key: read(&args.issuer_key)?,
+    };
     let anchors_pem = read(&args.trust_anchors)?;
-    let ca = Arc::new(ca::Ca::new(&issuer, &anchors_pem, args.cert_lifetime).context("loading the CA")?);
+    let ca =
+        Arc::new(ca::Ca::new(&issuer, &anchors_pem, args.cert_lifetime).context("loading the CA")?);
 
     let own_id = SpiffeId::new(&args.trust_domain, "mesh-system", "mesh-controller")?;
     let own = common::tls::Identity::new(own_id.clone(), ca.anchors_der().to_vec())?;
     certify_self(&ca, &own)?;
     tokio::spawn(renew_self(ca.clone(), own.clone()));
 
-    let store: Arc<dyn store::Store> = Arc::new(store::local::LocalStore::start(args.local_api.clone()));
+    let store: Arc<dyn store::Store> =
+        Arc::new(store::local::LocalStore::start(args.local_api.clone()));
     let index_rx = spawn_indexer(store.clone(), args.trust_domain.clone());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -78,7 +85,9 @@ async fn main() -> anyhow::Result<()> {
             store.clone(),
             args.trust_domain.clone(),
         )))
-        .add_service(DiscoveryServer::new(grpc::discovery::DiscoveryService::new(index_rx)))
+        .add_service(DiscoveryServer::new(
+            grpc::discovery::DiscoveryService::new(index_rx),
+        ))
         .serve_with_incoming_shutdown(grpc::incoming(listener, tls), async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -103,7 +112,10 @@ async fn renew_self(ca: Arc<ca::Ca>, own: Arc<common::tls::Identity>) {
 }
 
 /// Rebuilds the index on every snapshot; streams watch the result.
-fn spawn_indexer(store: Arc<dyn store::Store>, trust_domain: String) -> watch::Receiver<Arc<index::Index>> {
+fn spawn_indexer(
+    store: Arc<dyn store::Store>,
+    trust_domain: String,
+) -> watch::Receiver<Arc<index::Index>> {
     let mut snaps = store.snapshots();
     let first = index::Index::build(&snaps.borrow_and_update(), &trust_domain);
     let (tx, rx) = watch::channel(Arc::new(first));

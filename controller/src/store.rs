@@ -31,5 +31,8 @@ pub trait Store: Send + Sync + 'static {
     fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>>;
 
     /// Who holds `token`.
-    fn review_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<TokenReview, ReviewError>>;
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<TokenReview, ReviewError>>;
 }

@@ -38,7 +38,10 @@ fn reads_every_supported_kind() {
     let (docs, errors) = parse("app.yaml", GOOD);
     assert!(errors.is_empty(), "{errors:?}");
     let kinds: Vec<_> = docs.iter().map(|d| d.object.kind()).collect();
-    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Deployment", "Service"]);
+    assert_eq!(
+        kinds,
+        ["Namespace", "ServiceAccount", "Deployment", "Service"]
+    );
     assert_eq!(docs[2].index, 3);
     assert_eq!(docs[2].object.namespace(), "shop");
     assert_eq!(docs[0].object.namespace(), "");
@@ -58,7 +61,11 @@ fn a_bad_document_is_rejected_alone() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].document, 5);
     assert_eq!(errors[0].field, "kind");
-    assert!(errors[0].to_string().starts_with("app.yaml: document 5 (Pod p): kind: unknown kind \"Pod\""));
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("app.yaml: document 5 (Pod p): kind: unknown kind \"Pod\"")
+    );
 }
 
 #[test]
@@ -72,7 +79,10 @@ fn names_the_field_of_a_type_error() {
 
 #[test]
 fn missing_command_names_the_container() {
-    let text = GOOD.replace("command: [\"python3\", \"-m\", \"http.server\", \"8080\"]", "args: [x]");
+    let text = GOOD.replace(
+        "command: [\"python3\", \"-m\", \"http.server\", \"8080\"]",
+        "args: [x]",
+    );
     let e = one_error(&text);
     assert_eq!(e.field, "spec.template.spec.containers[0].command");
     assert_eq!(e.object.as_deref(), Some("Deployment shop/orders"));
@@ -87,14 +97,30 @@ fn selector_must_match_template() {
 
 #[test]
 fn malformed_yaml_and_missing_fields() {
-    assert!(one_error("kind: [unclosed\n").message.starts_with("malformed YAML"));
+    assert!(
+        one_error("kind: [unclosed\n")
+            .message
+            .starts_with("malformed YAML")
+    );
     assert_eq!(one_error("kind: Service\n").field, "apiVersion");
-    assert_eq!(one_error("apiVersion: v1\nkind: Namespace\nmetadata: {}\n").field, "metadata.name");
-    assert_eq!(one_error("apiVersion: apps/v1beta1\nkind: Deployment\nmetadata: {name: d}\n").field, "apiVersion");
-    assert_eq!(one_error("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: []}\n").field, "spec.ports");
+    assert_eq!(
+        one_error("apiVersion: v1\nkind: Namespace\nmetadata: {}\n").field,
+        "metadata.name"
+    );
+    assert_eq!(
+        one_error("apiVersion: apps/v1beta1\nkind: Deployment\nmetadata: {name: d}\n").field,
+        "apiVersion"
+    );
+    assert_eq!(
+        one_error("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: []}\n").field,
+        "spec.ports"
+    );
     assert_eq!(
         one_error("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: 1}, {port: 2, name: b}]\n").field,
         "spec.ports[0].name"
     );
-    assert_eq!(one_error("apiVersion: v1\nkind: Namespace\nmetadata: {name: Bad_Name}\n").field, "metadata.name");
+    assert_eq!(
+        one_error("apiVersion: v1\nkind: Namespace\nmetadata: {name: Bad_Name}\n").field,
+        "metadata.name"
+    );
 }

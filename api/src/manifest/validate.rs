@@ -18,7 +18,8 @@ fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -32,7 +33,11 @@ fn meta(m: &ObjectMeta, label_only: bool) -> Result<(), Problem> {
         .name
         .as_deref()
         .ok_or_else(|| problem("metadata.name", "required"))?;
-    let ok = if label_only { is_dns_label(name) } else { is_dns_subdomain(name) };
+    let ok = if label_only {
+        is_dns_label(name)
+    } else {
+        is_dns_subdomain(name)
+    };
     if !ok {
         return Err(problem(
             "metadata.name",
@@ -42,7 +47,10 @@ fn meta(m: &ObjectMeta, label_only: bool) -> Result<(), Problem> {
     if let Some(ns) = &m.namespace
         && !is_dns_label(ns)
     {
-        return Err(problem("metadata.namespace", format!("{ns:?} is not a valid namespace name")));
+        return Err(problem(
+            "metadata.namespace",
+            format!("{ns:?} is not a valid namespace name"),
+        ));
     }
     Ok(())
 }
@@ -67,8 +75,18 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
         .match_labels
         .as_ref()
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| problem("spec.selector.matchLabels", "required: the labels that pick this Deployment's pods"))?;
-    if spec.selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty()) {
+        .ok_or_else(|| {
+            problem(
+                "spec.selector.matchLabels",
+                "required: the labels that pick this Deployment's pods",
+            )
+        })?;
+    if spec
+        .selector
+        .match_expressions
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
         return Err(problem(
             "spec.selector.matchExpressions",
             "not supported by the local runtime; use matchLabels",
@@ -83,7 +101,9 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
         if labels.and_then(|l| l.get(k)) != Some(v) {
             return Err(problem(
                 "spec.template.metadata.labels",
-                format!("selector {k}={v} does not match the template's labels; add it to the template"),
+                format!(
+                    "selector {k}={v} does not match the template's labels; add it to the template"
+                ),
             ));
         }
     }
@@ -93,7 +113,10 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
         .as_ref()
         .ok_or_else(|| problem("spec.template.spec", "required"))?;
     if pod.containers.is_empty() {
-        return Err(problem("spec.template.spec.containers", "at least one container is required"));
+        return Err(problem(
+            "spec.template.spec.containers",
+            "at least one container is required",
+        ));
     }
     for (i, c) in pod.containers.iter().enumerate() {
         let at = format!("spec.template.spec.containers[{i}]");
@@ -105,7 +128,10 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
         }
         for (j, p) in c.ports.iter().flatten().enumerate() {
             if !(1..=65535).contains(&p.container_port) {
-                return Err(problem(format!("{at}.ports[{j}].containerPort"), "must be 1-65535"));
+                return Err(problem(
+                    format!("{at}.ports[{j}].containerPort"),
+                    "must be 1-65535",
+                ));
             }
         }
         for (j, e) in c.env.iter().flatten().enumerate() {
@@ -126,7 +152,10 @@ fn service(s: &Service) -> Result<(), Problem> {
     if let Some(t) = spec.type_.as_deref()
         && t != "ClusterIP"
     {
-        return Err(problem("spec.type", format!("{t:?} is not supported by the local runtime; use ClusterIP")));
+        return Err(problem(
+            "spec.type",
+            format!("{t:?} is not supported by the local runtime; use ClusterIP"),
+        ));
     }
     let ports = spec
         .ports
@@ -142,14 +171,23 @@ fn service(s: &Service) -> Result<(), Problem> {
             return Err(problem(format!("{at}.protocol"), "only TCP is supported"));
         }
         if ports.len() > 1 && p.name.as_deref().is_none_or(str::is_empty) {
-            return Err(problem(format!("{at}.name"), "required when a Service has more than one port"));
+            return Err(problem(
+                format!("{at}.name"),
+                "required when a Service has more than one port",
+            ));
         }
         match &p.target_port {
             Some(IntOrString::Int(t)) if !(1..=65535).contains(t) => {
-                return Err(problem(format!("{at}.targetPort"), "must be 1-65535 or a port name"));
+                return Err(problem(
+                    format!("{at}.targetPort"),
+                    "must be 1-65535 or a port name",
+                ));
             }
             Some(IntOrString::String(n)) if !is_dns_label(n) => {
-                return Err(problem(format!("{at}.targetPort"), format!("{n:?} is not a port name")));
+                return Err(problem(
+                    format!("{at}.targetPort"),
+                    format!("{n:?} is not a port name"),
+                ));
             }
             _ => {}
         }

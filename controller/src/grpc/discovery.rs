@@ -34,14 +34,20 @@ impl DiscoveryService {
 impl Discovery for DiscoveryService {
     type StreamStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
 
-    async fn stream(&self, req: Request<Streaming<DiscoveryRequest>>) -> Result<Response<Self::StreamStream>, Status> {
+    async fn stream(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
         let peer = req
             .extensions()
             .get::<PeerInfo>()
             .and_then(|p| Some(format!("{} at {}", p.identity.as_ref()?, p.addr)))
             .ok_or_else(|| Status::unauthenticated("discovery needs a workload certificate"))?;
         let (tx, rx) = mpsc::channel(16);
-        let session = Session { peer, ..Session::default() };
+        let session = Session {
+            peer,
+            ..Session::default()
+        };
         tokio::spawn(session.run(req.into_inner(), self.index.clone(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -160,11 +166,21 @@ mod tests {
             ready,
             named_ports: Default::default(),
         };
-        Index::build(&Snapshot { version: 1, pods: vec![pod], services: vec![] }, "cluster.local")
+        Index::build(
+            &Snapshot {
+                version: 1,
+                pods: vec![pod],
+                services: vec![],
+            },
+            "cluster.local",
+        )
     }
 
     fn sub(names: &[&str]) -> DiscoveryRequest {
-        DiscoveryRequest { subscribe: names.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+        DiscoveryRequest {
+            subscribe: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -187,7 +203,10 @@ mod tests {
         assert_eq!(r.resources.len(), 1);
         assert_eq!(r.nonce, "2");
         // Unsubscribed names are forgotten.
-        s.on_request(DiscoveryRequest { unsubscribe: vec!["10.244.0.2".into()], ..Default::default() });
+        s.on_request(DiscoveryRequest {
+            unsubscribe: vec!["10.244.0.2".into()],
+            ..Default::default()
+        });
         assert_eq!(s.subscribed.len(), 1);
     }
 }

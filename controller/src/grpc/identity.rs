@@ -21,25 +21,38 @@ pub struct IdentityService {
 impl IdentityService {
     /// Signs with `ca` what `store` vouches for.
     pub fn new(ca: Arc<Ca>, store: Arc<dyn Store>, trust_domain: String) -> Self {
-        Self { ca, store, trust_domain }
+        Self {
+            ca,
+            store,
+            trust_domain,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl Identity for IdentityService {
-    async fn certify(&self, req: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
+    async fn certify(
+        &self,
+        req: Request<CertifyRequest>,
+    ) -> Result<Response<CertifyResponse>, Status> {
         let r = req.into_inner();
-        let id: SpiffeId = r
-            .identity
-            .parse()
-            .map_err(|e: api::spiffe::SpiffeError| Status::invalid_argument(format!("identity: {e}")))?;
-        if id.trust_domain() != self.trust_domain {
-            return Err(Status::permission_denied(format!("trust domain is {}", self.trust_domain)));
-        }
-        let review = self.store.review_token(&r.token).await.map_err(|e| match e {
-            ReviewError::Rejected => Status::unauthenticated("bootstrap token rejected"),
-            ReviewError::Unavailable(m) => Status::unavailable(m),
+        let id: SpiffeId = r.identity.parse().map_err(|e: api::spiffe::SpiffeError| {
+            Status::invalid_argument(format!("identity: {e}"))
         })?;
+        if id.trust_domain() != self.trust_domain {
+            return Err(Status::permission_denied(format!(
+                "trust domain is {}",
+                self.trust_domain
+            )));
+        }
+        let review = self
+            .store
+            .review_token(&r.token)
+            .await
+            .map_err(|e| match e {
+                ReviewError::Rejected => Status::unauthenticated("bootstrap token rejected"),
+                ReviewError::Unavailable(m) => Status::unavailable(m),
+            })?;
         if review.namespace != id.namespace() || review.service_account != id.service_account() {
             tracing::warn!(%id, pod = %review.pod, "token holder asked for another identity");
             return Err(Status::permission_denied(format!(

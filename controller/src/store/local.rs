@@ -63,13 +63,17 @@ impl Store for LocalStore {
         self.rx.clone()
     }
 
-    fn review_token<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<TokenReview, ReviewError>> {
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<TokenReview, ReviewError>> {
         Box::pin(async move {
             let body = serde_json::to_vec(&serde_json::json!({ "token": token }))
                 .map_err(|e| ReviewError::Unavailable(e.to_string()))?;
-            let (status, body) = unix_http::request(&self.socket, hyper::Method::POST, "/tokenreview", body)
-                .await
-                .map_err(|e| ReviewError::Unavailable(e.to_string()))?;
+            let (status, body) =
+                unix_http::request(&self.socket, hyper::Method::POST, "/tokenreview", body)
+                    .await
+                    .map_err(|e| ReviewError::Unavailable(e.to_string()))?;
             if status.is_client_error() {
                 return Err(ReviewError::Rejected);
             }

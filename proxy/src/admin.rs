@@ -1,0 +1,94 @@
+//! Health, metrics and admin endpoints, each on its own listener, off the
+//! data path: `/ready`, `/live`, `/metrics` on the health port (all
+//! interfaces) and `/config_dump` on the loopback admin port.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::Ctx;
+
+/// The health port's routes.
+pub fn health(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/healthz/ready", get(ready))
+        .route("/live", get(|| async { "live\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+/// The admin port's routes.
+pub fn admin(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/config_dump", get(config_dump))
+        .with_state(ctx)
+}
+
+async fn ready(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> impl IntoResponse {
+    let cert = ctx.identity.credentials().is_some();
+    let config = ctx.discovery.synced_once();
+    match (cert, config) {
+        (true, true) => (StatusCode::OK, "ready\n".to_string()),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: certificate={cert} config={config}\n"),
+        ),
+    }
+}
+
+async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        ctx.metrics.render(),
+    )
+}
+
+async fn config_dump(
+    axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>,
+) -> impl IntoResponse {
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let cert = ctx.identity.credentials().map(|c| {
+        json!({
+            "identity": c.info.identity,
+            "serial": c.info.serial,
+            "not_before_unix": secs(c.info.not_before),
+            "not_after_unix": secs(c.info.not_after),
+        })
+    });
+    let discovery: serde_json::Map<String, serde_json::Value> = ctx
+        .discovery
+        .dump()
+        .iter()
+        .map(|(ip, slot)| {
+            (
+                ip.to_string(),
+                serde_json::to_value(slot).unwrap_or_default(),
+            )
+        })
+        .collect();
+    Json(json!({
+        "identity": ctx.identity.id(),
+        "workload": ctx.workload,
+        "certificate": cert,
+        "trust_anchors": ctx.identity.anchors_der().len(),
+        "controller": {
+            "address": ctx.controller.addr,
+            "identity": ctx.controller.identity,
+            "connected": ctx.discovery.connected(),
+        },
+        "discovery": discovery,
+    }))
+}

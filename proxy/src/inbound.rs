@@ -1,0 +1,123 @@
+//! Inbound: mTLS from peer proxies on the mTLS port (the client's SPIFFE
+//! ID verified, the target port read from the transport header), and
+//! plaintext redirected from outside the mesh (accepted: permissive mode).
+//! Both are forwarded to the app on the pod's own address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::ConnLabels;
+use crate::{Ctx, orig_dst, ports, transport};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the mTLS port.
+pub async fn serve_mtls(listener: TcpListener, ctx: Arc<Ctx>) {
+    let acceptor = TlsAcceptor::from(ctx.server_tls.clone());
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let ctx = ctx.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_mtls(&ctx, acceptor, tcp).await {
+                        tracing::debug!(%peer, error = %e, "inbound mTLS connection failed");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "inbound accept"),
+        }
+    }
+}
+
+async fn handle_mtls(ctx: &Ctx, acceptor: TlsAcceptor, tcp: TcpStream) -> anyhow::Result<()> {
+    tcp.set_nodelay(true)?;
+    let local = tcp.local_addr()?;
+    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
+    let peer = common::tls::peer_identity(tls.get_ref().1.peer_certificates())
+        .ok_or_else(|| anyhow::anyhow!("peer has no SPIFFE identity"))?;
+    let mut header = [0u8; transport::LEN];
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.read_exact(&mut header))
+        .await
+        .map_err(|_| anyhow::anyhow!("no transport header"))??;
+    let port = transport::decode(&header)?;
+    anyhow::ensure!(
+        port != ports::MTLS && port != ports::INBOUND,
+        "refusing a loop to port {port}"
+    );
+    let principal = peer.to_string();
+    forward(
+        ctx,
+        tls,
+        SocketAddr::new(local.ip(), port),
+        peer.namespace(),
+        &principal,
+        true,
+    )
+    .await
+}
+
+/// Serves the plaintext inbound port.
+pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let r = async {
+                        tcp.set_nodelay(true)?;
+                        let dst = orig_dst::original_dst(&tcp)?;
+                        anyhow::ensure!(
+                            dst.port() != ports::INBOUND,
+                            "connection to the inbound port itself"
+                        );
+                        forward(&ctx, tcp, dst, "unknown", "unknown", false).await
+                    };
+                    if let Err(e) = r.await {
+                        tracing::debug!(%peer, error = %e, "inbound connection failed");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "inbound accept"),
+        }
+    }
+}
+
+async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    mut downstream: S,
+    app_addr: SocketAddr,
+    source_ns: &str,
+    source_principal: &str,
+    mtls: bool,
+) -> anyhow::Result<()> {
+    let mut app = TcpStream::connect(app_addr).await?;
+    app.set_nodelay(true)?;
+    let me = ctx.identity.id();
+    let principal = me.to_string();
+    let service = app_addr.to_string();
+    let labels = ConnLabels([
+        "destination",
+        "unknown",
+        source_ns,
+        source_principal,
+        &service,
+        &ctx.workload,
+        me.namespace(),
+        &principal,
+        if mtls { "mutual_tls" } else { "none" },
+    ]);
+    ctx.metrics.opened(&labels);
+    let result = tokio::io::copy_bidirectional(&mut downstream, &mut app).await;
+    let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
+    ctx.metrics.closed(&labels, sent, received);
+    result?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Outbound: connections the app makes, redirected to us. A mesh Service
+//! is balanced round robin over its ready endpoints; meshed endpoints are
+//! reached over mTLS (their identity checked against discovery), others in
+//! plaintext; addresses outside the mesh pass through unchanged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use api::discovery::{Resolved, Workload};
+use api::spiffe::SpiffeId;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::discovery::Lookup;
+use crate::metrics::ConnLabels;
+use crate::{Ctx, orig_dst, ports, transport};
+
+/// How long a connect to an endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Endpoints tried for one connection when connects fail.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Accepts redirected connections until the process ends.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(&ctx, tcp).await {
+                        tracing::debug!(%peer, error = %e, "outbound connection failed");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "outbound accept"),
+        }
+    }
+}
+
+/// A connected upstream and what it is, for metrics.
+struct Upstream {
+    io: Box<dyn Io>,
+    service: String,
+    workload: String,
+    namespace: String,
+    principal: String,
+    mtls: bool,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn handle(ctx: &Ctx, mut app: TcpStream) -> anyhow::Result<()> {
+    app.set_nodelay(true)?;
+    let dst = orig_dst::original_dst(&app)?;
+    if dst.port() == ports::OUTBOUND && dst.ip() == app.local_addr()?.ip() {
+        anyhow::bail!("connection to the outbound port itself");
+    }
+    let mut up = match ctx.discovery.lookup(dst.ip()).await {
+        Lookup::Passthrough => Upstream {
+            io: Box::new(connect_plain(dst).await?),
+            service: dst.ip().to_string(),
+            workload: "unknown".into(),
+            namespace: "unknown".into(),
+            principal: "unknown".into(),
+            mtls: false,
+        },
+        Lookup::Mesh(target) => match &target.resolved {
+            Resolved::Workload(w) => connect_workload(ctx, w, dst.port(), String::new()).await?,
+            Resolved::Service(svc) => {
+                let Some(_port) = svc.port(dst.port()) else {
+                    anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
+                };
+                let n = svc.endpoints.len();
+                anyhow::ensure!(n > 0, "service {} has no ready endpoints", svc.hostname);
+                let mut last = None;
+                let mut found = None;
+                for _ in 0..CONNECT_ATTEMPTS.min(n) {
+                    let i = target.cursor.fetch_add(1, Ordering::Relaxed) % n;
+                    let ep = &svc.endpoints[i];
+                    let port = ep.ports.get(&dst.port()).copied().unwrap_or(dst.port());
+                    match connect_workload(ctx, &ep.workload, port, svc.hostname.clone()).await {
+                        Ok(u) => {
+                            found = Some(u);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(endpoint = %ep.workload.address, error = %e, "endpoint connect failed");
+                            last = Some(e);
+                        }
+                    }
+                }
+                match found {
+                    Some(u) => u,
+                    None => return Err(last.unwrap_or_else(|| anyhow::anyhow!("no endpoint"))),
+                }
+            }
+        },
+    };
+    let me = ctx.identity.id();
+    let principal = me.to_string();
+    let labels = ConnLabels([
+        "source",
+        &ctx.workload,
+        me.namespace(),
+        &principal,
+        &up.service,
+        &up.workload,
+        &up.namespace,
+        &up.principal,
+        if up.mtls { "mutual_tls" } else { "none" },
+    ]);
+    ctx.metrics.opened(&labels);
+    let result = tokio::io::copy_bidirectional(&mut app, &mut up.io).await;
+    let (sent, received) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
+    ctx.metrics.closed(&labels, sent, received);
+    result?;
+    Ok(())
+}
+
+async fn connect_plain(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+async fn connect_workload(
+    ctx: &Ctx,
+    w: &Workload,
+    port: u16,
+    service: String,
+) -> anyhow::Result<Upstream> {
+    let service = if service.is_empty() {
+        w.address.to_string()
+    } else {
+        service
+    };
+    let base = |io: Box<dyn Io>, principal: String, mtls: bool| Upstream {
+        io,
+        service: service.clone(),
+        workload: w.name.clone(),
+        namespace: w.namespace.clone(),
+        principal,
+        mtls,
+    };
+    match &w.identity {
+        None => Ok(base(
+            Box::new(connect_plain(SocketAddr::new(w.address, port)).await?),
+            "unknown".into(),
+            false,
+        )),
+        Some(id) => {
+            let tls = connect_mtls(ctx, SocketAddr::new(w.address, ports::MTLS), id, port).await?;
+            Ok(base(Box::new(tls), id.to_string(), true))
+        }
+    }
+}
+
+/// mTLS to a peer proxy, checking it is `expected`, then the header.
+async fn connect_mtls(
+    ctx: &Ctx,
+    addr: SocketAddr,
+    expected: &SpiffeId,
+    port: u16,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = connect_plain(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(ctx.client_tls.clone());
+    let mut tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        connector.connect(common::tls::server_name(expected), tcp),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("TLS handshake with {addr} timed out"))??;
+    let peer = common::tls::peer_identity(tls.get_ref().1.peer_certificates());
+    if peer.as_ref() != Some(expected) {
+        anyhow::bail!(
+            "peer {addr} presented {}, expected {expected}",
+            peer.map(|p| p.to_string())
+                .unwrap_or_else(|| "no identity".into())
+        );
+    }
+    tls.write_all(&transport::encode(port)).await?;
+    Ok(tls)
+}
