@@ -155,15 +155,15 @@ mod tests {
 
     use super::*;
 
-    fn index(ready: bool) -> Index {
+    fn index(version: &str) -> Index {
         let pod = Pod {
             name: "a".into(),
             namespace: "ns".into(),
-            labels: Default::default(),
+            labels: [("version".to_string(), version.to_string())].into(),
             service_account: "sa".into(),
             ip: Some("10.244.0.2".parse().unwrap()),
             meshed: true,
-            ready,
+            ready: true,
             named_ports: Default::default(),
         };
         Index::build(
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn sends_only_what_changed() {
         let mut s = Session::default();
-        let idx = index(true);
+        let idx = index("v1");
         let new = s.on_request(sub(&["10.244.0.2", "10.9.9.9"]));
         let r = s.diff(&idx, &new).unwrap();
         assert_eq!(r.resources.len(), 1);
@@ -199,7 +199,7 @@ mod tests {
         let all: Vec<_> = s.subscribed.iter().cloned().collect();
         assert!(s.diff(&idx, &all).is_none());
         // Changed content: resent, with a new nonce.
-        let r = s.diff(&index(false), &all).unwrap();
+        let r = s.diff(&index("v2"), &all).unwrap();
         assert_eq!(r.resources.len(), 1);
         assert_eq!(r.nonce, "2");
         // Unsubscribed names are forgotten.
