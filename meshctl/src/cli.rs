@@ -1,0 +1,178 @@
+//! Command-line definitions (the logic lives in [`crate::commands`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The mesh's command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshctl",
+    version,
+    about = "Service mesh CLI and local runtime"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Whether this is the runtime's daemon (it logs more).
+    pub fn is_daemon(&self) -> bool {
+        matches!(&self.command, Command::Local(l) if matches!(l.command, LocalCommand::Daemon(_)))
+    }
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The local runtime: the mesh on this host, in network namespaces.
+    Local(LocalArgs),
+    /// Start the local runtime with a demo application and send traffic.
+    Demo(DemoArgs),
+}
+
+/// Where the local runtime keeps its state.
+#[derive(Args, Debug, Clone)]
+pub struct StateArgs {
+    /// State directory (default: $MESHCTL_LOCAL_DIR, else /var/lib/meshctl/local for root).
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `meshctl local`.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Subcommand.
+    #[command(subcommand)]
+    pub command: LocalCommand,
+}
+
+/// `meshctl local ...`.
+#[derive(Subcommand, Debug)]
+pub enum LocalCommand {
+    /// Start the runtime in the background; returns when it is ready.
+    Up(UpArgs),
+    /// Stop the runtime and remove every namespace, interface and process it made.
+    Down,
+    /// Create or update the objects of manifest files.
+    Apply(FileArgs),
+    /// Delete the objects of manifest files.
+    Delete(FileArgs),
+    /// List pods or services.
+    Get(GetArgs),
+    /// Run a command inside a pod's network namespace.
+    Exec(ExecArgs),
+    /// Print a pod's container or proxy log.
+    Logs(LogsArgs),
+    /// Stop or start the controller (to see the data plane without it).
+    Controller(ControllerArgs),
+    /// Run the daemon in the foreground (started by `up`).
+    #[command(hide = true)]
+    Daemon(UpArgs),
+}
+
+/// `local up`.
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Lifetime of workload certificates (Istio durations: 24h, 30s).
+    #[arg(long, default_value = "24h")]
+    pub cert_lifetime: String,
+    /// Bring your own trust anchor: root certificate (PEM); needs --root-key.
+    #[arg(long, requires = "root_key")]
+    pub root_cert: Option<PathBuf>,
+    /// The root's private key (PEM).
+    #[arg(long, requires = "root_cert")]
+    pub root_key: Option<PathBuf>,
+}
+
+/// `-f FILE...`.
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    /// Manifest file, directory (its *.yaml/*.yml files) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// What `get` lists.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// Pods.
+    #[value(alias = "pod", alias = "po")]
+    Pods,
+    /// Services.
+    #[value(alias = "service", alias = "svc")]
+    Services,
+}
+
+/// Output formats.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// A table.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// `local get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// pods or services.
+    pub resource: Resource,
+    /// Namespace (default: all).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `local exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Pod name, or `deploy/NAME` for a ready pod of a Deployment.
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The command.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `local logs`.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Pod name, or `deploy/NAME`.
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Container name, or `proxy` for the sidecar (default: the first container).
+    #[arg(short, long)]
+    pub container: Option<String>,
+}
+
+/// `local controller stop|start`.
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// `stop` or `start`.
+    #[arg(value_parser = ["stop", "start"])]
+    pub action: String,
+}
+
+/// `demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Requests to send through the demo.
+    #[arg(long, default_value_t = 20)]
+    pub requests: u32,
+}

@@ -1,0 +1,38 @@
+//! One module per command; each returns the process exit code.
+
+use crate::cli::{Cli, Command, LocalCommand};
+use crate::local::StateDir;
+
+pub mod apply;
+pub mod demo;
+pub mod exec;
+pub mod get;
+pub mod local;
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Local(l) => {
+            let state = StateDir::resolve(l.state.state_dir);
+            match l.command {
+                LocalCommand::Up(a) => local::up(&state, &a).await,
+                LocalCommand::Down => local::down(&state).await,
+                LocalCommand::Daemon(a) => local::daemon(&state, &a).await,
+                LocalCommand::Controller(a) => local::controller(&state, &a.action).await,
+                LocalCommand::Apply(f) => apply::apply(&state, &f.files).await,
+                LocalCommand::Delete(f) => apply::delete(&state, &f.files).await,
+                LocalCommand::Get(g) => get::get(&state, &g).await,
+                LocalCommand::Exec(e) => exec::exec(&state, &e).await,
+                LocalCommand::Logs(l) => exec::logs(&state, &l).await,
+            }
+        }
+        Command::Demo(d) => demo::demo(&StateDir::resolve(d.state.state_dir), d.requests).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

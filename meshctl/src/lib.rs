@@ -1,0 +1,7 @@
+//! `meshctl`: the mesh's command line, and the local runtime that runs the
+//! whole mesh on one Linux host in network-namespace pods.
+
+pub mod cli;
+pub mod commands;
+pub mod local;
+pub mod output;
