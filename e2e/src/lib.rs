@@ -1,1 +1,277 @@
-//! e2e
+//! The end-to-end harness: a local runtime per scenario, driven through the
+//! real `meshctl` binary, with real clients and servers in its pods.
+//!
+//! Scenarios need root (network namespaces, iptables) and the workspace's
+//! binaries (`cargo build --workspace --bins`). Without root a scenario
+//! says so loudly and passes vacuously, except under CI (`CI` set), where
+//! it fails: nothing is silently skipped there.
+
+// A test harness: a step that cannot be taken is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use meshctl::local::objects::PodStatus;
+
+/// Whether scenarios can run; panics under CI when they cannot.
+pub fn can_run() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if root {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "end-to-end scenarios need root, and CI must run them"
+    );
+    eprintln!("\n!!! SKIPPED: end-to-end scenario needs root (network namespaces, iptables) !!!\n");
+    false
+}
+
+/// Where the workspace's binaries are.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-HASH -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["meshctl", "mesh-proxy", "mesh-controller"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} missing: run `cargo build --workspace --bins` first",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// A test server script of this crate.
+pub fn server(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("servers")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A local runtime for one scenario, torn down on drop.
+pub struct Cluster {
+    /// Its state directory.
+    pub state: PathBuf,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    /// Starts a runtime named after the scenario, with extra `up` flags.
+    pub fn up(name: &str, up_args: &[&str]) -> Self {
+        let state = PathBuf::from(format!("/tmp/mesh-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let c = Self {
+            state,
+            bin: bin_dir(),
+        };
+        let mut args = vec!["up"];
+        args.extend(up_args);
+        let out = c.meshctl(&args);
+        assert!(
+            out.status.success(),
+            "local up failed: {}",
+            text(&out.stderr)
+        );
+        c
+    }
+
+    /// `meshctl local --state-dir S ARGS`.
+    pub fn meshctl(&self, args: &[&str]) -> Output {
+        self.meshctl_input(args, "")
+    }
+
+    /// The same, with `input` on stdin.
+    pub fn meshctl_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new(self.bin.join("meshctl"))
+            .arg("local")
+            .arg(format!("--state-dir={}", self.state.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshctl");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        child.wait_with_output().expect("meshctl output")
+    }
+
+    /// Applies YAML; panics if rejected.
+    pub fn apply(&self, yaml: &str) {
+        let out = self.meshctl_input(&["apply", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "apply failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+
+    /// All pods.
+    pub fn pods(&self) -> Vec<PodStatus> {
+        let out = self.meshctl(&["get", "pods", "-o", "json"]);
+        assert!(out.status.success(), "get pods: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("pods JSON")
+    }
+
+    /// Waits (bounded) until Deployment `ns/deploy` has exactly `n` ready pods.
+    pub fn wait_ready(&self, ns: &str, deploy: &str, n: usize) -> Vec<PodStatus> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let pods: Vec<PodStatus> = self
+                .pods()
+                .into_iter()
+                .filter(|p| p.namespace == ns && p.deployment == deploy)
+                .collect();
+            if pods.len() == n && pods.iter().all(|p| p.ready) {
+                return pods;
+            }
+            if Instant::now() > deadline {
+                let logs = self.meshctl(&["logs", &format!("deploy/{deploy}"), "-n", ns]);
+                let proxy =
+                    self.meshctl(&["logs", &format!("deploy/{deploy}"), "-n", ns, "-c", "proxy"]);
+                panic!(
+                    "{ns}/{deploy}: wanted {n} ready pods, have {pods:#?}\napp log:\n{}\nproxy log:\n{}",
+                    text(&logs.stdout),
+                    text(&proxy.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `argv` in a pod (`deploy/NAME` or a pod name) of `ns`.
+    pub fn exec(&self, ns: &str, pod: &str, argv: &[&str]) -> Output {
+        let mut args = vec!["exec", pod, "-n", ns, "--"];
+        args.extend(argv);
+        self.meshctl(&args)
+    }
+
+    /// Like [`Self::exec`], panicking unless it succeeds; returns stdout.
+    pub fn exec_ok(&self, ns: &str, pod: &str, argv: &[&str]) -> String {
+        let out = self.exec(ns, pod, argv);
+        assert!(
+            out.status.success(),
+            "{argv:?} in {ns}/{pod} failed: {}\n{}",
+            out.status,
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// The run's node namespace.
+    pub fn node_ns(&self) -> String {
+        let pods = self.pods();
+        let netns = &pods.first().expect("a pod").netns;
+        let prefix = netns.rsplit_once('-').expect("netns name").0;
+        format!("{prefix}-node")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let out = self.meshctl(&["down"]);
+        if !out.status.success() {
+            eprintln!("local down failed: {}", text(&out.stderr));
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A namespace with a Deployment and a Service for it; `pod_spec` is put
+/// into the pod spec as is (e.g. a `securityContext` line, indented 6).
+pub fn app(
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    port: u16,
+    argv: &[&str],
+    pod_spec: &str,
+) -> String {
+    let cmd = serde_json::to_string(argv).expect("argv JSON");
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: {ns}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: main, port: {port}, targetPort: {port}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      serviceAccountName: {name}
+{pod_spec}
+      containers:
+      - name: main
+        command: {cmd}
+        ports: [{{containerPort: {port}}}]
+"#
+    )
+}
+
+/// A client Deployment that sleeps, to exec clients in.
+pub fn client(ns: &str, meshed: bool) -> String {
+    let name = if meshed { "client" } else { "outsider" };
+    let annotations = if meshed {
+        ""
+    } else {
+        "      annotations: {sidecar.istio.io/inject: \"false\"}\n"
+    };
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+{annotations}    spec:
+      containers:
+      - name: main
+        command: [sleep, infinity]
+"#
+    )
+}

@@ -33,7 +33,10 @@ pub async fn exec(state: &StateDir, args: &ExecArgs) -> anyhow::Result<i32> {
         "pod {} has no network namespace yet",
         pod.name
     );
+    // The pod's PATH, as `kubectl exec` runs with the container's
+    // environment, not the caller's.
     let status = std::process::Command::new("ip")
+        .env("PATH", crate::local::node::PATH)
         .args(["netns", "exec", &pod.netns])
         .args(&args.command)
         .status()

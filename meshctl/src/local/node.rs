@@ -43,7 +43,8 @@ pub struct NodeConfig {
     pub trust_anchors: PathBuf,
 }
 
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The PATH of every process in a pod.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs until the store is dropped.
 pub async fn run(store: Arc<Store>, cfg: NodeConfig) {

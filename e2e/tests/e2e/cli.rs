@@ -1,0 +1,158 @@
+//! The CLI and the runtime's lifecycle: bad input is rejected alone with
+//! the document and field named, and `down` leaves nothing behind.
+
+use std::process::Command;
+
+use e2e::{Cluster, app, bin_dir, can_run, client, server, text};
+
+#[test]
+fn bad_documents_are_rejected_alone_and_running_pods_are_untouched() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("badinput", &[]);
+    c.apply(&client("cli", true));
+    c.apply(&app(
+        "cli",
+        "web",
+        1,
+        8080,
+        &["python3", &server("http_echo.py"), "8080"],
+        "",
+    ));
+    let web = c.wait_ready("cli", "web", 1);
+
+    let mixed = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: cli}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: nocmd, namespace: cli}
+spec:
+  selector: {matchLabels: {app: nocmd}}
+  template:
+    metadata: {labels: {app: nocmd}}
+    spec:
+      containers: [{name: c, image: nginx}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lonely, namespace: cli}
+spec:
+  selector: {app: nobody}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: elsewhere, namespace: missing}
+spec:
+  ports: [{port: 80}]
+"#;
+    let out = c.meshctl_input(&["apply", "-f", "-"], mixed);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("-: document 1 (Pod p): kind: unknown kind \"Pod\""),
+        "{err}"
+    );
+    assert!(err.contains("-: document 2 (Deployment cli/nocmd): spec.template.spec.containers[0].command: required"), "{err}");
+    assert!(err.contains("warning: -: document 3 (Service cli/lonely): spec.selector: app=nobody matches no Deployment"), "{err}");
+    assert!(err.contains("document 4 (Service missing/elsewhere): metadata.namespace: namespace \"missing\" not found"), "{err}");
+    // The valid document went in.
+    assert!(text(&out.stdout).contains("Service cli/lonely created"));
+
+    let out = c.meshctl_input(&["apply", "-f", "-"], "kind: [unclosed\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("document 1: malformed YAML"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = c.meshctl(&["apply", "-f", "/nonexistent/app.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/app.yaml"));
+
+    // Nothing that ran was disturbed.
+    let after = c.wait_ready("cli", "web", 1);
+    assert_eq!(after[0].name, web[0].name);
+    assert_eq!(after[0].restarts, 0);
+    let out = c.exec_ok(
+        "cli",
+        "deploy/client",
+        &["curl", "-sS", "--max-time", "10", "http://web:8080/"],
+    );
+    assert!(out.starts_with("pod=web-"), "{out}");
+}
+
+#[test]
+fn demo_serves_traffic_and_down_removes_every_trace() {
+    if !can_run() {
+        return;
+    }
+    let state = format!("/tmp/mesh-e2e-demo-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&state);
+    let meshctl = bin_dir().join("meshctl");
+    let out = Command::new(&meshctl)
+        .args(["demo", "--state-dir", &state, "--requests", "10"])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let ok = out.status.success();
+    let pods = Command::new(&meshctl)
+        .args(["local", "--state-dir", &state, "get", "pods", "-o", "json"])
+        .output()
+        .unwrap();
+    let pods: Vec<serde_json::Value> = serde_json::from_slice(&pods.stdout).unwrap_or_default();
+    let down = Command::new(&meshctl)
+        .args(["local", "--state-dir", &state, "down"])
+        .output()
+        .unwrap();
+    assert!(ok, "demo failed:\n{stdout}\n{}", text(&out.stderr));
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(
+        stdout.contains("frontend -> orders-v1 -> payments"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("frontend -> orders-v2 -> payments"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("meshctl local"),
+        "no next steps printed: {stdout}"
+    );
+
+    let netns = pods[0]["netns"].as_str().expect("netns").to_string();
+    let prefix = format!("{}-", netns.rsplit_once('-').unwrap().0);
+    let left = text(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(!left.contains(&prefix), "namespaces left: {left}");
+    let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !etc.iter().any(|n| n.starts_with(&prefix)),
+        "/etc/netns entries left: {etc:?}"
+    );
+    let procs = text(
+        &Command::new("pgrep")
+            .args(["-af", &state])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(procs.trim().is_empty(), "processes left: {procs}");
+    let _ = std::fs::remove_dir_all(&state);
+}

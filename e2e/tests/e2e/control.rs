@@ -1,0 +1,123 @@
+//! The control plane's part: endpoint changes reach proxies in seconds,
+//! and the data plane survives the controller's absence.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use e2e::{Cluster, app, can_run, client, server};
+
+fn web(replicas: u32) -> String {
+    app(
+        "ctl",
+        "web",
+        replicas,
+        8080,
+        &["python3", &server("http_echo.py"), "8080"],
+        "",
+    )
+}
+
+fn pods_answering(c: &Cluster, n: usize) -> BTreeSet<String> {
+    let out = c.exec_ok(
+        "ctl",
+        "deploy/client",
+        &[
+            "sh",
+            "-c",
+            &format!("for i in $(seq 1 {n}); do curl -s --max-time 5 http://web:8080/; done"),
+        ],
+    );
+    out.lines()
+        .filter_map(|l| {
+            l.strip_prefix("pod=")
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn scaling_up_spreads_requests_over_new_pods_within_seconds() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("scale", &[]);
+    c.apply(&client("ctl", true));
+    c.apply(&web(1));
+    c.wait_ready("ctl", "client", 1);
+    let first = c.wait_ready("ctl", "web", 1);
+    assert_eq!(
+        pods_answering(&c, 3),
+        BTreeSet::from([first[0].name.clone()])
+    );
+
+    c.apply(&web(3));
+    let pods = c.wait_ready("ctl", "web", 3);
+    let want: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = pods_answering(&c, 30);
+        if seen == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 5 s requests reach {seen:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn data_plane_keeps_serving_without_the_controller_and_new_pods_join_after() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("ctldown", &[]);
+    c.apply(&client("ctl", true));
+    c.apply(&web(2));
+    c.wait_ready("ctl", "client", 1);
+    c.wait_ready("ctl", "web", 2);
+    assert_eq!(pods_answering(&c, 4).len(), 2);
+
+    let out = c.meshctl(&["controller", "stop"]);
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_secs(1));
+    // New connections, balanced over both pods, with no controller.
+    assert_eq!(
+        pods_answering(&c, 10).len(),
+        2,
+        "traffic stopped without the controller"
+    );
+
+    // A pod made now cannot get a certificate: not ready.
+    c.apply(&app(
+        "ctl",
+        "late",
+        1,
+        8080,
+        &["python3", &server("http_echo.py"), "8080"],
+        "",
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    let late: Vec<_> = c
+        .pods()
+        .into_iter()
+        .filter(|p| p.deployment == "late")
+        .collect();
+    assert!(
+        late.len() == 1 && !late[0].ready,
+        "a new pod became ready without the controller: {late:?}"
+    );
+
+    let out = c.meshctl(&["controller", "start"]);
+    assert!(out.status.success());
+    c.wait_ready("ctl", "late", 1);
+    let out = c.exec_ok(
+        "ctl",
+        "deploy/client",
+        &["curl", "-sS", "--max-time", "10", "http://late:8080/"],
+    );
+    assert!(out.starts_with("pod=late-"), "{out}");
+    assert_eq!(pods_answering(&c, 4).len(), 2);
+}

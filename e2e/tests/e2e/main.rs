@@ -1,0 +1,9 @@
+//! End-to-end scenarios on the local runtime (one test binary).
+
+// Scenarios: a step that cannot be taken is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod cli;
+mod control;
+mod protocols;
+mod security;

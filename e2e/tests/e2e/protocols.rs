@@ -1,0 +1,250 @@
+//! Every protocol the data plane carries, with real clients and servers:
+//! HTTP/1.1 (keep-alive, chunked), HTTP/2, gRPC with trailers, WebSocket,
+//! redis and postgres.
+
+use e2e::{Cluster, app, can_run, client, server};
+
+#[test]
+fn http1_http2_grpc_and_websocket_through_the_mesh() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("protocols", &[]);
+    let http = server("http_echo.py");
+    let grpc = server("grpc_echo.py");
+    let ws = server("ws_echo.py");
+    let h2_root = c.state.join("h2-docs");
+    std::fs::create_dir_all(&h2_root).unwrap();
+    std::fs::write(h2_root.join("hello.txt"), "hello over h2\n").unwrap();
+    let h2_root = h2_root.display().to_string();
+    c.apply(&client("proto", true));
+    c.apply(&app(
+        "proto",
+        "web",
+        1,
+        8080,
+        &["python3", &http, "8080"],
+        "",
+    ));
+    c.apply(&app(
+        "proto",
+        "h2",
+        1,
+        8081,
+        &["nghttpd", "--no-tls", "-d", &h2_root, "8081"],
+        "",
+    ));
+    c.apply(&app(
+        "proto",
+        "grpc",
+        1,
+        50051,
+        &["python3", &grpc, "server", "50051"],
+        "",
+    ));
+    c.apply(&app(
+        "proto",
+        "ws",
+        1,
+        8765,
+        &["python3", &ws, "server", "8765"],
+        "",
+    ));
+    for d in ["client", "web", "h2", "grpc", "ws"] {
+        c.wait_ready("proto", d, 1);
+    }
+
+    // HTTP/1.1: two requests on one kept-alive connection, then a chunked
+    // upload echoed back chunked.
+    let out = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "%{num_connects}\n",
+            "http://web:8080/a",
+            "http://web:8080/b",
+        ],
+    );
+    assert!(out.contains("path=/a") && out.contains("path=/b"), "{out}");
+    assert!(
+        out.lines().filter(|l| *l == "1").count() == 1 && out.contains("\n0"),
+        "keep-alive not used: {out}"
+    );
+    let body = "x".repeat(20_000);
+    let out = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &body,
+            "http://web.proto:8080/up",
+        ],
+    );
+    assert_eq!(out, body);
+
+    // HTTP/2 with prior knowledge.
+    let out = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-w",
+            "\nversion=%{http_version}",
+            "http://h2:8081/hello.txt",
+        ],
+    );
+    assert!(
+        out.contains("hello over h2") && out.ends_with("version=2"),
+        "{out}"
+    );
+    let out = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &[
+            "nghttp",
+            "-n",
+            "-s",
+            "http://h2.proto.svc.cluster.local:8081/hello.txt",
+        ],
+    );
+    assert!(out.contains("hello.txt") || out.contains("200"), "{out}");
+
+    // gRPC: unary with its trailer, and a server stream.
+    let out = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &["python3", &grpc, "client", "grpc:50051"],
+    );
+    assert!(out.contains("reply echo:hello"), "{out}");
+    assert!(out.contains("trailer kept"), "trailers lost: {out}");
+    assert!(out.contains("stream 0,1,2,3,4"), "{out}");
+
+    // WebSocket upgrade and frames both ways.
+    let out = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &["python3", &ws, "client", "ws://ws:8765/"],
+    );
+    assert_eq!(out, "echo:m0\necho:m1\necho:m2\n");
+}
+
+#[test]
+fn redis_and_postgres_through_the_mesh() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("databases", &[]);
+    let pg_bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("postgresql installed")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|p| p.join("initdb").is_file())
+        .expect("initdb")
+        .display()
+        .to_string();
+    let pg_script = format!(
+        "{pg_bin}/initdb -D \"$HOME/data\" -A trust -U postgres >/dev/null && echo 'host all all 0.0.0.0/0 trust' >> \"$HOME/data/pg_hba.conf\" && exec {pg_bin}/postgres -D \"$HOME/data\" -k \"$HOME\" -c listen_addresses='*' -p 5432"
+    );
+    c.apply(&client("db", true));
+    c.apply(&app(
+        "db",
+        "redis",
+        1,
+        6379,
+        &[
+            "redis-server",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+        "",
+    ));
+    // postgres refuses to run as root: run it as the postgres user.
+    let (uid, gid) = (id("-u"), id("-g"));
+    let pg = app(
+        "db",
+        "postgres",
+        1,
+        5432,
+        &["sh", "-c", &pg_script],
+        &format!("      securityContext: {{runAsUser: {uid}, runAsGroup: {gid}}}"),
+    );
+    c.apply(&pg);
+    c.wait_ready("db", "client", 1);
+    c.wait_ready("db", "redis", 1);
+    c.wait_ready("db", "postgres", 1);
+
+    let out = c.exec_ok(
+        "db",
+        "deploy/client",
+        &[
+            "redis-cli",
+            "-h",
+            "redis",
+            "-p",
+            "6379",
+            "set",
+            "greeting",
+            "through-the-mesh",
+        ],
+    );
+    assert_eq!(out.trim(), "OK");
+    let out = c.exec_ok(
+        "db",
+        "deploy/client",
+        &[
+            "redis-cli",
+            "-h",
+            "redis.db.svc.cluster.local",
+            "-p",
+            "6379",
+            "get",
+            "greeting",
+        ],
+    );
+    assert_eq!(out.trim(), "through-the-mesh");
+
+    let out = c.exec_ok(
+        "db",
+        "deploy/client",
+        &[
+            "psql",
+            "-h",
+            "postgres",
+            "-U",
+            "postgres",
+            "-tAc",
+            "create table t(x int); insert into t values (41),(1); select sum(x) from t",
+        ],
+    );
+    assert!(out.trim().ends_with("42"), "{out}");
+}
+
+fn id(flag: &str) -> String {
+    let out = std::process::Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .expect("id postgres");
+    assert!(out.status.success(), "no postgres user: install postgresql");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
