@@ -1,7 +1,49 @@
-//! `cargo xtask`: project automation. Commands come with the issues that
-//! need them (`bench` next).
+//! `cargo xtask`: project automation.
+//!
+//! - `bench`: the data-plane benchmark on the local runtime (a report,
+//!   never a test): fixed-rate HTTP/1.1 load from a client pod to a server
+//!   pod, direct and through the mesh in the same run.
+//! - `loadgen` and `serve` (hidden): the load generator and the HTTP
+//!   server that `bench` runs inside pods.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod loadgen;
+mod serve;
+
+#[derive(Parser)]
+#[command(about = "Project automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Benchmark the data plane: direct vs. two proxies with mTLS.
+    Bench(bench::BenchArgs),
+    /// Generate HTTP/1.1 load (run inside a pod by `bench`).
+    #[command(hide = true)]
+    Loadgen(loadgen::LoadArgs),
+    /// Serve fixed-size HTTP responses (run inside a pod by `bench`).
+    #[command(hide = true)]
+    Serve(serve::ServeArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let cmd = std::env::args().nth(1).unwrap_or_default();
-    anyhow::bail!("unknown xtask command {cmd:?}; none is available yet")
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Bench(a) => bench::run(&a),
+        Cmd::Loadgen(a) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(loadgen::run(a)),
+        Cmd::Serve(a) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(serve::run(a)),
+    }
 }
