@@ -37,6 +37,9 @@ pub struct Pod {
     pub ready: bool,
     /// Named container ports, for named targetPorts.
     pub named_ports: BTreeMap<String, u16>,
+    /// The workload (Deployment) that owns it.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// A ClusterIP Service.

@@ -41,6 +41,8 @@ pub struct Workload {
     pub identity: Option<SpiffeId>,
     /// Pod labels.
     pub labels: BTreeMap<String, String>,
+    /// The workload (Deployment) it belongs to; empty when unknown.
+    pub workload: String,
 }
 
 /// A Service port.
@@ -132,6 +134,7 @@ impl TryFrom<&proto::Workload> for Workload {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            workload: w.workload_name.clone(),
         })
     }
 }
@@ -157,6 +160,7 @@ impl From<&Workload> for proto::Workload {
                 .as_ref()
                 .map(|i| i.service_account().to_string())
                 .unwrap_or_default(),
+            workload_name: w.workload.clone(),
         }
     }
 }
@@ -304,6 +308,7 @@ mod tests {
             address: "10.244.0.7".parse().unwrap(),
             identity: Some("spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap()),
             labels: [("app".to_string(), "orders".to_string())].into(),
+            workload: "orders".into(),
         }
     }
 

@@ -76,6 +76,7 @@ fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
             .then(|| SpiffeId::new(trust_domain, &pod.namespace, &pod.service_account).ok())
             .flatten(),
         labels: pod.labels.clone(),
+        workload: pod.owner.clone(),
     }
 }
 
@@ -144,6 +145,7 @@ mod tests {
             meshed,
             ready,
             named_ports: [("web".to_string(), 9090)].into(),
+            owner: app.into(),
         }
     }
 

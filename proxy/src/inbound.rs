@@ -35,7 +35,7 @@ pub async fn serve_mtls(listener: TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
-async fn handle_mtls(ctx: &Ctx, acceptor: TlsAcceptor, tcp: TcpStream) -> anyhow::Result<()> {
+async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
     let local = tcp.local_addr()?;
     let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
@@ -43,6 +43,10 @@ async fn handle_mtls(ctx: &Ctx, acceptor: TlsAcceptor, tcp: TcpStream) -> anyhow
         .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
     let peer = common::tls::peer_identity(tls.get_ref().1.peer_certificates())
         .ok_or_else(|| anyhow::anyhow!("peer has no SPIFFE identity"))?;
+    if tls.get_ref().1.alpn_protocol() == Some(transport::ALPN_H2) {
+        crate::http::inbound::serve(ctx.clone(), tls, peer, local.ip()).await;
+        return Ok(());
+    }
     let mut header = [0u8; transport::LEN];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.read_exact(&mut header))
         .await

@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 
 mod admin;
 mod control;
+mod detect;
 mod discovery;
+mod http;
 mod identity;
 mod inbound;
 mod metrics;
@@ -37,7 +39,7 @@ enum Cmd {
     /// Install the iptables redirection in the current network namespace.
     Init(redirect::RedirectConfig),
     /// Run the proxy.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +74,19 @@ struct RunArgs {
     /// How long a first connection to an address waits for discovery.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     discovery_wait: Duration,
+    /// How long an undeclared port waits for the client's first bytes
+    /// before the connection is taken for opaque TCP (server speaks first).
+    #[arg(long, env = "MESH_DETECT_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    detect_timeout: Duration,
+    /// Ports never parsed (server-speaks-first protocols: SMTP, MySQL,
+    /// Galera, Postgres, Redis, Elasticsearch, Memcached), as Linkerd's default.
+    #[arg(
+        long,
+        env = "MESH_OPAQUE_PORTS",
+        value_delimiter = ',',
+        default_value = "25,587,3306,4444,5432,6379,9300,11211"
+    )]
+    opaque_ports: Vec<u16>,
     /// Runtime worker threads.
     #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 2)]
     workers: usize,
@@ -87,7 +102,19 @@ pub struct Ctx {
     discovery: Arc<discovery::Discovery>,
     metrics: metrics::Metrics,
     client_tls: Arc<rustls::ClientConfig>,
+    client_tls_h2: Arc<rustls::ClientConfig>,
     server_tls: Arc<rustls::ServerConfig>,
+    /// One multiplexed HTTP/2 mTLS connection per peer proxy.
+    peers: http::pool::H2Pool<SocketAddr>,
+    /// HTTP/2 to apps and unmeshed endpoints, one connection per address.
+    direct_h2: http::pool::H2Pool<SocketAddr>,
+    /// HTTP/1.1 to apps and unmeshed endpoints, pooled keep-alive.
+    http1: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http::Body,
+    >,
+    detect_timeout: Duration,
+    opaque_ports: Vec<u16>,
     controller: control::ControllerAddr,
     workload: String,
 }
@@ -101,8 +128,20 @@ fn main() -> anyhow::Result<()> {
             .worker_threads(args.workers.max(1))
             .enable_all()
             .build()?
-            .block_on(run(args)),
+            .block_on(run(*args)),
     }
+}
+
+fn http1_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http::Body,
+> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(3)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -148,7 +187,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         discovery::Discovery::start(controller.clone(), ident.clone(), node, args.discovery_wait);
     let ctx = Arc::new(Ctx {
         client_tls: ident.client_config(&[transport::ALPN_TCP])?,
-        server_tls: ident.server_config(&[transport::ALPN_TCP])?,
+        client_tls_h2: ident.client_config(&[transport::ALPN_H2])?,
+        server_tls: ident.server_config(&[transport::ALPN_TCP, transport::ALPN_H2])?,
+        peers: http::pool::H2Pool::default(),
+        direct_h2: http::pool::H2Pool::default(),
+        http1: http1_client(),
+        detect_timeout: args.detect_timeout,
+        opaque_ports: args.opaque_ports,
         identity: ident,
         discovery,
         metrics: metrics::Metrics::new()?,

@@ -1,7 +1,9 @@
 //! TCP metrics with Istio's names and labels, so existing dashboards and
 //! PromQL work unchanged. Looked up once per connection, never per byte.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 const LABELS: &[&str] = &[
     "reporter",
@@ -15,10 +17,36 @@ const LABELS: &[&str] = &[
     "connection_security_policy",
 ];
 
-/// The registry and the TCP counters.
+const REQUEST_LABELS: &[&str] = &[
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "destination_service",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// Istio's buckets for request durations, in milliseconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Label values of one request, in `REQUEST_LABELS` order.
+pub struct RequestLabels<'a>(pub [&'a str; 12]);
+
+/// The registry and the TCP and HTTP metrics.
 pub struct Metrics {
     /// Served on `/metrics`.
     pub registry: Registry,
+    requests: IntCounterVec,
+    durations: HistogramVec,
     opened: IntCounterVec,
     closed: IntCounterVec,
     sent: IntCounterVec,
@@ -37,7 +65,20 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let durations = HistogramVec::new(
+            HistogramOpts::new("istio_request_duration_milliseconds", "Request duration")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            REQUEST_LABELS,
+        )?;
+        registry.register(Box::new(durations.clone()))?;
+        let requests = IntCounterVec::new(
+            Opts::new("istio_requests_total", "Requests"),
+            REQUEST_LABELS,
+        )?;
+        registry.register(Box::new(requests.clone()))?;
         Ok(Self {
+            requests,
+            durations,
             opened: counter(
                 "istio_tcp_connections_opened_total",
                 "TCP connections opened",
@@ -56,6 +97,14 @@ impl Metrics {
             )?,
             registry,
         })
+    }
+
+    /// Counts a finished request.
+    pub fn request(&self, l: &RequestLabels<'_>, took: Duration) {
+        self.requests.with_label_values(&l.0).inc();
+        self.durations
+            .with_label_values(&l.0)
+            .observe(took.as_secs_f64() * 1000.0);
     }
 
     /// Counts an open.

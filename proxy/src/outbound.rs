@@ -9,10 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use api::discovery::{Resolved, Workload};
+use api::protocol::AppProtocol;
 use api::spiffe::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::detect::{self, Protocol};
 use crate::discovery::Lookup;
 use crate::metrics::ConnLabels;
 use crate::{Ctx, orig_dst, ports, transport};
@@ -49,16 +51,47 @@ struct Upstream {
     mtls: bool,
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A byte stream to an upstream.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn handle(ctx: &Ctx, mut app: TcpStream) -> anyhow::Result<()> {
+/// How a connection to a mesh target is handled: a declared opaque port
+/// skips detection, a declared HTTP port is parsed as what it proves to
+/// be, anything else is detected with a bounded wait (well-known
+/// server-speaks-first ports excepted).
+async fn protocol(ctx: &Ctx, app: &TcpStream, target: &Resolved, port: u16) -> Protocol {
+    let declared = match target {
+        Resolved::Service(svc) => svc.port(port).map(|p| p.protocol).unwrap_or_default(),
+        Resolved::Workload(_) => AppProtocol::Detect,
+    };
+    match declared {
+        AppProtocol::Tcp => Protocol::Opaque,
+        AppProtocol::Http | AppProtocol::Http2 | AppProtocol::Grpc => {
+            detect::detect(app, DECLARED_HTTP_WAIT).await
+        }
+        AppProtocol::Detect if ctx.opaque_ports.contains(&port) => Protocol::Opaque,
+        AppProtocol::Detect => detect::detect(app, ctx.detect_timeout).await,
+    }
+}
+
+/// How long a port declared HTTP waits for the client's first bytes.
+const DECLARED_HTTP_WAIT: Duration = Duration::from_secs(10);
+
+async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
     app.set_nodelay(true)?;
     let dst = orig_dst::original_dst(&app)?;
     if dst.port() == ports::OUTBOUND && dst.ip() == app.local_addr()?.ip() {
         anyhow::bail!("connection to the outbound port itself");
     }
-    let mut up = match ctx.discovery.lookup(dst.ip()).await {
+    let lookup = ctx.discovery.lookup(dst.ip()).await;
+    if let Lookup::Mesh(target) = &lookup {
+        let proto = protocol(ctx, &app, &target.resolved, dst.port()).await;
+        if proto != Protocol::Opaque {
+            crate::http::outbound::serve(ctx.clone(), app, target.clone(), dst, proto).await;
+            return Ok(());
+        }
+    }
+    let mut up = match lookup {
         Lookup::Passthrough => Upstream {
             io: Box::new(connect_plain(dst).await?),
             service: dst.ip().to_string(),
@@ -120,7 +153,8 @@ async fn handle(ctx: &Ctx, mut app: TcpStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect_plain(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+/// A plain TCP connection, bounded in time.
+pub(crate) async fn connect_plain(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??;
@@ -154,22 +188,34 @@ async fn connect_workload(
             false,
         )),
         Some(id) => {
-            let tls = connect_mtls(ctx, SocketAddr::new(w.address, ports::MTLS), id, port).await?;
+            let mut tls = connect_mtls(
+                ctx,
+                SocketAddr::new(w.address, ports::MTLS),
+                id,
+                transport::ALPN_TCP,
+            )
+            .await?;
+            tls.write_all(&transport::encode(port)).await?;
             Ok(base(Box::new(tls), id.to_string(), true))
         }
     }
 }
 
-/// mTLS to a peer proxy, checking it is `expected`, then the header.
-async fn connect_mtls(
+/// mTLS to a peer proxy with `alpn`, checking that it is `expected`.
+pub(crate) async fn connect_mtls(
     ctx: &Ctx,
     addr: SocketAddr,
     expected: &SpiffeId,
-    port: u16,
+    alpn: &[u8],
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = connect_plain(addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(ctx.client_tls.clone());
-    let mut tls = tokio::time::timeout(
+    let config = if alpn == transport::ALPN_H2 {
+        &ctx.client_tls_h2
+    } else {
+        &ctx.client_tls
+    };
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tls = tokio::time::timeout(
         CONNECT_TIMEOUT,
         connector.connect(common::tls::server_name(expected), tcp),
     )
@@ -183,6 +229,5 @@ async fn connect_mtls(
                 .unwrap_or_else(|| "no identity".into())
         );
     }
-    tls.write_all(&transport::encode(port)).await?;
     Ok(tls)
 }

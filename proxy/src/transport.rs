@@ -7,6 +7,8 @@
 
 /// ALPN of an opaque TCP stream carrying this header.
 pub const ALPN_TCP: &[u8] = b"mesh-tcp/1";
+/// ALPN of the HTTP/2 connection that carries a peer's HTTP requests.
+pub const ALPN_H2: &[u8] = b"h2";
 
 const MAGIC: &[u8; 4] = b"MSH1";
 

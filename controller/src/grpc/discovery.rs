@@ -165,6 +165,7 @@ mod tests {
             meshed: true,
             ready: true,
             named_ports: Default::default(),
+            owner: "a".into(),
         };
         Index::build(
             &Snapshot {

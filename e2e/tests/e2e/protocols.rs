@@ -141,6 +141,68 @@ fn http1_http2_grpc_and_websocket_through_the_mesh() {
         &["python3", &ws, "client", "ws://ws:8765/"],
     );
     assert_eq!(out, "echo:m0\necho:m1\necho:m2\n");
+    // The proxies parsed HTTP and gRPC (Istio's request metrics), and the
+    // client's many connections to web rode one connection between proxies.
+    for _ in 0..3 {
+        c.exec_ok(
+            "proto",
+            "deploy/client",
+            &["curl", "-sS", "--max-time", "10", "http://web:8080/again"],
+        );
+    }
+    let metrics = c.exec_ok(
+        "proto",
+        "deploy/client",
+        &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
+    );
+    let http_ok = metrics.lines().any(|l| {
+        l.starts_with("istio_requests_total{")
+            && l.contains("destination_service=\"web.proto.svc.cluster.local\"")
+            && l.contains("request_protocol=\"http\"")
+            && l.contains("response_code=\"200\"")
+            && l.contains("connection_security_policy=\"mutual_tls\"")
+    });
+    assert!(http_ok, "no HTTP request metrics for web:\n{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("request_protocol=\"grpc\"")),
+        "no gRPC request metrics:\n{metrics}"
+    );
+    let conns = c.exec_ok(
+        "proto",
+        "deploy/web",
+        &["ss", "-Htn", "state", "established", "( sport = :15008 )"],
+    );
+    assert_eq!(
+        conns.lines().count(),
+        1,
+        "expected one multiplexed connection from the client's proxy:\n{conns}"
+    );
+}
+
+#[test]
+fn a_server_that_speaks_first_is_not_stalled() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("serverfirst", &[]);
+    // A banner before anything is read, on a port nothing declares.
+    let banner = "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('', 2525)); s.listen()\nwhile True:\n    c, _ = s.accept(); c.sendall(b'220 ready\\r\\n'); c.close()\n";
+    c.apply(&client("sf", true));
+    c.apply(&app("sf", "smtp", 1, 2525, &["python3", "-c", banner], ""));
+    c.wait_ready("sf", "client", 1);
+    c.wait_ready("sf", "smtp", 1);
+    let read = "import socket, time\nt = time.time(); s = socket.create_connection(('smtp', 2525), timeout=5)\nprint(s.recv(100).decode().strip(), round(time.time() - t, 3))\n";
+    let out = c.exec_ok("sf", "deploy/client", &["python3", "-c", read]);
+    let (text, secs) = out.trim().rsplit_once(' ').expect("banner and time");
+    assert_eq!(text, "220 ready");
+    let secs: f64 = secs.parse().unwrap();
+    assert!(
+        secs < 1.0,
+        "banner took {secs}s: detection stalled a server-first protocol"
+    );
 }
 
 #[test]

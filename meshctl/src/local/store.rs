@@ -494,6 +494,7 @@ fn snapshot(s: &State) -> Snapshot {
                     .iter()
                     .flat_map(|c| c.ports.iter().filter(|(n, _)| !n.is_empty()).cloned())
                     .collect(),
+                owner: p.deployment.clone(),
             })
             .collect(),
         services: s

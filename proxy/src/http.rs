@@ -1,0 +1,116 @@
+//! HTTP-aware proxying, for connections detected (or declared) as HTTP.
+//!
+//! Between proxies every request rides one multiplexed HTTP/2 mTLS
+//! connection per peer ([`pool`]); the receiving proxy speaks to its app
+//! in the protocol the client app used, which travels in a header, as does
+//! the target port. Requests are balanced one by one ([`outbound`]);
+//! HTTP/1.1 upgrades (WebSocket) are tunnelled over an opaque mTLS stream.
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::{Response, StatusCode};
+
+pub mod inbound;
+pub mod outbound;
+pub mod pool;
+
+/// The body type on every path.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The port on the destination pod a request is for (proxy to proxy).
+pub const DST_PORT: HeaderName = HeaderName::from_static("x-mesh-dst-port");
+/// Set when the client app spoke HTTP/1: the server proxy speaks HTTP/1 to
+/// its app too.
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-mesh-orig-proto");
+/// The proxy's own error text on a response it made itself.
+pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-mesh-error");
+
+/// A response made by the proxy (no upstream answered).
+pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|n| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    if let Ok(v) = message.parse() {
+        r.headers_mut().insert(PROXY_ERROR, v);
+    }
+    r
+}
+
+/// Whether a request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade<B>(req: &hyper::Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Removes connection-scoped headers (RFC 9110 7.6.1), which never cross
+/// a hop, and those the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        h.remove(n);
+    }
+    if h.get(header::TE).is_some_and(|v| v != "trailers") {
+        h.remove(header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::HOST, "orders".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["host", "te"]);
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let req = |conn: &str| {
+            hyper::Request::builder()
+                .header(header::UPGRADE, "websocket")
+                .header(header::CONNECTION, conn)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_upgrade(&req("keep-alive, Upgrade")));
+        assert!(!is_upgrade(&req("keep-alive")));
+        assert!(!is_upgrade(&hyper::Request::new(())));
+    }
+}
