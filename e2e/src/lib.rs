@@ -173,6 +173,37 @@ impl Cluster {
         text(&out.stdout)
     }
 
+    /// The chain a meshed pod's proxy presents on its mTLS port, fetched
+    /// with `openssl s_client` from pod `from` (outside the mesh); written
+    /// as PEM files, returned as (leaf, issuer).
+    pub fn served_chain(&self, ns: &str, from: &str, ip: &str) -> (PathBuf, PathBuf) {
+        let cmd = format!(
+            "openssl s_client -connect {ip}:15008 -alpn mesh-tcp/1 -showcerts </dev/null 2>/dev/null"
+        );
+        let shown = text(&self.exec(ns, from, &["sh", "-c", &cmd]).stdout);
+        let pems: Vec<String> = shown
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .filter_map(|b| {
+                b.split_once("-----END CERTIFICATE-----").map(|(body, _)| {
+                    format!("-----BEGIN CERTIFICATE-----{body}-----END CERTIFICATE-----\n")
+                })
+            })
+            .collect();
+        assert_eq!(
+            pems.len(),
+            2,
+            "expected leaf and issuer from s_client:\n{shown}"
+        );
+        let (leaf, issuer) = (
+            self.state.join(format!("leaf-{ip}.pem")),
+            self.state.join(format!("issuer-{ip}.pem")),
+        );
+        std::fs::write(&leaf, &pems[0]).expect("write leaf");
+        std::fs::write(&issuer, &pems[1]).expect("write issuer");
+        (leaf, issuer)
+    }
+
     /// The run's node namespace.
     pub fn node_ns(&self) -> String {
         let pods = self.pods();

@@ -124,3 +124,17 @@ fn malformed_yaml_and_missing_fields() {
         "metadata.name"
     );
 }
+
+#[test]
+fn traffic_annotations_are_checked() {
+    let text = GOOD.replace(
+        "metadata: {labels: {app: orders, version: v1}}",
+        "metadata:\n      labels: {app: orders, version: v1}\n      annotations: {traffic.sidecar.istio.io/excludeOutboundPorts: \"53,x\"}",
+    );
+    let e = one_error(&text);
+    assert_eq!(
+        e.field,
+        "spec.template.metadata.annotations[\"traffic.sidecar.istio.io/excludeOutboundPorts\"]"
+    );
+    assert!(e.message.contains("\"x\" is not a port"), "{}", e.message);
+}

@@ -107,6 +107,15 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
             ));
         }
     }
+    let annotations = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    crate::annotations::TrafficExclusions::from_annotations(&annotations).map_err(
+        |(key, msg)| problem(format!("spec.template.metadata.annotations[{key:?}]"), msg),
+    )?;
     let pod = spec
         .template
         .spec

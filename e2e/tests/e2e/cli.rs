@@ -156,3 +156,39 @@ fn demo_serves_traffic_and_down_removes_every_trace() {
     assert!(procs.trim().is_empty(), "processes left: {procs}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn istio_traffic_annotations_shape_the_redirect_rules() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("annotations", &[]);
+    let annotated = client("ann", true).replace(
+        "      labels: {app: client}\n",
+        "      labels: {app: client}\n      annotations:\n        traffic.sidecar.istio.io/excludeInboundPorts: \"2222\"\n        traffic.sidecar.istio.io/excludeOutboundPorts: \"5353,9999\"\n        traffic.sidecar.istio.io/excludeOutboundIPRanges: \"192.0.2.0/24\"\n",
+    );
+    assert!(annotated.contains("excludeInboundPorts"), "{annotated}");
+    c.apply(&annotated);
+    c.wait_ready("ann", "client", 1);
+    let rules = c.exec_ok("ann", "deploy/client", &["iptables-save", "-t", "nat"]);
+    for want in [
+        "-A MESH_INBOUND -p tcp -m tcp --dport 2222 -j RETURN",
+        "-A MESH_OUTPUT -p tcp -m tcp --dport 5353 -j RETURN",
+        "-A MESH_OUTPUT -p tcp -m tcp --dport 9999 -j RETURN",
+        "-A MESH_OUTPUT -d 192.0.2.0/24 -j RETURN",
+    ] {
+        assert!(rules.contains(want), "missing {want:?} in:\n{rules}");
+    }
+    // A bad value is refused when applied, naming the annotation.
+    let bad = annotated
+        .replace("\"5353,9999\"", "\"dns\"")
+        .replace("name: client", "name: client2")
+        .replace("app: client", "app: client2");
+    let out = c.meshctl_input(&["apply", "-f", "-"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("spec.template.metadata.annotations[\"traffic.sidecar.istio.io/excludeOutboundPorts\"]: \"dns\" is not a port"),
+        "{err}"
+    );
+}

@@ -37,7 +37,7 @@ fn pods_answering(c: &Cluster, n: usize) -> BTreeSet<String> {
 }
 
 #[test]
-fn scaling_up_spreads_requests_over_new_pods_within_seconds() {
+fn endpoint_changes_reach_proxies_within_a_second() {
     if !can_run() {
         return;
     }
@@ -53,18 +53,52 @@ fn scaling_up_spreads_requests_over_new_pods_within_seconds() {
 
     c.apply(&web(3));
     let pods = c.wait_ready("ctl", "web", 3);
+    // The endpoint change reaches the client's proxy within a second of
+    // the pods being ready...
+    assert_eq!(endpoints_within_a_second(&c, 3), 3);
+    // ...and requests spread over all three.
     let want: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    assert_eq!(pods_answering(&c, 30), want);
+
+    // Scaling down (pods going away) reaches it as fast.
+    c.apply(&web(1));
+    assert_eq!(endpoints_within_a_second(&c, 1), 1);
+    assert_eq!(pods_answering(&c, 6).len(), 1);
+}
+
+/// Polls the client proxy's config for web's endpoint count until it is
+/// `want`, for at most a second; returns the last count seen.
+fn endpoints_within_a_second(c: &Cluster, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        let seen = pods_answering(&c, 30);
-        if seen == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after 5 s requests reach {seen:?}, want {want:?}"
+        let dump = c.exec_ok(
+            "ctl",
+            "deploy/client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "1",
+                "http://127.0.0.1:15000/config_dump",
+            ],
         );
-        std::thread::sleep(Duration::from_millis(200));
+        let v: serde_json::Value = serde_json::from_str(&dump).expect("config_dump JSON");
+        let n = v["discovery"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|slot| slot["target"]["resolved"]["name"] == "web")
+            .filter_map(|slot| {
+                slot["target"]["resolved"]["endpoints"]
+                    .as_array()
+                    .map(Vec::len)
+            })
+            .next()
+            .unwrap_or(0);
+        if n == want || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

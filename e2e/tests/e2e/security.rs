@@ -108,6 +108,24 @@ fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
         contains(&bytes, TLS13_SELECTED),
         "no TLS 1.3 ServerHello on the bridge"
     );
+
+    // The certificate the server's proxy presents chains to the trust
+    // anchor for openssl, and names exactly one identity, as a URI SAN.
+    let (leaf, issuer) = c.served_chain("sec", "deploy/outsider", &web_ip);
+    openssl_verify(&c.state.join("ca/root.pem"), &issuer, &leaf);
+    let san = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&leaf)
+        .output()
+        .expect("openssl x509");
+    let san = text(&san.stdout);
+    let names: Vec<&str> = san
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .collect();
+    assert_eq!(names, ["URI:spiffe://cluster.local/ns/sec/sa/web"], "{san}");
 }
 
 #[test]
@@ -169,4 +187,83 @@ fn certificate_rotation_under_traffic_fails_no_request() {
         web_before,
         "server certificate did not rotate"
     );
+}
+
+fn openssl_verify(root: &std::path::Path, issuer: &std::path::Path, leaf: &std::path::Path) {
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(root)
+        .arg("-untrusted")
+        .arg(issuer)
+        .arg(leaf)
+        .output()
+        .expect("openssl");
+    assert!(
+        verify.status.success() && text(&verify.stdout).contains(": OK"),
+        "openssl verify: {}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
+#[test]
+fn a_root_brought_by_the_user_signs_the_workloads() {
+    if !can_run() {
+        return;
+    }
+    // A root made by someone else's tool.
+    let dir = std::path::PathBuf::from(format!("/tmp/mesh-e2e-byo-root-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (root, key) = (dir.join("root.pem"), dir.join("root.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+        ])
+        .args([
+            "-subj",
+            "/CN=my-own-root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&root)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let (root_s, key_s) = (root.display().to_string(), key.display().to_string());
+    let c = Cluster::up("byoroot", &["--root-cert", &root_s, "--root-key", &key_s]);
+    c.apply(&client("byo", true));
+    c.apply(&client("byo", false));
+    c.apply(&app(
+        "byo",
+        "web",
+        1,
+        8080,
+        &["python3", &server("http_echo.py"), "8080"],
+        "",
+    ));
+    c.wait_ready("byo", "client", 1);
+    c.wait_ready("byo", "outsider", 1);
+    let web = c.wait_ready("byo", "web", 1).remove(0);
+    let out = c.exec_ok(
+        "byo",
+        "deploy/client",
+        &["curl", "-sS", "--max-time", "10", "http://web:8080/"],
+    );
+    assert!(out.starts_with("pod=web-"), "{out}");
+    let (leaf, issuer) = c.served_chain("byo", "deploy/outsider", &web.ip.expect("ip").to_string());
+    openssl_verify(&root, &issuer, &leaf);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -235,13 +235,9 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
     ];
     if let Some(uid) = proxy_uid {
         let proxy = cfg.proxy_bin.display().to_string();
-        let init = netns::command(
-            ns,
-            None,
-            &[proxy.clone(), "init".into(), format!("--proxy-uid={uid}")],
-        )
-        .output()
-        .await?;
+        let mut init_argv = vec![proxy.clone(), "init".into(), format!("--proxy-uid={uid}")];
+        init_argv.extend(p.redirect_args.iter().cloned());
+        let init = netns::command(ns, None, &init_argv).output().await?;
         anyhow::ensure!(
             init.status.success(),
             "mesh-proxy init: {}",

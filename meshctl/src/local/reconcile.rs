@@ -90,6 +90,46 @@ fn injected(d: &Deployment, ns_labels: Option<&BTreeMap<String, String>>) -> boo
     !annotated_off && !ns_off
 }
 
+/// `mesh-proxy init` flags for Istio's `traffic.sidecar.istio.io/*`
+/// annotations (validated when the Deployment was applied).
+fn redirect_args(d: &Deployment) -> Vec<String> {
+    let annotations = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let Ok(t) = api::annotations::TrafficExclusions::from_annotations(&annotations) else {
+        return Vec::new();
+    };
+    let list = |v: &[u16]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut args = Vec::new();
+    if !t.inbound_ports.is_empty() {
+        args.push(format!(
+            "--exclude-inbound-ports={}",
+            list(&t.inbound_ports)
+        ));
+    }
+    if !t.outbound_ports.is_empty() {
+        args.push(format!(
+            "--exclude-outbound-ports={}",
+            list(&t.outbound_ports)
+        ));
+    }
+    if !t.outbound_cidrs.is_empty() {
+        args.push(format!(
+            "--exclude-outbound-cidrs={}",
+            t.outbound_cidrs.join(",")
+        ));
+    }
+    args
+}
+
 fn containers(d: &Deployment) -> Vec<Container> {
     let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
         return Vec::new();
@@ -157,6 +197,7 @@ fn new_pod(s: &mut State, key: &Key, d: &Deployment) -> anyhow::Result<PodRecord
             .and_then(|p| p.service_account_name.clone())
             .unwrap_or_else(|| "default".into()),
         meshed: injected(d, s.namespaces.get(&key.0)),
+        redirect_args: redirect_args(d),
         containers: containers(d),
         seq,
         ip,
@@ -260,6 +301,7 @@ mod tests {
             labels: BTreeMap::new(),
             service_account: "default".into(),
             meshed: true,
+            redirect_args: vec![],
             containers: vec![],
             seq,
             ip: "10.244.0.2".parse().unwrap(),

@@ -53,6 +53,8 @@ pub struct PodRecord {
     pub service_account: String,
     /// Sidecar injected.
     pub meshed: bool,
+    /// Extra `mesh-proxy init` flags (from Istio's traffic annotations).
+    pub redirect_args: Vec<String>,
     /// Containers.
     pub containers: Vec<Container>,
     /// Unique number in this run (names its namespace and proxy UID).
