@@ -142,10 +142,7 @@ impl Signer {
         let mut csr = CertificateSigningRequestParams::from_der(&der)?;
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
-        p.subject_alt_names =
-            vec![SanType::URI(id.to_string().try_into().map_err(
-                |e: rcgen::Error| PkiError::Identity(e.to_string()),
-            )?)];
+        p.subject_alt_names = vec![spiffe_san(id)?];
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -162,15 +159,21 @@ impl Signer {
     }
 }
 
+/// The one SAN of a workload certificate: its SPIFFE ID as a URI.
+fn spiffe_san(id: &SpiffeId) -> Result<SanType, PkiError> {
+    let uri = id
+        .to_string()
+        .try_into()
+        .map_err(|e: rcgen::Error| PkiError::Identity(e.to_string()))?;
+    Ok(SanType::URI(uri))
+}
+
 /// A new workload key and a CSR for `id`; the key stays with the caller.
 pub fn new_csr(id: &SpiffeId) -> Result<(KeyPair, Vec<u8>), PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    p.subject_alt_names =
-        vec![SanType::URI(id.to_string().try_into().map_err(
-            |e: rcgen::Error| PkiError::Identity(e.to_string()),
-        )?)];
+    p.subject_alt_names = vec![spiffe_san(id)?];
     let csr = p.serialize_request(&key)?;
     Ok((key, csr.der().to_vec()))
 }

@@ -41,6 +41,13 @@ pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     r
 }
 
+/// Whether a request is gRPC (Istio's `request_protocol="grpc"`).
+pub fn is_grpc<B>(req: &hyper::Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Whether a request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade<B>(req: &hyper::Request<B>) -> bool {
     req.headers().contains_key(header::UPGRADE)

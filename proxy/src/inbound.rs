@@ -19,20 +19,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the mTLS port.
 pub async fn serve_mtls(listener: TcpListener, ctx: Arc<Ctx>) {
     let acceptor = TlsAcceptor::from(ctx.server_tls.clone());
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let ctx = ctx.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle_mtls(&ctx, acceptor, tcp).await {
-                        tracing::debug!(%peer, error = %e, "inbound mTLS connection failed");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "inbound accept"),
-        }
-    }
+    crate::accept::serve(listener, "inbound mTLS", move |tcp| {
+        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+        async move { handle_mtls(&ctx, acceptor, tcp).await }
+    })
+    .await;
 }
 
 async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> anyhow::Result<()> {
@@ -70,28 +61,19 @@ async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> a
 
 /// Serves the plaintext inbound port.
 pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    let r = async {
-                        tcp.set_nodelay(true)?;
-                        let dst = orig_dst::original_dst(&tcp)?;
-                        anyhow::ensure!(
-                            dst.port() != ports::INBOUND,
-                            "connection to the inbound port itself"
-                        );
-                        forward(&ctx, tcp, dst, "unknown", "unknown", false).await
-                    };
-                    if let Err(e) = r.await {
-                        tracing::debug!(%peer, error = %e, "inbound connection failed");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "inbound accept"),
+    crate::accept::serve(listener, "inbound", move |tcp| {
+        let ctx = ctx.clone();
+        async move {
+            tcp.set_nodelay(true)?;
+            let dst = orig_dst::original_dst(&tcp)?;
+            anyhow::ensure!(
+                dst.port() != ports::INBOUND,
+                "connection to the inbound port itself"
+            );
+            forward(&ctx, tcp, dst, "unknown", "unknown", false).await
         }
-    }
+    })
+    .await;
 }
 
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(

@@ -13,6 +13,7 @@ use api::spiffe::SpiffeId;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
+mod accept;
 mod admin;
 mod control;
 mod detect;

@@ -26,19 +26,11 @@ const CONNECT_ATTEMPTS: usize = 3;
 
 /// Accepts redirected connections until the process ends.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(&ctx, tcp).await {
-                        tracing::debug!(%peer, error = %e, "outbound connection failed");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "outbound accept"),
-        }
-    }
+    crate::accept::serve(listener, "outbound", move |tcp| {
+        let ctx = ctx.clone();
+        async move { handle(&ctx, tcp).await }
+    })
+    .await;
 }
 
 /// A connected upstream and what it is, for metrics.

@@ -192,3 +192,60 @@ fn istio_traffic_annotations_shape_the_redirect_rules() {
         "{err}"
     );
 }
+
+#[test]
+fn a_crashed_runtime_is_swept_by_the_next_down() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("crash", &[]);
+    c.apply(&client("crash", true));
+    let pod = c.wait_ready("crash", "client", 1).remove(0);
+    let prefix = format!("{}-", pod.netns.rsplit_once('-').unwrap().0);
+    let id = prefix
+        .trim_start_matches("mesh-")
+        .trim_end_matches('-')
+        .to_string();
+    let registry =
+        std::fs::read_to_string(format!("/run/meshctl/runs/{id}")).expect("run registered");
+    let pid = registry.lines().next().unwrap().trim().to_string();
+    // The daemon dies without cleaning up; its pods live on until the
+    // next `up` or `down` of any run sweeps them (scenarios run in
+    // parallel, so another run's may come first).
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = c.meshctl(&["down"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let left = text(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        !left.contains(&prefix),
+        "namespaces left after the sweep: {left}"
+    );
+    let procs = text(
+        &Command::new("pgrep")
+            .args(["-af", &c.state.display().to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        procs.trim().is_empty(),
+        "processes left after the sweep: {procs}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/run/meshctl/runs/{id}")).exists(),
+        "run still registered"
+    );
+}

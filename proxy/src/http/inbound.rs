@@ -46,10 +46,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let grpc = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = super::is_grpc(&req);
     let resp = forward(ctx, local, req).await;
     let me = ctx.identity.id();
     let (principal, peer_s) = (me.to_string(), peer.to_string());

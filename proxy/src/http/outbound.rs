@@ -88,10 +88,7 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let (service, eps) = candidates(target, dst);
-    let grpc = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let grpc = super::is_grpc(&req);
     let (resp, used) = if eps.is_empty() {
         (
             error_response(
