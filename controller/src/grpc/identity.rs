@@ -76,3 +76,113 @@ impl Identity for IdentityService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use api::cluster::{Snapshot, TokenReview};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::store::BoxFuture;
+
+    /// A store that knows one token.
+    struct OneToken(watch::Sender<Arc<Snapshot>>);
+
+    impl Store for OneToken {
+        fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+            self.0.subscribe()
+        }
+
+        fn review_token<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> BoxFuture<'a, Result<TokenReview, ReviewError>> {
+            Box::pin(async move {
+                (token == "good")
+                    .then(|| TokenReview {
+                        pod: "orders-1".into(),
+                        namespace: "shop".into(),
+                        service_account: "orders".into(),
+                    })
+                    .ok_or(ReviewError::Rejected)
+            })
+        }
+    }
+
+    fn service() -> IdentityService {
+        let root = common::pki::generate_root("cluster.local").unwrap();
+        let issuer = common::pki::generate_issuer(&root, "cluster.local").unwrap();
+        let ca = Ca::new(&issuer, &root.cert, Duration::from_secs(60)).unwrap();
+        let store = OneToken(watch::channel(Arc::new(Snapshot::default())).0);
+        IdentityService::new(Arc::new(ca), Arc::new(store), "cluster.local".into())
+    }
+
+    fn request(identity: &str, token: &str) -> Request<CertifyRequest> {
+        let id: SpiffeId = identity
+            .parse()
+            .unwrap_or_else(|_| "spiffe://cluster.local/ns/x/sa/y".parse().unwrap());
+        let (_key, csr) = common::pki::new_csr(&id).unwrap();
+        Request::new(CertifyRequest {
+            identity: identity.into(),
+            token: token.into(),
+            csr_der: csr,
+        })
+    }
+
+    #[tokio::test]
+    async fn certifies_the_token_holder_only_for_its_own_identity() {
+        let svc = service();
+        let ok = svc
+            .certify(request("spiffe://cluster.local/ns/shop/sa/orders", "good"))
+            .await
+            .unwrap()
+            .into_inner();
+        let info = common::pki::cert_info(&ok.chain_der[0]).unwrap();
+        assert_eq!(
+            info.identity.to_string(),
+            "spiffe://cluster.local/ns/shop/sa/orders"
+        );
+        assert_eq!(ok.chain_der.len(), 2);
+        assert_eq!(ok.trust_anchors_der.len(), 1);
+
+        let bad_token = svc
+            .certify(request(
+                "spiffe://cluster.local/ns/shop/sa/orders",
+                "stolen?",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(bad_token.code(), tonic::Code::Unauthenticated);
+        let other = svc
+            .certify(request(
+                "spiffe://cluster.local/ns/shop/sa/payments",
+                "good",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(other.code(), tonic::Code::PermissionDenied);
+        assert!(
+            other
+                .message()
+                .contains("not spiffe://cluster.local/ns/shop/sa/payments"),
+            "{}",
+            other.message()
+        );
+        let foreign = svc
+            .certify(request("spiffe://evil.example/ns/shop/sa/orders", "good"))
+            .await
+            .unwrap_err();
+        assert_eq!(foreign.code(), tonic::Code::PermissionDenied);
+        let garbage = svc.certify(request("not-an-id", "good")).await.unwrap_err();
+        assert_eq!(garbage.code(), tonic::Code::InvalidArgument);
+        let mut bad_csr = request("spiffe://cluster.local/ns/shop/sa/orders", "good");
+        bad_csr.get_mut().csr_der = b"junk".to_vec();
+        assert_eq!(
+            svc.certify(bad_csr).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

@@ -310,3 +310,101 @@ fn id(flag: &str) -> String {
     assert!(out.status.success(), "no postgres user: install postgresql");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn declared_tcp_is_not_parsed_and_addresses_outside_the_mesh_pass_through() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("passthrough", &[]);
+    let http = server("http_echo.py");
+    c.apply(&client("pt", true));
+    // HTTP behind a port declared opaque by its name: carried, not parsed.
+    c.apply(
+        &app("pt", "raw", 1, 8080, &["python3", &http, "8080"], "")
+            .replace("name: main", "name: tcp-raw"),
+    );
+    c.apply(&app("pt", "web", 1, 8080, &["python3", &http, "8080"], ""));
+    c.wait_ready("pt", "client", 1);
+    c.wait_ready("pt", "raw", 1);
+    c.wait_ready("pt", "web", 1);
+    for svc in ["raw", "web"] {
+        let out = c.exec_ok(
+            "pt",
+            "deploy/client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                &format!("http://{svc}:8080/"),
+            ],
+        );
+        assert!(out.starts_with(&format!("pod={svc}-")), "{out}");
+    }
+    let metrics = c.exec_ok(
+        "pt",
+        "deploy/client",
+        &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
+    );
+    let has = |metric: &str, svc: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(metric)
+                && l.contains(&format!(
+                    "destination_service=\"{svc}.pt.svc.cluster.local\""
+                ))
+        })
+    };
+    assert!(
+        has("istio_tcp_connections_opened_total{", "raw"),
+        "raw not carried as TCP:\n{metrics}"
+    );
+    assert!(
+        !has("istio_requests_total{", "raw"),
+        "a tcp- port was parsed as HTTP:\n{metrics}"
+    );
+    assert!(
+        has("istio_requests_total{", "web"),
+        "an http port was not parsed:\n{metrics}"
+    );
+
+    // The node's gateway (where the controller listens) is no mesh
+    // address: a meshed app's connection to it passes through unchanged.
+    let cmd = "openssl s_client -connect 10.244.0.1:15012 </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName";
+    let out = c.exec_ok("pt", "deploy/client", &["sh", "-c", cmd]);
+    assert!(
+        out.contains("URI:spiffe://cluster.local/ns/mesh-system/sa/mesh-controller"),
+        "{out}"
+    );
+
+    // A pod's bootstrap token is readable by its proxy's UID alone.
+    let pod = &c
+        .pods()
+        .into_iter()
+        .find(|p| p.deployment == "web")
+        .expect("web pod");
+    let token = c.state.join("pods/pt").join(&pod.name).join("proxy/token");
+    let meta = std::fs::metadata(&token).expect("token file");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.mode() & 0o777, 0o400);
+    let as_uid = |uid: u32| {
+        std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "cat",
+            ])
+            .arg(&token)
+            .output()
+            .expect("setpriv")
+            .status
+            .success()
+    };
+    assert!(as_uid(meta.uid()), "the proxy's UID cannot read its token");
+    assert!(!as_uid(65534), "another user can read the token");
+    assert!(
+        !as_uid(meta.uid() + 1),
+        "another pod's proxy can read the token"
+    );
+}
