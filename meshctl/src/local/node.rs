@@ -248,6 +248,16 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
             "RUST_LOG".into(),
             std::env::var("MESH_PROXY_LOG").unwrap_or_else(|_| "info".into()),
         ));
+        // Proxy settings given to the runtime pass on to every sidecar.
+        for var in [
+            "MESH_PROXY_WORKERS",
+            "MESH_DETECT_TIMEOUT",
+            "MESH_OPAQUE_PORTS",
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                env.push((var.into(), v));
+            }
+        }
         procs.push(Proc {
             name: "proxy".into(),
             log: dir.join("proxy.log"),
