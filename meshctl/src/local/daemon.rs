@@ -146,6 +146,22 @@ fn ensure_ca(state: &StateDir) -> anyhow::Result<PathBuf> {
     Ok(root_cert)
 }
 
+/// Copies `mesh-proxy` into the state directory, world-readable: sidecars
+/// run as unprivileged users that may not reach the build tree (a clone
+/// under /root, say), as an image would carry its binary.
+fn install_proxy(state: &StateDir) -> anyhow::Result<PathBuf> {
+    let src = find_binary("mesh-proxy")?;
+    let dir = state.0.join("bin");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let dst = dir.join("mesh-proxy");
+    let tmp = dir.join("mesh-proxy.tmp");
+    std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &dst)?;
+    Ok(dst)
+}
+
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -207,7 +223,7 @@ async fn serve(cfg: &DaemonConfig, id: &str) -> anyhow::Result<()> {
     let node_cfg = NodeConfig {
         id: id.to_string(),
         state: state.clone(),
-        proxy_bin: find_binary("mesh-proxy")?,
+        proxy_bin: install_proxy(state)?,
         controller: ctl_addr,
         trust_anchors: anchors,
     };
