@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod cluster;
 pub mod discovery;
 pub mod duration;
+pub mod istio;
 pub mod manifest;
 pub mod proto;
 pub mod protocol;

@@ -11,12 +11,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-/// The kinds the local runtime runs.
-pub const SUPPORTED_KINDS: &[(&str, &str)] = &[
-    ("v1", "Namespace"),
-    ("v1", "ServiceAccount"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
+use crate::istio::Resource;
+use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::virtual_service::VirtualServiceSpec;
+
+/// The kinds read, each with the API versions served.
+pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
+    ("Namespace", &["v1"]),
+    ("ServiceAccount", &["v1"]),
+    ("Deployment", &["apps/v1"]),
+    ("Service", &["v1"]),
+    ("VirtualService", crate::istio::NETWORKING_VERSIONS),
+    ("DestinationRule", crate::istio::NETWORKING_VERSIONS),
 ];
 
 /// An object read from a manifest.
@@ -31,6 +37,10 @@ pub enum Object {
     Deployment(Box<Deployment>),
     /// `v1/Service`.
     Service(Box<Service>),
+    /// `networking.istio.io/VirtualService`.
+    VirtualService(Box<Resource<VirtualServiceSpec>>),
+    /// `networking.istio.io/DestinationRule`.
+    DestinationRule(Box<Resource<DestinationRuleSpec>>),
 }
 
 impl Object {
@@ -41,6 +51,8 @@ impl Object {
             Object::ServiceAccount(_) => "ServiceAccount",
             Object::Deployment(_) => "Deployment",
             Object::Service(_) => "Service",
+            Object::VirtualService(_) => "VirtualService",
+            Object::DestinationRule(_) => "DestinationRule",
         }
     }
 
@@ -50,6 +62,8 @@ impl Object {
             Object::ServiceAccount(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
+            Object::VirtualService(o) => &o.metadata,
+            Object::DestinationRule(o) => &o.metadata,
         }
     }
 
@@ -73,6 +87,7 @@ impl Object {
             Object::ServiceAccount(_) => 1,
             Object::Service(_) => 2,
             Object::Deployment(_) => 3,
+            Object::VirtualService(_) | Object::DestinationRule(_) => 4,
         }
     }
 }
@@ -93,7 +108,7 @@ pub struct ManifestError {
     pub source: String,
     /// 1-based document number.
     pub document: usize,
-    /// `Kind/name` or `Kind ns/name` when known.
+    /// `Kind/name` when known.
     pub object: Option<String>,
     /// Field path, e.g. `spec.template.spec.containers[0].command`.
     pub field: String,
@@ -103,9 +118,9 @@ pub struct ManifestError {
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: document {}", self.source, self.document)?;
+        write!(f, "{}:{}", self.source, self.document)?;
         if let Some(o) = &self.object {
-            write!(f, " ({o})")?;
+            write!(f, " {o}")?;
         }
         if self.field.is_empty() {
             write!(f, ": {}", self.message)
@@ -140,13 +155,19 @@ pub fn parse(source: &str, text: &str) -> (Vec<Document>, Vec<ManifestError>) {
             continue;
         }
         match read_object(value) {
-            Ok(object) => match validate::object(&object) {
-                Ok(()) => docs.push(Document { index, object }),
-                Err((field, message)) => errors.push(ManifestError {
-                    object: Some(describe(&object)),
-                    ..err(&field, message)
-                }),
-            },
+            Ok(object) => {
+                let problems = validate::object(&object);
+                let at = address(&object);
+                if problems.is_empty() {
+                    docs.push(Document { index, object });
+                }
+                for (field, message) in problems {
+                    errors.push(ManifestError {
+                        object: Some(at.clone()),
+                        ..err(&field, message)
+                    });
+                }
+            }
             Err((object, field, message)) => errors.push(ManifestError {
                 object,
                 ..err(&field, message)
@@ -154,6 +175,11 @@ pub fn parse(source: &str, text: &str) -> (Vec<Document>, Vec<ManifestError>) {
         }
     }
     (docs, errors)
+}
+
+/// `Kind/name`, as errors address objects.
+pub fn address(o: &Object) -> String {
+    format!("{}/{}", o.kind(), o.name())
 }
 
 /// `Kind ns/name` (or `Kind name` for cluster-scoped kinds).
@@ -182,26 +208,37 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         .get("metadata")
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
-        .map(|n| format!("{kind} {n}"));
-    let supported = SUPPORTED_KINDS
-        .iter()
-        .map(|(v, k)| format!("{v}/{k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let expected = SUPPORTED_KINDS.iter().find(|(_, k)| *k == kind);
-    match expected {
-        None => {
+        .map(|n| format!("{kind}/{n}"));
+    let kinds: Vec<&str> = SUPPORTED_KINDS.iter().map(|(k, _)| *k).collect();
+    match SUPPORTED_KINDS.iter().find(|(k, _)| *k == kind) {
+        None if kind == "EnvoyFilter" => {
             return Err((
                 name,
                 "kind".into(),
-                format!("unknown kind {kind:?}; supported: {supported}"),
+                "EnvoyFilter is not supported: the mesh has native resources for what it is used for (local rate limits come as their own kind)".into(),
             ));
         }
-        Some((v, _)) if *v != api_version => {
+        None => {
+            let hint = crate::istio::validate::did_you_mean(&kind, &kinds)
+                .map(|k| format!("did you mean {k:?}? "))
+                .unwrap_or_default();
+            return Err((
+                name,
+                "kind".into(),
+                format!(
+                    "unknown kind {kind:?}; {hint}supported: {}",
+                    kinds.join(", ")
+                ),
+            ));
+        }
+        Some((_, versions)) if !versions.contains(&api_version.as_str()) => {
             return Err((
                 name,
                 "apiVersion".into(),
-                format!("{kind} is served as {v:?}, not {api_version:?}"),
+                format!(
+                    "{kind} is served as {}, not {api_version:?}",
+                    versions.join(", ")
+                ),
             ));
         }
         Some(_) => {}
@@ -211,6 +248,8 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         "Namespace" => Object::Namespace(typed_from(value).map_err(typed)?),
         "ServiceAccount" => Object::ServiceAccount(typed_from(value).map_err(typed)?),
         "Deployment" => Object::Deployment(Box::new(typed_from(value).map_err(typed)?)),
+        "VirtualService" => Object::VirtualService(Box::new(typed_from(value).map_err(typed)?)),
+        "DestinationRule" => Object::DestinationRule(Box::new(typed_from(value).map_err(typed)?)),
         _ => Object::Service(Box::new(typed_from(value).map_err(typed)?)),
     })
 }
@@ -219,7 +258,14 @@ fn typed_from<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        (path, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // An unknown field: point at it, and suggest the closest known one.
+        match crate::istio::validate::unknown_field(&message) {
+            Some((name, msg)) if path.is_empty() => (name, msg),
+            Some((name, msg)) if !path.ends_with(&name) => (format!("{path}.{name}"), msg),
+            Some((_, msg)) => (path, msg),
+            None => (path, message),
+        }
     })
 }
 

@@ -31,6 +31,19 @@ pub enum Command {
     Local(LocalArgs),
     /// Start the local runtime with a demo application and send traffic.
     Demo(DemoArgs),
+    /// Check manifests (Kubernetes and mesh resources) without applying them.
+    Validate(ValidateArgs),
+}
+
+/// `validate`.
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Manifest file, directory (its *.yaml/*.yml files, recursively) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// Where the local runtime keeps its state.

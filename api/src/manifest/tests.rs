@@ -64,7 +64,7 @@ fn a_bad_document_is_rejected_alone() {
     assert!(
         errors[0]
             .to_string()
-            .starts_with("app.yaml: document 5 (Pod p): kind: unknown kind \"Pod\"")
+            .starts_with("app.yaml:5 Pod/p: kind: unknown kind \"Pod\"")
     );
 }
 
@@ -74,7 +74,7 @@ fn names_the_field_of_a_type_error() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports:\n  - port: eighty\n",
     );
     assert_eq!(e.field, "spec.ports[0].port");
-    assert_eq!(e.object.as_deref(), Some("Service s"));
+    assert_eq!(e.object.as_deref(), Some("Service/s"));
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn missing_command_names_the_container() {
     );
     let e = one_error(&text);
     assert_eq!(e.field, "spec.template.spec.containers[0].command");
-    assert_eq!(e.object.as_deref(), Some("Deployment shop/orders"));
+    assert_eq!(e.object.as_deref(), Some("Deployment/orders"));
     assert_eq!(e.document, 3);
 }
 

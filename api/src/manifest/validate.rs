@@ -55,12 +55,27 @@ fn meta(m: &ObjectMeta, label_only: bool) -> Result<(), Problem> {
     Ok(())
 }
 
-pub(super) fn object(o: &Object) -> Result<(), Problem> {
+/// Every problem of an object (empty: valid).
+pub(super) fn object(o: &Object) -> Vec<Problem> {
+    let first = |r: Result<(), Problem>| r.err().into_iter().collect::<Vec<_>>();
+    let istio = |m: &ObjectMeta, problems: Vec<crate::istio::validate::Problem>| {
+        let mut out = first(meta(m, false));
+        out.extend(problems.into_iter().map(|p| (p.field, p.message)));
+        out
+    };
     match o {
-        Object::Namespace(n) => meta(&n.metadata, true),
-        Object::ServiceAccount(s) => meta(&s.metadata, false),
-        Object::Deployment(d) => deployment(d),
-        Object::Service(s) => service(s),
+        Object::Namespace(n) => first(meta(&n.metadata, true)),
+        Object::ServiceAccount(s) => first(meta(&s.metadata, false)),
+        Object::Deployment(d) => first(deployment(d)),
+        Object::Service(s) => first(service(s)),
+        Object::VirtualService(v) => istio(
+            &v.metadata,
+            crate::istio::validate::virtual_service(&v.spec),
+        ),
+        Object::DestinationRule(d) => istio(
+            &d.metadata,
+            crate::istio::validate::destination_rule(&d.spec),
+        ),
     }
 }
 

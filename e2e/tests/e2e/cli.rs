@@ -54,19 +54,30 @@ spec:
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("-: document 1 (Pod p): kind: unknown kind \"Pod\""),
+        err.contains("-:1 Pod/p: kind: unknown kind \"Pod\""),
         "{err}"
     );
-    assert!(err.contains("-: document 2 (Deployment cli/nocmd): spec.template.spec.containers[0].command: required"), "{err}");
-    assert!(err.contains("warning: -: document 3 (Service cli/lonely): spec.selector: app=nobody matches no Deployment"), "{err}");
-    assert!(err.contains("document 4 (Service missing/elsewhere): metadata.namespace: namespace \"missing\" not found"), "{err}");
+    assert!(
+        err.contains("-:2 Deployment/nocmd: spec.template.spec.containers[0].command: required"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "warning: -:3 Service/lonely: spec.selector: app=nobody matches no Deployment"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("-:4 Service/elsewhere: metadata.namespace: namespace \"missing\" not found"),
+        "{err}"
+    );
     // The valid document went in.
-    assert!(text(&out.stdout).contains("Service cli/lonely created"));
+    assert!(text(&out.stdout).contains("Service/lonely created"));
 
     let out = c.meshctl_input(&["apply", "-f", "-"], "kind: [unclosed\n");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("document 1: malformed YAML"),
+        text(&out.stderr).contains("-:1: malformed YAML"),
         "{}",
         text(&out.stderr)
     );
@@ -247,5 +258,85 @@ fn a_crashed_runtime_is_swept_by_the_next_down() {
     assert!(
         !std::path::Path::new(&format!("/run/meshctl/runs/{id}")).exists(),
         "run still registered"
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_document_and_field() {
+    let dir = std::path::PathBuf::from(format!("/tmp/mesh-e2e-validate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let good = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let bad = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 70\n    - destination: {host: reviews, subset: v2}\n      weight: 20\n    timeout: 5 seconds\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  hots: ratings\n";
+    std::fs::write(dir.join("good.yaml"), good).unwrap();
+    std::fs::write(dir.join("nested/bad.yml"), bad).unwrap();
+    let meshctl = bin_dir().join("meshctl");
+
+    let out = Command::new(&meshctl)
+        .arg("validate")
+        .arg("-f")
+        .arg(dir.join("good.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    let out = Command::new(&meshctl)
+        .arg("validate")
+        .arg("-f")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let bad_file = dir.join("nested/bad.yml").display().to_string();
+    let lines = text(&out.stdout);
+    for want in [
+        format!(
+            "{bad_file}:1 VirtualService/reviews: spec.http[0].route: weights sum to 90, expected 100"
+        ),
+        format!(
+            "{bad_file}:1 VirtualService/reviews: spec.http[0].timeout: \"5 seconds\" is not a duration"
+        ),
+        format!(
+            "{bad_file}:2 DestinationRule/ratings: spec.hots: unknown field \"hots\"; did you mean \"host\"?"
+        ),
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{lines}");
+    }
+    assert!(!lines.contains("good.yaml"), "{lines}");
+
+    let out = Command::new(&meshctl)
+        .args(["validate", "-o", "json", "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON errors");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors.iter().all(|e| e["source"] == bad_file.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The runtime takes mesh resources as it takes the rest.
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("meshkinds", &[]);
+    let out = c.meshctl_input(&["apply", "-f", "-"], good);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("DestinationRule/reviews created"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = c.meshctl_input(&["apply", "-f", "-"], good);
+    assert!(
+        text(&out.stdout).contains("DestinationRule/reviews unchanged"),
+        "{}",
+        text(&out.stdout)
     );
 }

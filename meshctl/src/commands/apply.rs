@@ -45,10 +45,14 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Every valid object of `files` with where it came from; errors printed.
-pub fn load(files: &[PathBuf]) -> anyhow::Result<(Vec<(String, manifest::Document)>, usize)> {
+/// A document and the file it came from.
+pub type Sourced = (String, manifest::Document);
+
+/// Every document of `files`: the valid ones with where they came from,
+/// and the errors.
+pub fn read_all(files: &[PathBuf]) -> anyhow::Result<(Vec<Sourced>, Vec<manifest::ManifestError>)> {
     let mut docs = Vec::new();
-    let mut errors = 0;
+    let mut errors = Vec::new();
     for f in expand(files)? {
         let name = if f.as_os_str() == "-" {
             "-".to_string()
@@ -56,13 +60,19 @@ pub fn load(files: &[PathBuf]) -> anyhow::Result<(Vec<(String, manifest::Documen
             f.display().to_string()
         };
         let (good, bad) = manifest::parse(&name, &read(&f)?);
-        for e in &bad {
-            eprintln!("error: {e}");
-        }
-        errors += bad.len();
+        errors.extend(bad);
         docs.extend(good.into_iter().map(|d| (name.clone(), d)));
     }
     Ok((docs, errors))
+}
+
+/// Every valid object of `files` with where it came from; errors printed.
+pub fn load(files: &[PathBuf]) -> anyhow::Result<(Vec<(String, manifest::Document)>, usize)> {
+    let (docs, errors) = read_all(files)?;
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    Ok((docs, errors.len()))
 }
 
 fn report(sources: &[(String, usize)], results: &[ObjectResult]) -> usize {
@@ -75,17 +85,11 @@ fn report(sources: &[(String, usize)], results: &[ObjectResult]) -> usize {
         };
         if r.error {
             errors += 1;
-            eprintln!(
-                "error: {file}: document {doc} ({}): {at}{}",
-                r.object, r.message
-            );
+            eprintln!("error: {file}:{doc} {}: {at}{}", r.object, r.message);
         } else {
             println!("{} {}", r.object, r.action);
             if !r.message.is_empty() {
-                eprintln!(
-                    "warning: {file}: document {doc} ({}): {at}{}",
-                    r.object, r.message
-                );
+                eprintln!("warning: {file}:{doc} {}: {at}{}", r.object, r.message);
             }
         }
     }

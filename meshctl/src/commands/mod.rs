@@ -8,6 +8,7 @@ pub mod demo;
 pub mod exec;
 pub mod get;
 pub mod local;
+pub mod validate;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> i32 {
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> i32 {
             }
         }
         Command::Demo(d) => demo::demo(&StateDir::resolve(d.state.state_dir), d.requests).await,
+        Command::Validate(v) => validate::validate(&v),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use api::cluster::{self, Snapshot, TargetPort};
-use api::manifest::{Object, describe};
+use api::manifest::{Object, address};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -87,6 +87,9 @@ pub struct State {
     pub services: BTreeMap<Key, (Service, Ipv4Addr)>,
     /// Pods.
     pub pods: BTreeMap<Key, PodRecord>,
+    /// Mesh resources (VirtualService, DestinationRule), by (kind, namespace,
+    /// name); kept for the controller, which enforces them in later work.
+    pub mesh: BTreeMap<(String, String, String), Object>,
     /// Version.
     pub version: u64,
     /// Pod addresses.
@@ -116,6 +119,7 @@ impl Store {
             deployments: BTreeMap::new(),
             services: BTreeMap::new(),
             pods: BTreeMap::new(),
+            mesh: BTreeMap::new(),
             version: 1,
             pod_ips: Pool::pods(),
             service_ips: Pool::services(),
@@ -288,7 +292,7 @@ fn pod_status(p: &PodRecord) -> PodStatus {
 
 fn result(o: &Object, action: &str) -> ObjectResult {
     ObjectResult {
-        object: describe(o),
+        object: address(o),
         action: action.into(),
         field: String::new(),
         message: String::new(),
@@ -298,7 +302,7 @@ fn result(o: &Object, action: &str) -> ObjectResult {
 
 fn failure(o: &Object, field: &str, message: String) -> ObjectResult {
     ObjectResult {
-        object: describe(o),
+        object: address(o),
         action: String::new(),
         field: field.into(),
         message,
@@ -362,6 +366,17 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
             s.services.insert(k, ((**svc).clone(), ip));
             (result(&o, action), true)
         }
+        Object::VirtualService(_) | Object::DestinationRule(_) => {
+            let mk = (o.kind().to_string(), k.0.clone(), k.1.clone());
+            let action = match s.mesh.get(&mk) {
+                None => "created",
+                Some(prev) if prev == &o => "unchanged",
+                Some(_) => "configured",
+            };
+            let r = result(&o, action);
+            s.mesh.insert(mk, o);
+            (r, action != "unchanged")
+        }
         Object::Deployment(d) => {
             let sa = d
                 .spec
@@ -412,6 +427,7 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
             let found = s.namespaces.remove(&ns).is_some();
             s.service_accounts.retain(|(n, _), _| n != &ns);
             s.deployments.retain(|(n, _), _| n != &ns);
+            s.mesh.retain(|(_, n, _), _| n != &ns);
             let gone: Vec<Ipv4Addr> = s
                 .services
                 .iter()
@@ -425,6 +441,10 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
             found
         }
         Object::ServiceAccount(_) => s.service_accounts.remove(&k).is_some(),
+        Object::VirtualService(_) | Object::DestinationRule(_) => s
+            .mesh
+            .remove(&(o.kind().to_string(), k.0.clone(), k.1.clone()))
+            .is_some(),
         Object::Deployment(_) => s.deployments.remove(&k).is_some(),
         Object::Service(_) => match s.services.remove(&k) {
             Some((_, ip)) => {

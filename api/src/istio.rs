@@ -1,0 +1,55 @@
+//! Istio's resources, with the field names of Istio's API so that existing
+//! YAML reads unchanged. Fields are optional as in Istio's protobuf; enums
+//! are kept as their text and checked by validation, so that a value reads
+//! back exactly as written.
+
+pub mod destination_rule;
+pub mod shared;
+pub mod validate;
+pub mod virtual_service;
+
+#[cfg(test)]
+mod tests;
+
+/// Declares an Istio message: every field optional, camelCase, unknown
+/// fields rejected (validation turns that into "did you mean").
+macro_rules! message {
+    ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        #[allow(missing_docs)] // Fields are Istio's, documented in its API reference.
+        pub struct $name {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
+    };
+}
+pub(crate) use message;
+
+/// The `networking.istio.io` versions served.
+pub const NETWORKING_VERSIONS: &[&str] = &[
+    "networking.istio.io/v1alpha3",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1",
+];
+
+/// A namespaced Istio object: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resource<S> {
+    /// e.g. `networking.istio.io/v1`.
+    pub api_version: String,
+    /// e.g. `VirtualService`.
+    pub kind: String,
+    /// Name, namespace, labels, annotations.
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: S,
+    /// Written by the control plane; kept as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
