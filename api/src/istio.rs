@@ -4,7 +4,9 @@
 //! back exactly as written.
 
 pub mod destination_rule;
+pub mod security;
 pub mod shared;
+pub mod telemetry;
 pub mod validate;
 pub mod virtual_service;
 
@@ -35,6 +37,12 @@ pub const NETWORKING_VERSIONS: &[&str] = &[
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1",
 ];
+
+/// The `security.istio.io` versions served.
+pub const SECURITY_VERSIONS: &[&str] = &["security.istio.io/v1beta1", "security.istio.io/v1"];
+
+/// The `telemetry.istio.io` versions served.
+pub const TELEMETRY_VERSIONS: &[&str] = &["telemetry.istio.io/v1alpha1", "telemetry.istio.io/v1"];
 
 /// A namespaced Istio object: `apiVersion`, `kind`, `metadata`, `spec`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -13,6 +13,10 @@ use serde_yaml_ng::Value;
 
 use crate::istio::Resource;
 use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::security::{
+    AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
+use crate::istio::telemetry::TelemetrySpec;
 use crate::istio::virtual_service::VirtualServiceSpec;
 
 /// The kinds read, each with the API versions served.
@@ -23,6 +27,10 @@ pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
     ("Service", &["v1"]),
     ("VirtualService", crate::istio::NETWORKING_VERSIONS),
     ("DestinationRule", crate::istio::NETWORKING_VERSIONS),
+    ("PeerAuthentication", crate::istio::SECURITY_VERSIONS),
+    ("AuthorizationPolicy", crate::istio::SECURITY_VERSIONS),
+    ("RequestAuthentication", crate::istio::SECURITY_VERSIONS),
+    ("Telemetry", crate::istio::TELEMETRY_VERSIONS),
 ];
 
 /// An object read from a manifest.
@@ -41,6 +49,14 @@ pub enum Object {
     VirtualService(Box<Resource<VirtualServiceSpec>>),
     /// `networking.istio.io/DestinationRule`.
     DestinationRule(Box<Resource<DestinationRuleSpec>>),
+    /// `security.istio.io/PeerAuthentication`.
+    PeerAuthentication(Box<Resource<PeerAuthenticationSpec>>),
+    /// `security.istio.io/AuthorizationPolicy`.
+    AuthorizationPolicy(Box<Resource<AuthorizationPolicySpec>>),
+    /// `security.istio.io/RequestAuthentication`.
+    RequestAuthentication(Box<Resource<RequestAuthenticationSpec>>),
+    /// `telemetry.istio.io/Telemetry`.
+    Telemetry(Box<Resource<TelemetrySpec>>),
 }
 
 impl Object {
@@ -53,6 +69,10 @@ impl Object {
             Object::Service(_) => "Service",
             Object::VirtualService(_) => "VirtualService",
             Object::DestinationRule(_) => "DestinationRule",
+            Object::PeerAuthentication(_) => "PeerAuthentication",
+            Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Object::RequestAuthentication(_) => "RequestAuthentication",
+            Object::Telemetry(_) => "Telemetry",
         }
     }
 
@@ -64,6 +84,10 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
             Object::DestinationRule(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::RequestAuthentication(o) => &o.metadata,
+            Object::Telemetry(o) => &o.metadata,
         }
     }
 
@@ -87,7 +111,7 @@ impl Object {
             Object::ServiceAccount(_) => 1,
             Object::Service(_) => 2,
             Object::Deployment(_) => 3,
-            Object::VirtualService(_) | Object::DestinationRule(_) => 4,
+            _ => 4,
         }
     }
 }
@@ -250,6 +274,16 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         "Deployment" => Object::Deployment(Box::new(typed_from(value).map_err(typed)?)),
         "VirtualService" => Object::VirtualService(Box::new(typed_from(value).map_err(typed)?)),
         "DestinationRule" => Object::DestinationRule(Box::new(typed_from(value).map_err(typed)?)),
+        "PeerAuthentication" => {
+            Object::PeerAuthentication(Box::new(typed_from(value).map_err(typed)?))
+        }
+        "AuthorizationPolicy" => {
+            Object::AuthorizationPolicy(Box::new(typed_from(value).map_err(typed)?))
+        }
+        "RequestAuthentication" => {
+            Object::RequestAuthentication(Box::new(typed_from(value).map_err(typed)?))
+        }
+        "Telemetry" => Object::Telemetry(Box::new(typed_from(value).map_err(typed)?)),
         _ => Object::Service(Box::new(typed_from(value).map_err(typed)?)),
     })
 }

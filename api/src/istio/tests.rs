@@ -183,6 +183,98 @@ spec:
   trafficPolicy:
     loadBalancer: {consistentHash: {httpQueryParameterName: user}}
     tls: {mode: MUTUAL, clientCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem, caCertificates: /etc/certs/ca.pem, credentialName: c, insecureSkipVerify: false, caCrl: /etc/crl.pem}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: finance, namespace: finance}
+spec:
+  selector: {matchLabels: {app: finance}}
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls:
+    8080: {mode: DISABLE}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin, version: v1}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/default/sa/sleep]
+        requestPrincipals: ["*"]
+    - source:
+        namespaces: [dev]
+        notIpBlocks: [10.1.0.0/16]
+        remoteIpBlocks: [203.0.113.4]
+    to:
+    - operation:
+        methods: [GET]
+        paths: ["/info*"]
+        notPorts: ["8443"]
+    - operation:
+        methods: [POST]
+        paths: [/data]
+        hosts: [httpbin.foo.svc.cluster.local]
+    when:
+    - key: request.auth.claims[iss]
+      values: ["https://accounts.google.com"]
+    - key: source.ip
+      notValues: [10.0.0.1]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz}
+spec:
+  action: CUSTOM
+  provider: {name: my-ext-authz}
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt-example, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    audiences: [app.example.com]
+    jwksUri: https://raw.example.com/jwks.json
+    fromHeaders: [{name: x-jwt-assertion, prefix: "Bearer "}]
+    fromParams: [my_token]
+    outputPayloadToHeader: x-jwt-payload
+    forwardOriginalToken: true
+    outputClaimToHeaders: [{header: x-jwt-sub, claim: sub}]
+  - issuer: local
+    jwks: '{"keys": [{"kty": "RSA", "e": "AQAB", "n": "xyz"}]}'
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - providers: [{name: otel}]
+    randomSamplingPercentage: 10.0
+    customTags:
+      team: {literal: {value: payments}}
+      pod: {environment: {name: POD_NAME, defaultValue: unknown}}
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides:
+        request_protocol: {operation: REMOVE}
+    - match: {metric: ALL_METRICS}
+      disabled: false
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: "response.code >= 400"}
 "#;
 
 fn to_json(v: &Value) -> serde_json::Value {
@@ -208,6 +300,10 @@ fn object_json(o: &Object) -> serde_json::Value {
     match o {
         Object::VirtualService(v) => numbers_as_floats(serde_json::to_value(v).unwrap()),
         Object::DestinationRule(d) => numbers_as_floats(serde_json::to_value(d).unwrap()),
+        Object::PeerAuthentication(p) => numbers_as_floats(serde_json::to_value(p).unwrap()),
+        Object::AuthorizationPolicy(p) => numbers_as_floats(serde_json::to_value(p).unwrap()),
+        Object::RequestAuthentication(p) => numbers_as_floats(serde_json::to_value(p).unwrap()),
+        Object::Telemetry(t) => numbers_as_floats(serde_json::to_value(t).unwrap()),
         other => panic!("unexpected {}", other.kind()),
     }
 }
@@ -220,7 +316,7 @@ fn documented_examples_read_back_unchanged() {
         "{:#?}",
         errors.iter().map(ToString::to_string).collect::<Vec<_>>()
     );
-    assert_eq!(docs.len(), 5);
+    assert_eq!(docs.len(), 11);
     let originals: Vec<Value> = serde_yaml_ng::Deserializer::from_str(EXAMPLES)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .collect();
@@ -236,6 +332,10 @@ fn documented_examples_read_back_unchanged() {
         let written = match &doc.object {
             Object::VirtualService(v) => serde_yaml_ng::to_string(v),
             Object::DestinationRule(d) => serde_yaml_ng::to_string(d),
+            Object::PeerAuthentication(p) => serde_yaml_ng::to_string(p),
+            Object::AuthorizationPolicy(p) => serde_yaml_ng::to_string(p),
+            Object::RequestAuthentication(p) => serde_yaml_ng::to_string(p),
+            Object::Telemetry(t) => serde_yaml_ng::to_string(t),
             other => panic!("unexpected {}", other.kind()),
         }
         .unwrap();
@@ -464,4 +564,110 @@ fn destination_rule_rejections_name_the_field() {
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec: {}\n",
     );
     assert!(has(&p, "spec.host", "required"), "{p:?}");
+}
+
+fn security(kind: &str, spec: &str) -> String {
+    format!("apiVersion: security.istio.io/v1\nkind: {kind}\nmetadata: {{name: p}}\nspec:\n{spec}")
+}
+
+#[test]
+fn security_and_telemetry_rejections_name_the_field() {
+    let p = problems(&security(
+        "PeerAuthentication",
+        "  portLevelMtls:\n    8080: {mode: DISABLE}\n",
+    ));
+    assert!(
+        has(&p, "spec.portLevelMtls", "needs a workload selector"),
+        "{p:?}"
+    );
+    let p = problems(&security("PeerAuthentication", "  mtls: {mode: strict}\n"));
+    assert!(
+        has(
+            &p,
+            "spec.mtls.mode",
+            "not one of UNSET, DISABLE, PERMISSIVE, STRICT"
+        ),
+        "{p:?}"
+    );
+    let p = problems(&security(
+        "RequestAuthentication",
+        "  jwtRules:\n  - issuer: a\n    jwks: '{\"keys\": []}'\n    jwksUri: https://x/jwks\n",
+    ));
+    assert!(
+        has(&p, "spec.jwtRules[0]", "only one of jwks and jwksUri"),
+        "{p:?}"
+    );
+    let p = problems(&security(
+        "RequestAuthentication",
+        "  jwtRules:\n  - jwksUri: ftp://x\n",
+    ));
+    assert!(has(&p, "spec.jwtRules[0].issuer", "required"), "{p:?}");
+    assert!(
+        has(&p, "spec.jwtRules[0].jwksUri", "not an http(s) URL"),
+        "{p:?}"
+    );
+    let p = problems(&security(
+        "AuthorizationPolicy",
+        "  rules:\n  - from:\n    - source: {principals: [\"cluster.local/ns/default\"], ipBlocks: [\"10.0.0.0/40\"]}\n",
+    ));
+    assert!(
+        has(
+            &p,
+            "spec.rules[0].from[0].source.principals[0]",
+            "not a SPIFFE path"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(
+            &p,
+            "spec.rules[0].from[0].source.ipBlocks[0]",
+            "not an IP address or CIDR"
+        ),
+        "{p:?}"
+    );
+    let p = problems(&security(
+        "AuthorizationPolicy",
+        "  action: CUSTOM\n  rules:\n  - to: [{operation: {ports: [\"http\"]}}]\n    when: [{key: request.colour, values: [red]}]\n",
+    ));
+    assert!(
+        has(&p, "spec.provider", "required with action CUSTOM"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "spec.rules[0].to[0].operation.ports[0]", "not a port"),
+        "{p:?}"
+    );
+    assert!(
+        has(
+            &p,
+            "spec.rules[0].when[0].key",
+            "unknown key \"request.colour\""
+        ),
+        "{p:?}"
+    );
+    let p = problems(&security("AuthorizationPolicy", "  action: ALOW\n"));
+    assert!(
+        has(&p, "spec.action", "not one of ALLOW, DENY, AUDIT, CUSTOM"),
+        "{p:?}"
+    );
+    let p = problems(
+        "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {name: t}\nspec:\n  tracing: [{randomSamplingPercentage: 120}]\n  metrics: [{overrides: [{match: {metric: REQUESTS}}]}]\n",
+    );
+    assert!(
+        has(
+            &p,
+            "spec.tracing[0].randomSamplingPercentage",
+            "outside 0..100"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(
+            &p,
+            "spec.metrics[0].overrides[0].match.metric",
+            "not one of ALL_METRICS"
+        ),
+        "{p:?}"
+    );
 }

@@ -4,8 +4,10 @@
 use super::shared::{Destination, Percent, StringMatch};
 
 mod networking;
+mod security;
 
 pub use networking::{destination_rule, virtual_service};
+pub use security::{authorization_policy, peer_authentication, request_authentication, telemetry};
 
 /// A problem at a field path (from `spec`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -76,6 +76,19 @@ pub(super) fn object(o: &Object) -> Vec<Problem> {
             &d.metadata,
             crate::istio::validate::destination_rule(&d.spec),
         ),
+        Object::PeerAuthentication(p) => istio(
+            &p.metadata,
+            crate::istio::validate::peer_authentication(&p.spec),
+        ),
+        Object::AuthorizationPolicy(p) => istio(
+            &p.metadata,
+            crate::istio::validate::authorization_policy(&p.spec),
+        ),
+        Object::RequestAuthentication(p) => istio(
+            &p.metadata,
+            crate::istio::validate::request_authentication(&p.spec),
+        ),
+        Object::Telemetry(t) => istio(&t.metadata, crate::istio::validate::telemetry(&t.spec)),
     }
 }
 

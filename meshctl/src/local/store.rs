@@ -366,7 +366,12 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
             s.services.insert(k, ((**svc).clone(), ip));
             (result(&o, action), true)
         }
-        Object::VirtualService(_) | Object::DestinationRule(_) => {
+        Object::VirtualService(_)
+        | Object::DestinationRule(_)
+        | Object::PeerAuthentication(_)
+        | Object::AuthorizationPolicy(_)
+        | Object::RequestAuthentication(_)
+        | Object::Telemetry(_) => {
             let mk = (o.kind().to_string(), k.0.clone(), k.1.clone());
             let action = match s.mesh.get(&mk) {
                 None => "created",
@@ -441,7 +446,12 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
             found
         }
         Object::ServiceAccount(_) => s.service_accounts.remove(&k).is_some(),
-        Object::VirtualService(_) | Object::DestinationRule(_) => s
+        Object::VirtualService(_)
+        | Object::DestinationRule(_)
+        | Object::PeerAuthentication(_)
+        | Object::AuthorizationPolicy(_)
+        | Object::RequestAuthentication(_)
+        | Object::Telemetry(_) => s
             .mesh
             .remove(&(o.kind().to_string(), k.0.clone(), k.1.clone()))
             .is_some(),
