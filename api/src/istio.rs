@@ -5,6 +5,7 @@
 
 pub mod destination_rule;
 pub mod security;
+pub mod service_entry;
 pub mod shared;
 pub mod telemetry;
 pub mod validate;

@@ -16,6 +16,7 @@ use crate::istio::destination_rule::DestinationRuleSpec;
 use crate::istio::security::{
     AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
+use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
 use crate::istio::telemetry::TelemetrySpec;
 use crate::istio::virtual_service::VirtualServiceSpec;
 
@@ -27,6 +28,9 @@ pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
     ("Service", &["v1"]),
     ("VirtualService", crate::istio::NETWORKING_VERSIONS),
     ("DestinationRule", crate::istio::NETWORKING_VERSIONS),
+    ("ServiceEntry", crate::istio::NETWORKING_VERSIONS),
+    ("WorkloadEntry", crate::istio::NETWORKING_VERSIONS),
+    ("Sidecar", crate::istio::NETWORKING_VERSIONS),
     ("PeerAuthentication", crate::istio::SECURITY_VERSIONS),
     ("AuthorizationPolicy", crate::istio::SECURITY_VERSIONS),
     ("RequestAuthentication", crate::istio::SECURITY_VERSIONS),
@@ -49,6 +53,12 @@ pub enum Object {
     VirtualService(Box<Resource<VirtualServiceSpec>>),
     /// `networking.istio.io/DestinationRule`.
     DestinationRule(Box<Resource<DestinationRuleSpec>>),
+    /// `networking.istio.io/ServiceEntry`.
+    ServiceEntry(Box<Resource<ServiceEntrySpec>>),
+    /// `networking.istio.io/WorkloadEntry`.
+    WorkloadEntry(Box<Resource<WorkloadEntrySpec>>),
+    /// `networking.istio.io/Sidecar`.
+    Sidecar(Box<Resource<SidecarSpec>>),
     /// `security.istio.io/PeerAuthentication`.
     PeerAuthentication(Box<Resource<PeerAuthenticationSpec>>),
     /// `security.istio.io/AuthorizationPolicy`.
@@ -69,6 +79,9 @@ impl Object {
             Object::Service(_) => "Service",
             Object::VirtualService(_) => "VirtualService",
             Object::DestinationRule(_) => "DestinationRule",
+            Object::ServiceEntry(_) => "ServiceEntry",
+            Object::WorkloadEntry(_) => "WorkloadEntry",
+            Object::Sidecar(_) => "Sidecar",
             Object::PeerAuthentication(_) => "PeerAuthentication",
             Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Object::RequestAuthentication(_) => "RequestAuthentication",
@@ -84,6 +97,9 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
             Object::DestinationRule(o) => &o.metadata,
+            Object::ServiceEntry(o) => &o.metadata,
+            Object::WorkloadEntry(o) => &o.metadata,
+            Object::Sidecar(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::RequestAuthentication(o) => &o.metadata,
@@ -274,6 +290,9 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         "Deployment" => Object::Deployment(Box::new(typed_from(value).map_err(typed)?)),
         "VirtualService" => Object::VirtualService(Box::new(typed_from(value).map_err(typed)?)),
         "DestinationRule" => Object::DestinationRule(Box::new(typed_from(value).map_err(typed)?)),
+        "ServiceEntry" => Object::ServiceEntry(Box::new(typed_from(value).map_err(typed)?)),
+        "WorkloadEntry" => Object::WorkloadEntry(Box::new(typed_from(value).map_err(typed)?)),
+        "Sidecar" => Object::Sidecar(Box::new(typed_from(value).map_err(typed)?)),
         "PeerAuthentication" => {
             Object::PeerAuthentication(Box::new(typed_from(value).map_err(typed)?))
         }

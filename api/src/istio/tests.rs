@@ -184,6 +184,53 @@ spec:
     loadBalancer: {consistentHash: {httpQueryParameterName: user}}
     tls: {mode: MUTUAL, clientCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem, caCertificates: /etc/certs/ca.pem, credentialName: c, insecureSkipVerify: false, caCrl: /etc/crl.pem}
 ---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external-svc-https}
+spec:
+  hosts: [api.dropboxapi.com, www.googleapis.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: external-svc-mongocluster}
+spec:
+  hosts: [mymongodb.somedomain]
+  addresses: [192.192.192.192/24]
+  ports: [{number: 27018, name: mongodb, protocol: MONGO, targetPort: 27019}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints:
+  - address: 2.2.2.2
+  - {address: 3.3.3.3, ports: {mongodb: 27019}, labels: {app: mongo}, locality: us-west/zone1, weight: 10, network: n1}
+  exportTo: ["."]
+  subjectAltNames: ["spiffe://cluster.local/ns/db/sa/mongo"]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: details-svc}
+spec:
+  serviceAccount: details-legacy
+  address: 2.2.2.2
+  labels: {app: details-legacy, instance-id: vm1}
+  ports: {http: 8080}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Sidecar
+metadata: {name: ratings, namespace: prod-us1}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: somename}
+    defaultEndpoint: unix:///var/run/someuds.sock
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: egresshttp}
+    hosts: ["prod-us1/*"]
+  - hosts: ["istio-system/*", "./*"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: istio-system}
@@ -300,6 +347,9 @@ fn object_json(o: &Object) -> serde_json::Value {
     match o {
         Object::VirtualService(v) => numbers_as_floats(serde_json::to_value(v).unwrap()),
         Object::DestinationRule(d) => numbers_as_floats(serde_json::to_value(d).unwrap()),
+        Object::ServiceEntry(o) => numbers_as_floats(serde_json::to_value(o).unwrap()),
+        Object::WorkloadEntry(o) => numbers_as_floats(serde_json::to_value(o).unwrap()),
+        Object::Sidecar(o) => numbers_as_floats(serde_json::to_value(o).unwrap()),
         Object::PeerAuthentication(p) => numbers_as_floats(serde_json::to_value(p).unwrap()),
         Object::AuthorizationPolicy(p) => numbers_as_floats(serde_json::to_value(p).unwrap()),
         Object::RequestAuthentication(p) => numbers_as_floats(serde_json::to_value(p).unwrap()),
@@ -316,7 +366,7 @@ fn documented_examples_read_back_unchanged() {
         "{:#?}",
         errors.iter().map(ToString::to_string).collect::<Vec<_>>()
     );
-    assert_eq!(docs.len(), 11);
+    assert_eq!(docs.len(), 15);
     let originals: Vec<Value> = serde_yaml_ng::Deserializer::from_str(EXAMPLES)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .collect();
@@ -332,6 +382,9 @@ fn documented_examples_read_back_unchanged() {
         let written = match &doc.object {
             Object::VirtualService(v) => serde_yaml_ng::to_string(v),
             Object::DestinationRule(d) => serde_yaml_ng::to_string(d),
+            Object::ServiceEntry(o) => serde_yaml_ng::to_string(o),
+            Object::WorkloadEntry(o) => serde_yaml_ng::to_string(o),
+            Object::Sidecar(o) => serde_yaml_ng::to_string(o),
             Object::PeerAuthentication(p) => serde_yaml_ng::to_string(p),
             Object::AuthorizationPolicy(p) => serde_yaml_ng::to_string(p),
             Object::RequestAuthentication(p) => serde_yaml_ng::to_string(p),
@@ -670,4 +723,57 @@ fn security_and_telemetry_rejections_name_the_field() {
         ),
         "{p:?}"
     );
+}
+
+#[test]
+fn service_entry_and_sidecar_rejections_name_the_field() {
+    let se = |spec: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s}}\nspec:\n{spec}"
+        )
+    };
+    let p = problems(&se(
+        "  hosts: [\"*.example.com\"]\n  resolution: DNS\n  ports: [{number: 443, name: https, protocol: HTTPZ}]\n",
+    ));
+    assert!(
+        has(
+            &p,
+            "spec.hosts[0]",
+            "wildcard host cannot be resolved with DNS"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "spec.ports[0].protocol", "not one of HTTP"),
+        "{p:?}"
+    );
+    let p = problems(&se(
+        "  hosts: [db]\n  resolution: STATIC\n  ports: [{name: a}]\n  addresses: [not-an-ip]\n",
+    ));
+    assert!(
+        has(&p, "spec.endpoints", "STATIC resolution needs endpoints"),
+        "{p:?}"
+    );
+    assert!(has(&p, "spec.ports[0].number", "required"), "{p:?}");
+    assert!(has(&p, "spec.addresses[0]", "not an IP address"), "{p:?}");
+    let p = problems(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec:\n  egress: [{hosts: [reviews]}]\n  outboundTrafficPolicy: {mode: DENY_ALL}\n",
+    );
+    assert!(
+        has(&p, "spec.egress[0].hosts[0]", "not namespace/host"),
+        "{p:?}"
+    );
+    assert!(
+        has(
+            &p,
+            "spec.outboundTrafficPolicy.mode",
+            "not one of REGISTRY_ONLY, ALLOW_ANY"
+        ),
+        "{p:?}"
+    );
+    let p = problems(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: w}\nspec:\n  ports: {http: 70000}\n",
+    );
+    assert!(has(&p, "spec.address", "required"), "{p:?}");
+    assert!(has(&p, "spec.ports.http", "not a port"), "{p:?}");
 }

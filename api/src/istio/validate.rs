@@ -6,7 +6,7 @@ use super::shared::{Destination, Percent, StringMatch};
 mod networking;
 mod security;
 
-pub use networking::{destination_rule, virtual_service};
+pub use networking::{destination_rule, service_entry, sidecar, virtual_service, workload_entry};
 pub use security::{authorization_policy, peer_authentication, request_authentication, telemetry};
 
 /// A problem at a field path (from `spec`).

@@ -76,6 +76,13 @@ pub(super) fn object(o: &Object) -> Vec<Problem> {
             &d.metadata,
             crate::istio::validate::destination_rule(&d.spec),
         ),
+        Object::ServiceEntry(o) => {
+            istio(&o.metadata, crate::istio::validate::service_entry(&o.spec))
+        }
+        Object::WorkloadEntry(o) => {
+            istio(&o.metadata, crate::istio::validate::workload_entry(&o.spec))
+        }
+        Object::Sidecar(o) => istio(&o.metadata, crate::istio::validate::sidecar(&o.spec)),
         Object::PeerAuthentication(p) => istio(
             &p.metadata,
             crate::istio::validate::peer_authentication(&p.spec),

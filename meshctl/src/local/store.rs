@@ -368,6 +368,9 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
         }
         Object::VirtualService(_)
         | Object::DestinationRule(_)
+        | Object::ServiceEntry(_)
+        | Object::WorkloadEntry(_)
+        | Object::Sidecar(_)
         | Object::PeerAuthentication(_)
         | Object::AuthorizationPolicy(_)
         | Object::RequestAuthentication(_)
@@ -448,6 +451,9 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
         Object::ServiceAccount(_) => s.service_accounts.remove(&k).is_some(),
         Object::VirtualService(_)
         | Object::DestinationRule(_)
+        | Object::ServiceEntry(_)
+        | Object::WorkloadEntry(_)
+        | Object::Sidecar(_)
         | Object::PeerAuthentication(_)
         | Object::AuthorizationPolicy(_)
         | Object::RequestAuthentication(_)
