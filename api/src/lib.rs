@@ -4,6 +4,7 @@
 //!
 //! Nothing here knows of a runtime: no I/O, no async.
 
+pub mod analyze;
 pub mod annotations;
 pub mod cluster;
 pub mod discovery;

@@ -33,6 +33,26 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check manifests (Kubernetes and mesh resources) without applying them.
     Validate(ValidateArgs),
+    /// Find problems across resources: the files given, the local
+    /// runtime's state, or both (exit 1: errors, 2: warnings only).
+    Analyze(AnalyzeArgs),
+}
+
+/// `analyze`.
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// Manifest files or directories (default: only the runtime's state).
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// Ignore the local runtime, even if it runs.
+    #[arg(long)]
+    pub no_runtime: bool,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// `validate`.

@@ -340,3 +340,50 @@ fn validate_reports_every_problem_with_file_document_and_field() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn analyze_checks_the_runtime_and_files_together() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("analyze", &[]);
+    c.apply(&app(
+        "an",
+        "reviews",
+        1,
+        8080,
+        &["python3", &server("http_echo.py"), "8080"],
+        "",
+    ));
+    c.wait_ready("an", "reviews", 1);
+    let broken = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: an}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews, subset: v2}}]}]\n";
+    c.apply(broken);
+    let meshctl = bin_dir().join("meshctl");
+    let state = format!("--state-dir={}", c.state.display());
+    let out = Command::new(&meshctl)
+        .args(["analyze", &state])
+        .output()
+        .unwrap();
+    let lines = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{lines}{}", text(&out.stderr));
+    assert!(
+        lines.contains("error: cluster VirtualService/reviews: spec.http[0].route[0].destination.subset: subset \"v2\" of reviews.an.svc.cluster.local is defined by no DestinationRule"),
+        "{lines}"
+    );
+    // A file that adds the subset, but with labels no pod has: the error
+    // goes, a warning stays (exit 2).
+    let dir = c.state.join("fix");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fix = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: an}\nspec:\n  host: reviews\n  subsets: [{name: v2, labels: {version: v2}}]\n";
+    std::fs::write(dir.join("dr.yaml"), fix).unwrap();
+    let out = Command::new(&meshctl)
+        .args(["analyze", &state, "-f"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let lines = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{lines}{}", text(&out.stderr));
+    let dr = dir.join("dr.yaml").display().to_string();
+    assert!(lines.contains(&format!("warning: {dr}:1 DestinationRule/reviews: spec.subsets[0].labels: subset \"v2\" matches no pod")), "{lines}");
+    assert!(!lines.contains("error:"), "{lines}");
+}

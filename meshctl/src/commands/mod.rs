@@ -3,6 +3,7 @@
 use crate::cli::{Cli, Command, LocalCommand};
 use crate::local::StateDir;
 
+pub mod analyze;
 pub mod apply;
 pub mod demo;
 pub mod exec;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Demo(d) => demo::demo(&StateDir::resolve(d.state.state_dir), d.requests).await,
         Command::Validate(v) => validate::validate(&v),
+        Command::Analyze(a) => analyze::analyze(&a).await,
     };
     match result {
         Ok(code) => code,

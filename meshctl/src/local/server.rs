@@ -42,6 +42,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/delete", post(delete))
         .route("/pods", get(pods))
         .route("/services", get(services))
+        .route("/objects", get(objects))
         .route("/watch", get(watch))
         .route("/tokenreview", post(token_review))
         .route("/controller/{action}", post(controller))
@@ -86,6 +87,10 @@ async fn pods(State(api): S) -> impl IntoResponse {
 
 async fn services(State(api): S) -> impl IntoResponse {
     Json(api.store.services())
+}
+
+async fn objects(State(api): S) -> impl IntoResponse {
+    Json(api.store.objects())
 }
 
 async fn watch(State(api): S) -> Response {

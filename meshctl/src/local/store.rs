@@ -226,6 +226,24 @@ impl Store {
         })
     }
 
+    /// Services, Deployments and mesh resources as applied (for analysis).
+    pub fn objects(&self) -> Vec<Object> {
+        self.read(|s| {
+            let services = s
+                .services
+                .values()
+                .map(|(svc, _)| Object::Service(Box::new(svc.clone())));
+            let deployments = s
+                .deployments
+                .values()
+                .map(|d| Object::Deployment(Box::new(d.clone())));
+            services
+                .chain(deployments)
+                .chain(s.mesh.values().cloned())
+                .collect()
+        })
+    }
+
     /// Pods, for the API.
     pub fn pods(&self) -> Vec<PodStatus> {
         self.read(|s| s.pods.values().map(pod_status).collect())
