@@ -27,7 +27,18 @@ message!(
         port_level_settings: Vec<PortTrafficPolicy>,
         tunnel: TunnelSettings,
         proxy_protocol: ProxyProtocol,
+        retry_budget: RetryBudget,
     }
+);
+
+message!(
+    /// Caps concurrent retries to a share of active requests.
+    RetryBudget { percent: f64, min_retry_concurrency: u32, budget_interval: String }
+);
+
+message!(
+    /// Slow start for new endpoints.
+    WarmupConfiguration { duration: String, minimum_percent: f64, aggression: f64 }
 );
 
 message!(
@@ -53,6 +64,7 @@ message!(
         consistent_hash: ConsistentHashLb,
         locality_lb_setting: LocalityLoadBalancerSetting,
         warmup_duration_secs: String,
+        warmup: WarmupConfiguration,
     }
 );
 

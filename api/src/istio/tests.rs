@@ -126,6 +126,8 @@ spec:
         failover: [{from: us-east, to: eu-west}]
         failoverPriority: [topology.kubernetes.io/region]
       warmupDurationSecs: 30s
+      warmup: {duration: 60s, minimumPercent: 10, aggression: 1.5}
+    retryBudget: {percent: 20, minRetryConcurrency: 3, budgetInterval: 10s}
     connectionPool:
       tcp:
         maxConnections: 100

@@ -320,6 +320,20 @@ fn traffic_policy(c: &mut Check, at: &str, tp: &TrafficPolicy) {
     if let Some(tls) = &tp.tls {
         c.one_of(&format!("{at}.tls.mode"), tls.mode.as_ref(), TLS_MODES);
     }
+    if let Some(rb) = &tp.retry_budget {
+        if let Some(p) = rb.percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            c.fail(
+                format!("{at}.retryBudget.percent"),
+                format!("{p} is outside 0..100"),
+            );
+        }
+        c.duration(
+            &format!("{at}.retryBudget.budgetInterval"),
+            rb.budget_interval.as_ref(),
+        );
+    }
     for (i, p) in tp.port_level_settings.iter().flatten().enumerate() {
         let f = format!("{at}.portLevelSettings[{i}]");
         match p.port.as_ref().and_then(|p| p.number) {
@@ -377,6 +391,17 @@ fn load_balancer(c: &mut Check, at: &str, lb: &LoadBalancerSettings) {
     }
     if let Some(d) = &lb.warmup_duration_secs {
         c.duration(&format!("{at}.warmupDurationSecs"), Some(d));
+    }
+    if let Some(w) = &lb.warmup {
+        c.duration(&format!("{at}.warmup.duration"), w.duration.as_ref());
+        if let Some(p) = w.minimum_percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            c.fail(
+                format!("{at}.warmup.minimumPercent"),
+                format!("{p} is outside 0..100"),
+            );
+        }
     }
 }
 
