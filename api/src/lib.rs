@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod duration;
 pub mod istio;
+pub mod linkerd;
 pub mod manifest;
 pub mod proto;
 pub mod protocol;

@@ -19,6 +19,7 @@ use crate::istio::security::{
 use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
 use crate::istio::telemetry::TelemetrySpec;
 use crate::istio::virtual_service::VirtualServiceSpec;
+use crate::linkerd::{ServiceProfileSpec, TrafficSplitSpec};
 
 /// The kinds read, each with the API versions served.
 pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
@@ -35,6 +36,8 @@ pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
     ("AuthorizationPolicy", crate::istio::SECURITY_VERSIONS),
     ("RequestAuthentication", crate::istio::SECURITY_VERSIONS),
     ("Telemetry", crate::istio::TELEMETRY_VERSIONS),
+    ("ServiceProfile", crate::linkerd::SERVICE_PROFILE_VERSIONS),
+    ("TrafficSplit", crate::linkerd::TRAFFIC_SPLIT_VERSIONS),
 ];
 
 /// An object read from a manifest.
@@ -67,6 +70,11 @@ pub enum Object {
     RequestAuthentication(Box<Resource<RequestAuthenticationSpec>>),
     /// `telemetry.istio.io/Telemetry`.
     Telemetry(Box<Resource<TelemetrySpec>>),
+    /// `linkerd.io/ServiceProfile`, translated into a VirtualService (and a
+    /// DestinationRule for its retry budget).
+    ServiceProfile(Box<Resource<ServiceProfileSpec>>),
+    /// `split.smi-spec.io/TrafficSplit`, translated into a VirtualService.
+    TrafficSplit(Box<Resource<TrafficSplitSpec>>),
 }
 
 impl Object {
@@ -86,6 +94,8 @@ impl Object {
             Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Object::RequestAuthentication(_) => "RequestAuthentication",
             Object::Telemetry(_) => "Telemetry",
+            Object::ServiceProfile(_) => "ServiceProfile",
+            Object::TrafficSplit(_) => "TrafficSplit",
         }
     }
 
@@ -104,6 +114,8 @@ impl Object {
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::RequestAuthentication(o) => &o.metadata,
             Object::Telemetry(o) => &o.metadata,
+            Object::ServiceProfile(o) => &o.metadata,
+            Object::TrafficSplit(o) => &o.metadata,
         }
     }
 
@@ -118,6 +130,45 @@ impl Object {
             Object::Namespace(_) => "",
             _ => self.meta().namespace.as_deref().unwrap_or("default"),
         }
+    }
+
+    /// What the object becomes in the native model: itself, or for the
+    /// Linkerd imports their translation (empty if it does not translate).
+    pub fn native(&self) -> Vec<Object> {
+        match self {
+            Object::ServiceProfile(sp) => match crate::linkerd::translate_service_profile(sp) {
+                Ok((vs, dr)) => std::iter::once(Object::VirtualService(Box::new(vs)))
+                    .chain(dr.map(|d| Object::DestinationRule(Box::new(d))))
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+            Object::TrafficSplit(ts) => crate::linkerd::translate_traffic_split(ts)
+                .map(|vs| vec![Object::VirtualService(Box::new(vs))])
+                .unwrap_or_default(),
+            other => vec![other.clone()],
+        }
+    }
+
+    /// The object as its own document (`apiVersion`, `kind`, ...).
+    pub fn to_document(&self) -> serde_json::Value {
+        let v = match self {
+            Object::Namespace(o) => serde_json::to_value(o),
+            Object::ServiceAccount(o) => serde_json::to_value(o),
+            Object::Deployment(o) => serde_json::to_value(o),
+            Object::Service(o) => serde_json::to_value(o),
+            Object::VirtualService(o) => serde_json::to_value(o),
+            Object::DestinationRule(o) => serde_json::to_value(o),
+            Object::ServiceEntry(o) => serde_json::to_value(o),
+            Object::WorkloadEntry(o) => serde_json::to_value(o),
+            Object::Sidecar(o) => serde_json::to_value(o),
+            Object::PeerAuthentication(o) => serde_json::to_value(o),
+            Object::AuthorizationPolicy(o) => serde_json::to_value(o),
+            Object::RequestAuthentication(o) => serde_json::to_value(o),
+            Object::Telemetry(o) => serde_json::to_value(o),
+            Object::ServiceProfile(o) => serde_json::to_value(o),
+            Object::TrafficSplit(o) => serde_json::to_value(o),
+        };
+        v.unwrap_or_default()
     }
 
     /// Order in which a batch is applied: what others refer to first.
@@ -293,6 +344,8 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         "ServiceEntry" => Object::ServiceEntry(Box::new(typed_from(value).map_err(typed)?)),
         "WorkloadEntry" => Object::WorkloadEntry(Box::new(typed_from(value).map_err(typed)?)),
         "Sidecar" => Object::Sidecar(Box::new(typed_from(value).map_err(typed)?)),
+        "ServiceProfile" => Object::ServiceProfile(Box::new(typed_from(value).map_err(typed)?)),
+        "TrafficSplit" => Object::TrafficSplit(Box::new(typed_from(value).map_err(typed)?)),
         "PeerAuthentication" => {
             Object::PeerAuthentication(Box::new(typed_from(value).map_err(typed)?))
         }

@@ -150,6 +150,8 @@ pub enum Output {
     Table,
     /// JSON.
     Json,
+    /// YAML (for validate: what each document becomes).
+    Yaml,
 }
 
 /// `local get`.

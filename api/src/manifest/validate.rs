@@ -96,6 +96,26 @@ pub(super) fn object(o: &Object) -> Vec<Problem> {
             crate::istio::validate::request_authentication(&p.spec),
         ),
         Object::Telemetry(t) => istio(&t.metadata, crate::istio::validate::telemetry(&t.spec)),
+        Object::ServiceProfile(sp) => {
+            let mut out = first(meta(&sp.metadata, false));
+            if let Err(ps) = crate::linkerd::translate_service_profile(sp) {
+                out.extend(ps.into_iter().map(|p| (p.field, p.message)));
+            }
+            out
+        }
+        Object::TrafficSplit(ts) => {
+            let mut out = first(meta(&ts.metadata, false));
+            match crate::linkerd::translate_traffic_split(ts) {
+                Err(ps) => out.extend(ps.into_iter().map(|p| (p.field, p.message))),
+                // The translation must itself be valid.
+                Ok(vs) => out.extend(
+                    crate::istio::validate::virtual_service(&vs.spec)
+                        .into_iter()
+                        .map(|p| (p.field, p.message)),
+                ),
+            }
+            out
+        }
     }
 }
 

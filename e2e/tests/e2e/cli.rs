@@ -319,6 +319,26 @@ fn validate_reports_every_problem_with_file_document_and_field() {
     let errors: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON errors");
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(errors.iter().all(|e| e["source"] == bad_file.as_str()));
+
+    // Linkerd's kinds are shown as what they become.
+    let split = dir.join("split.yaml");
+    std::fs::write(&split, "apiVersion: split.smi-spec.io/v1alpha2\nkind: TrafficSplit\nmetadata: {name: canary}\nspec:\n  service: web\n  backends: [{service: web-v1, weight: 900m}, {service: web-v2, weight: 100m}]\n").unwrap();
+    let out = Command::new(&meshctl)
+        .args(["validate", "-o", "yaml", "-f"])
+        .arg(&split)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    assert!(
+        yaml.contains("TrafficSplit/canary becomes:") && yaml.contains("kind: VirtualService"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("host: web-v1\n      weight: 90")
+            && yaml.contains("host: web-v2\n      weight: 10"),
+        "{yaml}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     // The runtime takes mesh resources as it takes the rest.

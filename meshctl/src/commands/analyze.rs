@@ -76,6 +76,7 @@ pub async fn analyze(args: &AnalyzeArgs) -> anyhow::Result<i32> {
 
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&findings)?),
         Output::Table => {
             for f in &findings {
                 let level = if f.severity == Severity::Error {

@@ -6,6 +6,16 @@ use crate::local::client::Client;
 use crate::local::objects::{PodStatus, ServiceStatus};
 use crate::output::{age, table};
 
+/// Prints `data` as JSON or YAML; false for the table format.
+fn print_data<T: serde::Serialize>(output: Output, data: &T) -> anyhow::Result<bool> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(data)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(data)?),
+        Output::Table => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// Lists pods or services.
 pub async fn get(state: &StateDir, args: &GetArgs) -> anyhow::Result<i32> {
     let client = Client::new(state.clone());
@@ -15,8 +25,7 @@ pub async fn get(state: &StateDir, args: &GetArgs) -> anyhow::Result<i32> {
             let mut pods: Vec<PodStatus> = client.get("/pods").await?;
             pods.retain(|p| in_ns(&p.namespace));
             pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-            if args.output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&pods)?);
+            if print_data(args.output, &pods)? {
                 return Ok(0);
             }
             let rows: Vec<Vec<String>> = pods
@@ -53,8 +62,7 @@ pub async fn get(state: &StateDir, args: &GetArgs) -> anyhow::Result<i32> {
             let mut svcs: Vec<ServiceStatus> = client.get("/services").await?;
             svcs.retain(|s| in_ns(&s.namespace));
             svcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-            if args.output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&svcs)?);
+            if print_data(args.output, &svcs)? {
                 return Ok(0);
             }
             let rows: Vec<Vec<String>> = svcs

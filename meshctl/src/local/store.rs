@@ -392,7 +392,9 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
         | Object::PeerAuthentication(_)
         | Object::AuthorizationPolicy(_)
         | Object::RequestAuthentication(_)
-        | Object::Telemetry(_) => {
+        | Object::Telemetry(_)
+        | Object::ServiceProfile(_)
+        | Object::TrafficSplit(_) => {
             let mk = (o.kind().to_string(), k.0.clone(), k.1.clone());
             let action = match s.mesh.get(&mk) {
                 None => "created",
@@ -475,7 +477,9 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
         | Object::PeerAuthentication(_)
         | Object::AuthorizationPolicy(_)
         | Object::RequestAuthentication(_)
-        | Object::Telemetry(_) => s
+        | Object::Telemetry(_)
+        | Object::ServiceProfile(_)
+        | Object::TrafficSplit(_) => s
             .mesh
             .remove(&(o.kind().to_string(), k.0.clone(), k.1.clone()))
             .is_some(),
