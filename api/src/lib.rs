@@ -12,6 +12,7 @@ pub mod duration;
 pub mod istio;
 pub mod linkerd;
 pub mod manifest;
+pub mod policy;
 pub mod proto;
 pub mod protocol;
 pub mod spiffe;

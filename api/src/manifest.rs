@@ -20,6 +20,7 @@ use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec, WorkloadEntrySp
 use crate::istio::telemetry::TelemetrySpec;
 use crate::istio::virtual_service::VirtualServiceSpec;
 use crate::linkerd::{ServiceProfileSpec, TrafficSplitSpec};
+use crate::policy::LocalRateLimitSpec;
 
 /// The kinds read, each with the API versions served.
 pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
@@ -38,6 +39,7 @@ pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
     ("Telemetry", crate::istio::TELEMETRY_VERSIONS),
     ("ServiceProfile", crate::linkerd::SERVICE_PROFILE_VERSIONS),
     ("TrafficSplit", crate::linkerd::TRAFFIC_SPLIT_VERSIONS),
+    ("LocalRateLimit", crate::policy::POLICY_VERSIONS),
 ];
 
 /// An object read from a manifest.
@@ -75,6 +77,8 @@ pub enum Object {
     ServiceProfile(Box<Resource<ServiceProfileSpec>>),
     /// `split.smi-spec.io/TrafficSplit`, translated into a VirtualService.
     TrafficSplit(Box<Resource<TrafficSplitSpec>>),
+    /// `policy.mesh.io/LocalRateLimit`.
+    LocalRateLimit(Box<Resource<LocalRateLimitSpec>>),
 }
 
 impl Object {
@@ -96,6 +100,7 @@ impl Object {
             Object::Telemetry(_) => "Telemetry",
             Object::ServiceProfile(_) => "ServiceProfile",
             Object::TrafficSplit(_) => "TrafficSplit",
+            Object::LocalRateLimit(_) => "LocalRateLimit",
         }
     }
 
@@ -116,6 +121,7 @@ impl Object {
             Object::Telemetry(o) => &o.metadata,
             Object::ServiceProfile(o) => &o.metadata,
             Object::TrafficSplit(o) => &o.metadata,
+            Object::LocalRateLimit(o) => &o.metadata,
         }
     }
 
@@ -167,6 +173,7 @@ impl Object {
             Object::Telemetry(o) => serde_json::to_value(o),
             Object::ServiceProfile(o) => serde_json::to_value(o),
             Object::TrafficSplit(o) => serde_json::to_value(o),
+            Object::LocalRateLimit(o) => serde_json::to_value(o),
         };
         v.unwrap_or_default()
     }
@@ -306,7 +313,7 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
             return Err((
                 name,
                 "kind".into(),
-                "EnvoyFilter is not supported: the mesh has native resources for what it is used for (local rate limits come as their own kind)".into(),
+                "EnvoyFilter is not supported: use the native resource for what it does, e.g. policy.mesh.io/v1alpha1 LocalRateLimit for local rate limits".into(),
             ));
         }
         None => {
@@ -346,6 +353,7 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         "Sidecar" => Object::Sidecar(Box::new(typed_from(value).map_err(typed)?)),
         "ServiceProfile" => Object::ServiceProfile(Box::new(typed_from(value).map_err(typed)?)),
         "TrafficSplit" => Object::TrafficSplit(Box::new(typed_from(value).map_err(typed)?)),
+        "LocalRateLimit" => Object::LocalRateLimit(Box::new(typed_from(value).map_err(typed)?)),
         "PeerAuthentication" => {
             Object::PeerAuthentication(Box::new(typed_from(value).map_err(typed)?))
         }

@@ -103,6 +103,7 @@ pub(super) fn object(o: &Object) -> Vec<Problem> {
             }
             out
         }
+        Object::LocalRateLimit(r) => istio(&r.metadata, crate::policy::validate(&r.spec)),
         Object::TrafficSplit(ts) => {
             let mut out = first(meta(&ts.metadata, false));
             match crate::linkerd::translate_traffic_split(ts) {

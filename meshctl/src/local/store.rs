@@ -394,7 +394,8 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
         | Object::RequestAuthentication(_)
         | Object::Telemetry(_)
         | Object::ServiceProfile(_)
-        | Object::TrafficSplit(_) => {
+        | Object::TrafficSplit(_)
+        | Object::LocalRateLimit(_) => {
             let mk = (o.kind().to_string(), k.0.clone(), k.1.clone());
             let action = match s.mesh.get(&mk) {
                 None => "created",
@@ -479,7 +480,8 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
         | Object::RequestAuthentication(_)
         | Object::Telemetry(_)
         | Object::ServiceProfile(_)
-        | Object::TrafficSplit(_) => s
+        | Object::TrafficSplit(_)
+        | Object::LocalRateLimit(_) => s
             .mesh
             .remove(&(o.kind().to_string(), k.0.clone(), k.1.clone()))
             .is_some(),
