@@ -28,6 +28,13 @@ macro_rules! message {
                 pub $field: Option<$ty>,
             )*
         }
+
+        #[cfg(test)]
+        impl $crate::sample::Sample for $name {
+            fn sample(rng: &mut fastrand::Rng, depth: u32) -> Self {
+                Self { $($field: $crate::sample::Sample::sample(rng, depth + 1),)* }
+            }
+        }
     };
 }
 pub(crate) use message;

@@ -15,4 +15,6 @@ pub mod manifest;
 pub mod policy;
 pub mod proto;
 pub mod protocol;
+#[cfg(test)]
+mod sample;
 pub mod spiffe;

@@ -779,3 +779,61 @@ fn service_entry_and_sidecar_rejections_name_the_field() {
     assert!(has(&p, "spec.address", "required"), "{p:?}");
     assert!(has(&p, "spec.ports.http", "not a port"), "{p:?}");
 }
+
+/// Property: any model value that serializes reads back as the same value.
+fn round_trips<S>(kind: &str, seed: u64)
+where
+    S: crate::sample::Sample
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + PartialEq
+        + std::fmt::Debug
+        + Default,
+{
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut checked = 0;
+    for case in 0..400 {
+        let spec = S::sample(&mut rng, 0);
+        let r = crate::istio::Resource {
+            api_version: "x/v1".into(),
+            kind: kind.into(),
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("n".into()),
+                ..Default::default()
+            },
+            spec,
+            status: None,
+        };
+        let Ok(text) = serde_yaml_ng::to_string(&r) else {
+            continue;
+        };
+        let back: crate::istio::Resource<S> = serde_yaml_ng::from_str(&text)
+            .unwrap_or_else(|e| panic!("{kind} case {case} (seed {seed}): {e}\n{text}"));
+        assert_eq!(back, r, "{kind} case {case} (seed {seed}):\n{text}");
+        checked += 1;
+    }
+    // Serializing a model value must not fail either.
+    assert_eq!(
+        checked, 400,
+        "{kind}: only {checked} of 400 values serialized"
+    );
+}
+
+#[test]
+fn every_kind_round_trips_through_yaml() {
+    use crate::istio::{destination_rule, security, service_entry, telemetry, virtual_service};
+    for seed in [1, 2, 3] {
+        round_trips::<virtual_service::VirtualServiceSpec>("VirtualService", seed);
+        round_trips::<destination_rule::DestinationRuleSpec>("DestinationRule", seed);
+        round_trips::<service_entry::ServiceEntrySpec>("ServiceEntry", seed);
+        round_trips::<service_entry::WorkloadEntrySpec>("WorkloadEntry", seed);
+        round_trips::<service_entry::SidecarSpec>("Sidecar", seed);
+        round_trips::<security::PeerAuthenticationSpec>("PeerAuthentication", seed);
+        round_trips::<security::AuthorizationPolicySpec>("AuthorizationPolicy", seed);
+        round_trips::<security::RequestAuthenticationSpec>("RequestAuthentication", seed);
+        round_trips::<telemetry::TelemetrySpec>("Telemetry", seed);
+        round_trips::<crate::linkerd::ServiceProfileSpec>("ServiceProfile", seed);
+        round_trips::<crate::linkerd::TrafficSplitSpec>("TrafficSplit", seed);
+        round_trips::<crate::policy::LocalRateLimitSpec>("LocalRateLimit", seed);
+    }
+}
