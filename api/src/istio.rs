@@ -19,7 +19,7 @@ mod tests;
 macro_rules! message {
     ($(#[$m:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         #[allow(missing_docs)] // Fields are Istio's, documented in its API reference.
         pub struct $name {

@@ -83,6 +83,19 @@ pub enum Quantity {
     Text(String),
 }
 
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}]
+        })
+    }
+}
+
 impl Quantity {
     /// The value, `None` when it is not a quantity.
     pub fn value(&self) -> Option<f64> {

@@ -1,5 +1,7 @@
 //! `cargo xtask`: project automation.
 //!
+//! - `codegen`: writes the CRDs generated from the api crate's types into
+//!   the chart.
 //! - `bench`: the data-plane benchmark on the local runtime (a report,
 //!   never a test): fixed-rate HTTP/1.1 load from a client pod to a server
 //!   pod, direct and through the mesh in the same run.
@@ -21,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Write generated files (the CRDs in charts/).
+    Codegen,
     /// Benchmark the data plane: direct vs. two proxies with mTLS.
     Bench(bench::BenchArgs),
     /// Generate HTTP/1.1 load (run inside a pod by `bench`).
@@ -34,6 +38,17 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Codegen => {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(api::crd::CHART_PATH);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, api::crd::render())?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Loadgen(a) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
