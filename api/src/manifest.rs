@@ -385,5 +385,7 @@ fn typed_from<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> 
 
 mod validate;
 
+pub use validate::is_dns_label;
+
 #[cfg(test)]
 mod tests;

@@ -77,9 +77,6 @@ spec:
     - destination: {host: ratings}
     mirror: {host: ratings, subset: v2-test}
     mirrorPercentage: {value: 100.0}
-    mirrors:
-    - destination: {host: ratings, subset: v3}
-      percentage: {value: 25}
     corsPolicy:
       allowOrigins: [{exact: "https://example.com"}, {regex: "https://.*\\.example\\.org"}]
       allowMethods: [POST, GET]
@@ -97,6 +94,9 @@ spec:
       authority: ratings.internal
     route:
     - destination: {host: ratings}
+    mirrors:
+    - destination: {host: ratings, subset: v3}
+      percentage: {value: 25}
   - match: [{uri: {exact: /health}}]
     directResponse: {status: 200, body: {string: ok}}
   tcp:
@@ -483,6 +483,18 @@ fn virtual_service_rejections_name_the_field() {
         has(&p, "spec.http[0]", "only one of route, redirect"),
         "{p:?}"
     );
+    let p = problems(&vs(
+        "  - route:\n    - destination: {host: a}\n    mirror: {host: b}\n    mirrors: [{destination: {host: c}}]\n",
+    ));
+    assert!(
+        has(&p, "spec.http[0].mirrors", "only one of mirror and mirrors"),
+        "{p:?}"
+    );
+    let p = problems(&format!(
+        "{}  exportTo: [\".\", \"Not_A_Namespace\"]\n",
+        vs("  - route:\n    - destination: {host: a}\n")
+    ));
+    assert!(has(&p, "spec.exportTo[1]", "namespace name"), "{p:?}");
     let p = problems(&vs("  - route:\n    - destination: {hots: a}\n"));
     assert!(
         has(

@@ -95,6 +95,18 @@ impl Check {
         }
     }
 
+    /// `exportTo`: `.` (this namespace), `*` (all), `~` (none) or namespaces.
+    pub(crate) fn export_to(&mut self, field: &str, v: Option<&Vec<String>>) {
+        for (i, e) in v.into_iter().flatten().enumerate() {
+            if !matches!(e.as_str(), "." | "*" | "~") && !crate::manifest::is_dns_label(e) {
+                self.fail(
+                    format!("{field}[{i}]"),
+                    format!("{e:?}: use \".\", \"*\", \"~\" or a namespace name"),
+                );
+            }
+        }
+    }
+
     pub(crate) fn regex(&mut self, field: &str, r: &str) {
         if let Err(e) = regex::Regex::new(r) {
             let first = e

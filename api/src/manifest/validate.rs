@@ -15,7 +15,7 @@ fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
 }
 
 /// RFC 1123 label: what Kubernetes requires of namespace and service names.
-pub(crate) fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()

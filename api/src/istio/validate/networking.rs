@@ -50,6 +50,7 @@ pub fn virtual_service(spec: &VirtualServiceSpec) -> Vec<Problem> {
     for (i, r) in spec.http.iter().flatten().enumerate() {
         http_route(&mut c, &format!("spec.http[{i}]"), r);
     }
+    c.export_to("spec.exportTo", spec.export_to.as_ref());
     for (kind, routes) in [
         (
             "tcp",
@@ -257,6 +258,12 @@ fn http_route(c: &mut Check, at: &str, r: &HttpRoute) {
     }
     if r.mirror.is_some() {
         c.destination(&format!("{at}.mirror"), r.mirror.as_ref());
+        if r.mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
+            c.fail(
+                format!("{at}.mirrors"),
+                "set only one of mirror and mirrors",
+            );
+        }
     }
     c.percent(
         &format!("{at}.mirrorPercentage"),
@@ -289,6 +296,7 @@ pub fn destination_rule(spec: &DestinationRuleSpec) -> Vec<Problem> {
     if let Some(tp) = &spec.traffic_policy {
         traffic_policy(&mut c, "spec.trafficPolicy", tp);
     }
+    c.export_to("spec.exportTo", spec.export_to.as_ref());
     let mut names = BTreeSet::new();
     for (i, s) in spec.subsets.iter().flatten().enumerate() {
         let at = format!("spec.subsets[{i}]");
