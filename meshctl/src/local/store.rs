@@ -384,28 +384,6 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
             s.services.insert(k, ((**svc).clone(), ip));
             (result(&o, action), true)
         }
-        Object::VirtualService(_)
-        | Object::DestinationRule(_)
-        | Object::ServiceEntry(_)
-        | Object::WorkloadEntry(_)
-        | Object::Sidecar(_)
-        | Object::PeerAuthentication(_)
-        | Object::AuthorizationPolicy(_)
-        | Object::RequestAuthentication(_)
-        | Object::Telemetry(_)
-        | Object::ServiceProfile(_)
-        | Object::TrafficSplit(_)
-        | Object::LocalRateLimit(_) => {
-            let mk = (o.kind().to_string(), k.0.clone(), k.1.clone());
-            let action = match s.mesh.get(&mk) {
-                None => "created",
-                Some(prev) if prev == &o => "unchanged",
-                Some(_) => "configured",
-            };
-            let r = result(&o, action);
-            s.mesh.insert(mk, o);
-            (r, action != "unchanged")
-        }
         Object::Deployment(d) => {
             let sa = d
                 .spec
@@ -434,6 +412,18 @@ fn apply_one(s: &mut State, o: Object) -> (ObjectResult, bool) {
             };
             s.deployments.insert(k, (**d).clone());
             (result(&o, action), true)
+        }
+        // Every other kind is a mesh resource, kept for the controller.
+        _ => {
+            let mk = (o.kind().to_string(), k.0.clone(), k.1.clone());
+            let action = match s.mesh.get(&mk) {
+                None => "created",
+                Some(prev) if prev == &o => "unchanged",
+                Some(_) => "configured",
+            };
+            let r = result(&o, action);
+            s.mesh.insert(mk, o);
+            (r, action != "unchanged")
         }
     }
 }
@@ -470,21 +460,6 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
             found
         }
         Object::ServiceAccount(_) => s.service_accounts.remove(&k).is_some(),
-        Object::VirtualService(_)
-        | Object::DestinationRule(_)
-        | Object::ServiceEntry(_)
-        | Object::WorkloadEntry(_)
-        | Object::Sidecar(_)
-        | Object::PeerAuthentication(_)
-        | Object::AuthorizationPolicy(_)
-        | Object::RequestAuthentication(_)
-        | Object::Telemetry(_)
-        | Object::ServiceProfile(_)
-        | Object::TrafficSplit(_)
-        | Object::LocalRateLimit(_) => s
-            .mesh
-            .remove(&(o.kind().to_string(), k.0.clone(), k.1.clone()))
-            .is_some(),
         Object::Deployment(_) => s.deployments.remove(&k).is_some(),
         Object::Service(_) => match s.services.remove(&k) {
             Some((_, ip)) => {
@@ -493,6 +468,11 @@ fn delete_one(s: &mut State, o: &Object) -> (ObjectResult, bool) {
             }
             None => false,
         },
+        // Every other kind is a mesh resource.
+        _ => s
+            .mesh
+            .remove(&(o.kind().to_string(), k.0.clone(), k.1.clone()))
+            .is_some(),
     };
     if found {
         (result(o, "deleted"), true)
