@@ -59,9 +59,9 @@ pub async fn serve(
 }
 
 /// Where one request may go: (workload, port on it), in try order.
-fn candidates(target: &Target, dst: SocketAddr) -> (String, Vec<(Workload, u16)>) {
+fn candidates(target: &Target, dst: SocketAddr) -> (String, Vec<(&Workload, u16)>) {
     match &target.resolved {
-        Resolved::Workload(w) => (w.address.to_string(), vec![(w.clone(), dst.port())]),
+        Resolved::Workload(w) => (w.address.to_string(), vec![(w, dst.port())]),
         Resolved::Service(svc) => {
             let n = svc.endpoints.len();
             let start = target.cursor.fetch_add(1, Ordering::Relaxed);
@@ -69,7 +69,7 @@ fn candidates(target: &Target, dst: SocketAddr) -> (String, Vec<(Workload, u16)>
                 .map(|i| {
                     let ep = &svc.endpoints[(start + i) % n];
                     (
-                        ep.workload.clone(),
+                        &ep.workload,
                         ep.ports.get(&dst.port()).copied().unwrap_or(dst.port()),
                     )
                 })
@@ -98,8 +98,8 @@ async fn handle(
             None,
         )
     } else if is_upgrade(&req) {
-        let (w, port) = eps[0].clone();
-        match tunnel(ctx, &w, port, req).await {
+        let (w, port) = eps[0];
+        match tunnel(ctx, w, port, req).await {
             Ok(r) => (r, Some(w)),
             Err(e) => (
                 error_response(
@@ -153,12 +153,12 @@ async fn handle(
 }
 
 /// Sends to the first endpoint that can be reached.
-async fn send(
+async fn send<'a>(
     ctx: &Ctx,
-    eps: &[(Workload, u16)],
+    eps: &[(&'a Workload, u16)],
     proto: Protocol,
     req: Request<Incoming>,
-) -> (Response<Body>, Option<Workload>) {
+) -> (Response<Body>, Option<&'a Workload>) {
     let mut last = String::new();
     for (w, port) in eps {
         let conn = match &w.identity {
@@ -185,10 +185,10 @@ async fn send(
                 *req.uri_mut() = uri;
                 strip_hop_by_hop(req.headers_mut());
                 return match ctx.http1.request(req.map(BodyExt::boxed)).await {
-                    Ok(r) => (r.map(BodyExt::boxed), Some(w.clone())),
+                    Ok(r) => (r.map(BodyExt::boxed), Some(*w)),
                     Err(e) => (
                         error_response(StatusCode::BAD_GATEWAY, &format!("{}: {e}", w.address)),
-                        Some(w.clone()),
+                        Some(*w),
                     ),
                 };
             }
@@ -210,11 +210,11 @@ async fn send(
                 if proto == Protocol::Http1 {
                     *r.version_mut() = Version::HTTP_11;
                 }
-                (r.map(BodyExt::boxed), Some(w.clone()))
+                (r.map(BodyExt::boxed), Some(*w))
             }
             Err(e) => (
                 error_response(StatusCode::BAD_GATEWAY, &format!("{}: {e}", w.address)),
-                Some(w.clone()),
+                Some(*w),
             ),
         };
     }
