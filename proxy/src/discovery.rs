@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use api::discovery::Resolved;
+use api::discovery::{Resolved, Workload};
 use api::proto::discovery_client::DiscoveryClient;
 use api::proto::{DiscoveryRequest, DiscoveryResponse, Node};
 use arc_swap::ArcSwap;
@@ -30,6 +30,30 @@ pub struct Target {
     /// Round-robin cursor.
     #[serde(skip)]
     pub cursor: AtomicUsize,
+}
+
+/// Endpoints tried for one connection or request when connects fail.
+pub const ATTEMPTS: usize = 3;
+
+impl Target {
+    /// Where one connection or request to `port` may go, in try order:
+    /// (workload, port on it). A Service gives up to [`ATTEMPTS`] of its
+    /// endpoints, round robin from the shared cursor.
+    pub fn candidates(&self, port: u16) -> Vec<(&Workload, u16)> {
+        match &self.resolved {
+            Resolved::Workload(w) => vec![(w, port)],
+            Resolved::Service(svc) => {
+                let n = svc.endpoints.len();
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                (0..n.min(ATTEMPTS))
+                    .map(|i| {
+                        let ep = &svc.endpoints[(start + i) % n];
+                        (&ep.workload, ep.ports.get(&port).copied().unwrap_or(port))
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// An address's state in the cache.
@@ -299,6 +323,51 @@ mod tests {
             d.lookup("10.0.0.2".parse().unwrap()).await,
             Lookup::Passthrough
         ));
+    }
+
+    #[test]
+    fn candidates_go_round_robin_with_mapped_ports() {
+        use api::proto::{Endpoint, Service};
+        let eps = (1..=4)
+            .map(|i| Endpoint {
+                workload: Some(Workload {
+                    name: format!("p{i}"),
+                    namespace: "ns".into(),
+                    address: format!("10.0.0.{i}"),
+                    ..Default::default()
+                }),
+                ports: [(80, 8080)].into(),
+            })
+            .collect();
+        let svc = Resource {
+            name: "10.96.0.1".into(),
+            version: "1".into(),
+            kind: Some(Kind::Service(Service {
+                name: "s".into(),
+                endpoints: eps,
+                ..Default::default()
+            })),
+        };
+        let target = Target {
+            resolved: Resolved::try_from(&svc).unwrap(),
+            version: "1".into(),
+            cursor: AtomicUsize::new(0),
+        };
+        let names = |c: Vec<(&api::discovery::Workload, u16)>| {
+            c.iter()
+                .map(|(w, p)| format!("{}:{p}", w.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(target.candidates(80)),
+            ["p1:8080", "p2:8080", "p3:8080"]
+        );
+        assert_eq!(
+            names(target.candidates(80)),
+            ["p2:8080", "p3:8080", "p4:8080"]
+        );
+        // An unmapped port is kept as is.
+        assert_eq!(names(target.candidates(81))[0], "p3:81");
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use api::discovery::{Resolved, Workload};
@@ -21,8 +20,6 @@ use crate::{Ctx, orig_dst, ports, transport};
 
 /// How long a connect to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Endpoints tried for one connection when connects fail.
-const CONNECT_ATTEMPTS: usize = 3;
 
 /// Accepts redirected connections until the process ends.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
@@ -98,21 +95,21 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
                 let Some(_port) = svc.port(dst.port()) else {
                     anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
                 };
-                let n = svc.endpoints.len();
-                anyhow::ensure!(n > 0, "service {} has no ready endpoints", svc.hostname);
+                anyhow::ensure!(
+                    !svc.endpoints.is_empty(),
+                    "service {} has no ready endpoints",
+                    svc.hostname
+                );
                 let mut last = None;
                 let mut found = None;
-                for _ in 0..CONNECT_ATTEMPTS.min(n) {
-                    let i = target.cursor.fetch_add(1, Ordering::Relaxed) % n;
-                    let ep = &svc.endpoints[i];
-                    let port = ep.ports.get(&dst.port()).copied().unwrap_or(dst.port());
-                    match connect_workload(ctx, &ep.workload, port, svc.hostname.clone()).await {
+                for (w, port) in target.candidates(dst.port()) {
+                    match connect_workload(ctx, w, port, svc.hostname.clone()).await {
                         Ok(u) => {
                             found = Some(u);
                             break;
                         }
                         Err(e) => {
-                            tracing::warn!(endpoint = %ep.workload.address, error = %e, "endpoint connect failed");
+                            tracing::warn!(endpoint = %w.address, error = %e, "endpoint connect failed");
                             last = Some(e);
                         }
                     }

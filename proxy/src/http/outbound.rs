@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use api::discovery::{Resolved, Workload};
@@ -23,9 +22,6 @@ use crate::detect::Protocol;
 use crate::discovery::Target;
 use crate::metrics::RequestLabels;
 use crate::{Ctx, outbound, ports};
-
-/// Endpoints tried for one request when connecting fails.
-const ATTEMPTS: usize = 3;
 
 /// Serves the app's connection until it closes.
 pub async fn serve(
@@ -58,25 +54,13 @@ pub async fn serve(
     }
 }
 
-/// Where one request may go: (workload, port on it), in try order.
+/// The service name for metrics, and where the request may go.
 fn candidates(target: &Target, dst: SocketAddr) -> (String, Vec<(&Workload, u16)>) {
-    match &target.resolved {
-        Resolved::Workload(w) => (w.address.to_string(), vec![(w, dst.port())]),
-        Resolved::Service(svc) => {
-            let n = svc.endpoints.len();
-            let start = target.cursor.fetch_add(1, Ordering::Relaxed);
-            let eps = (0..n.min(ATTEMPTS))
-                .map(|i| {
-                    let ep = &svc.endpoints[(start + i) % n];
-                    (
-                        &ep.workload,
-                        ep.ports.get(&dst.port()).copied().unwrap_or(dst.port()),
-                    )
-                })
-                .collect();
-            (svc.hostname.clone(), eps)
-        }
-    }
+    let name = match &target.resolved {
+        Resolved::Workload(w) => w.address.to_string(),
+        Resolved::Service(svc) => svc.hostname.clone(),
+    };
+    (name, target.candidates(dst.port()))
 }
 
 async fn handle(
