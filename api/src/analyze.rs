@@ -54,10 +54,6 @@ pub struct Located<'a> {
 /// Namespaces whose mesh-wide policies apply everywhere.
 const ROOT_NAMESPACES: &[&str] = &["istio-system", "mesh-system"];
 
-fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
 /// `host` as a FQDN, short names completed in namespace `ns`.
 pub fn fqdn(host: &str, ns: &str) -> String {
     match host.matches('.').count() {
@@ -133,7 +129,7 @@ impl Ctx<'_> {
     fn pods_of(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<&PodLabels> {
         self.pods
             .iter()
-            .filter(|p| p.namespace == ns && selects(selector, &p.labels))
+            .filter(|p| p.namespace == ns && crate::cluster::labels_match(selector, &p.labels))
             .collect()
     }
 }
@@ -338,9 +334,9 @@ fn peer_authentication_for(
             let applies = if c.have_pods {
                 c.pods_of(ns, selector)
                     .iter()
-                    .any(|p| selects(&sel, &p.labels))
+                    .any(|p| crate::cluster::labels_match(&sel, &p.labels))
             } else {
-                selects(&sel, selector)
+                crate::cluster::labels_match(&sel, selector)
             };
             if !applies {
                 continue;
@@ -379,10 +375,9 @@ fn policy_selects_something(c: &mut Ctx<'_>, l: &Located<'_>) {
     if let Some(sel) = selector.filter(|s| !s.is_empty()) {
         let ns = l.object.namespace();
         let everywhere = ROOT_NAMESPACES.contains(&ns);
-        let any = c
-            .pods
-            .iter()
-            .any(|p| (everywhere || p.namespace == ns) && selects(&sel, &p.labels));
+        let any = c.pods.iter().any(|p| {
+            (everywhere || p.namespace == ns) && crate::cluster::labels_match(&sel, &p.labels)
+        });
         if !any {
             let labels = sel
                 .iter()

@@ -7,6 +7,16 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// Whether `labels` carry every pair of `selector` (an empty selector
+/// matches everything; a Service's empty selector selects no pod, which
+/// its callers say).
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// Everything at one version.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

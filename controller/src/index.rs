@@ -83,10 +83,7 @@ fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
 fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {
     !svc.selector.is_empty()
         && pod.namespace == svc.namespace
-        && svc
-            .selector
-            .iter()
-            .all(|(k, v)| pod.labels.get(k) == Some(v))
+        && cluster::labels_match(&svc.selector, &pod.labels)
 }
 
 fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) -> Service {

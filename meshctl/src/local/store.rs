@@ -288,7 +288,7 @@ impl Store {
 
 /// Whether `labels` carry every pair of a non-empty `selector`.
 pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    !selector.is_empty() && api::cluster::labels_match(selector, labels)
 }
 
 fn pod_status(p: &PodRecord) -> PodStatus {
