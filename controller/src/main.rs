@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, env = "MESH_ISSUER_KEY")]
     issuer_key: PathBuf,
     /// Lifetime of workload certificates (e.g. 24h, 30s).
-    #[arg(long, env = "MESH_CERT_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "MESH_CERT_LIFETIME", default_value = "24h", value_parser = api::duration::parse)]
     cert_lifetime: Duration,
     /// Trust domain of SPIFFE IDs.
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = api::spiffe::DEFAULT_TRUST_DOMAIN)]
@@ -44,10 +44,6 @@ struct Args {
     /// The local runtime's API socket (the local store backend).
     #[arg(long, env = "MESH_LOCAL_API")]
     local_api: PathBuf,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    api::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[tokio::main]

@@ -73,11 +73,11 @@ struct RunArgs {
     #[arg(long, env = "MESH_TRUST_ANCHORS")]
     trust_anchors: PathBuf,
     /// How long a first connection to an address waits for discovery.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = api::duration::parse)]
     discovery_wait: Duration,
     /// How long an undeclared port waits for the client's first bytes
     /// before the connection is taken for opaque TCP (server speaks first).
-    #[arg(long, env = "MESH_DETECT_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "MESH_DETECT_TIMEOUT", default_value = "100ms", value_parser = api::duration::parse)]
     detect_timeout: Duration,
     /// Ports never parsed (server-speaks-first protocols: SMTP, MySQL,
     /// Galera, Postgres, Redis, Elasticsearch, Memcached), as Linkerd's default.
@@ -91,10 +91,6 @@ struct RunArgs {
     /// Runtime worker threads.
     #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 2)]
     workers: usize,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    api::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// What every connection handler shares.
