@@ -53,6 +53,10 @@ pub async fn run(store: Arc<Store>, cfg: NodeConfig) {
     let mut hosts_written: HashMap<Key, String> = HashMap::new();
     loop {
         let pods: Vec<PodRecord> = store.read(|s| s.pods.values().cloned().collect());
+        // Hosts files first: a new pod's exists, current, before its task
+        // starts processes that may resolve names.
+        hosts_written.retain(|k, _| pods.iter().any(|p| p.namespace == k.0 && p.name == k.1));
+        write_hosts(&store, &cfg.id, &pods, &mut hosts_written);
         for p in &pods {
             let key = (p.namespace.clone(), p.name.clone());
             match running.get(&key) {
@@ -68,8 +72,6 @@ pub async fn run(store: Arc<Store>, cfg: NodeConfig) {
             }
         }
         running.retain(|k, _| pods.iter().any(|p| p.namespace == k.0 && p.name == k.1));
-        hosts_written.retain(|k, _| running.contains_key(k));
-        write_hosts(&store, &cfg.id, &pods, &mut hosts_written);
         if changes.changed().await.is_err() {
             return;
         }
@@ -215,12 +217,8 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
         hd.join("resolv.conf"),
         "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
     )?;
-    if !hd.join("hosts").exists() {
-        fs::write(
-            hd.join("hosts"),
-            hosts::render(&p.name, IpAddr::V4(p.ip), &p.namespace, &[]),
-        )?;
-    }
+    // The hosts file is the agent loop's alone (written before this task
+    // was spawned): a second writer here could overwrite a newer one.
     let dir = cfg.state.pod_dir(&p.namespace, &p.name);
     let proxy_uid = p
         .meshed
