@@ -147,6 +147,31 @@ fn data_plane_keeps_serving_without_the_controller_and_new_pods_join_after() {
     let out = c.meshctl(&["controller", "start"]);
     assert!(out.status.success());
     c.wait_ready("ctl", "late", 1);
+    // The client's proxy reconnects with backoff (up to 5 s); until then it
+    // cannot learn new addresses.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let dump = c.exec_ok(
+            "ctl",
+            "deploy/client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:15000/config_dump",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&dump).expect("config_dump JSON");
+        if v["controller"]["connected"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client's proxy did not reconnect to the controller"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = c.exec_ok(
         "ctl",
         "deploy/client",
