@@ -7,6 +7,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::istio::Resource;
+use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::virtual_service::VirtualServiceSpec;
+
 /// Whether `labels` carry every pair of `selector` (an empty selector
 /// matches everything; a Service's empty selector selects no pod, which
 /// its callers say).
@@ -26,6 +30,21 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     /// All services.
     pub services: Vec<Service>,
+    /// Mesh resources (VirtualService, DestinationRule, ...), as applied.
+    #[serde(default)]
+    pub config: MeshConfig,
+}
+
+/// The mesh resources the controller translates for proxies; Linkerd's
+/// kinds arrive already translated into Istio's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeshConfig {
+    /// VirtualServices.
+    #[serde(default)]
+    pub virtual_services: Vec<Resource<VirtualServiceSpec>>,
+    /// DestinationRules.
+    #[serde(default)]
+    pub destination_rules: Vec<Resource<DestinationRuleSpec>>,
 }
 
 /// A pod and its status.

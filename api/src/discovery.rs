@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::proto;
 use crate::protocol::AppProtocol;
 use crate::spiffe::SpiffeId;
+use crate::traffic::ServiceTraffic;
 
 /// A resource that fails conversion: which field, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,7 +30,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidResou
 }
 
 /// A pod as seen by proxies.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     /// Pod name.
     pub name: String,
@@ -46,7 +47,7 @@ pub struct Workload {
 }
 
 /// A Service port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePort {
     /// Port name (may be empty).
     pub name: String,
@@ -57,7 +58,7 @@ pub struct ServicePort {
 }
 
 /// One backend of a Service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// The pod.
     pub workload: Workload,
@@ -66,7 +67,7 @@ pub struct Endpoint {
 }
 
 /// A Service with its ready endpoints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Service {
     /// Name.
     pub name: String,
@@ -80,6 +81,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Ready endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// How clients route to it; `None`: plain balancing over `endpoints`.
+    pub traffic: Option<Box<ServiceTraffic>>,
 }
 
 impl Service {
@@ -90,7 +93,7 @@ impl Service {
 }
 
 /// What an address resolves to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Resolved {
     /// A Service's cluster IP.
@@ -231,6 +234,13 @@ impl TryFrom<&proto::Service> for Service {
                 Ok(Endpoint { workload, ports })
             })
             .collect::<Result<_, _>>()?;
+        let traffic = if s.traffic.is_empty() {
+            None
+        } else {
+            Some(Box::new(serde_json::from_str(&s.traffic).map_err(|e| {
+                invalid("traffic", format!("not a ServiceTraffic document: {e}"))
+            })?))
+        };
         Ok(Self {
             name: s.name.clone(),
             namespace: s.namespace.clone(),
@@ -238,6 +248,7 @@ impl TryFrom<&proto::Service> for Service {
             addresses,
             ports,
             endpoints,
+            traffic,
         })
     }
 }
@@ -270,6 +281,11 @@ impl From<&Service> for proto::Service {
                         .collect(),
                 })
                 .collect(),
+            traffic: s
+                .traffic
+                .as_ref()
+                .and_then(|t| serde_json::to_string(t).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -327,6 +343,7 @@ mod tests {
                 workload: workload(),
                 ports: [(8080, 9090)].into(),
             }],
+            traffic: None,
         }
     }
 

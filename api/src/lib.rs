@@ -19,3 +19,4 @@ pub mod protocol;
 #[cfg(test)]
 mod sample;
 pub mod spiffe;
+pub mod traffic;

@@ -1,10 +1,10 @@
 //! Application protocols of Service ports, as Istio and Kubernetes declare
 //! them: `appProtocol`, else the port name's prefix (`http-web`, `grpc`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a proxy should expect on a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AppProtocol {
     /// Nothing declared: sniff the first bytes.

@@ -41,9 +41,17 @@ impl Index {
                 );
             }
         }
-        for svc in &snap.services {
-            let resolved = Resolved::Service(service(svc, &snap.pods, trust_domain));
-            by_addr.insert(svc.cluster_ip, entry(resolved));
+        let services: Vec<Service> = snap
+            .services
+            .iter()
+            .map(|svc| service(svc, &snap.pods, trust_domain))
+            .collect();
+        let by_host: HashMap<&str, &Service> =
+            services.iter().map(|s| (s.hostname.as_str(), s)).collect();
+        for (svc, s) in snap.services.iter().zip(&services) {
+            let mut s = s.clone();
+            s.traffic = crate::traffic::for_service(&snap.config, &s, &by_host).map(Box::new);
+            by_addr.insert(svc.cluster_ip, entry(Resolved::Service(s)));
         }
         Self {
             version: snap.version,
@@ -125,6 +133,7 @@ fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) ->
             })
             .collect(),
         endpoints,
+        traffic: None,
     }
 }
 
@@ -175,6 +184,7 @@ mod tests {
                     },
                 ],
             }],
+            config: Default::default(),
         }
     }
 

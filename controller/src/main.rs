@@ -18,6 +18,7 @@ mod ca;
 mod grpc;
 mod index;
 mod store;
+mod traffic;
 
 /// The mesh controller.
 #[derive(Parser, Debug)]

@@ -172,6 +172,7 @@ mod tests {
                 version: 1,
                 pods: vec![pod],
                 services: vec![],
+                config: Default::default(),
             },
             "cluster.local",
         )

@@ -569,5 +569,19 @@ fn snapshot(s: &State) -> Snapshot {
                 }
             })
             .collect(),
+        config: mesh_config(s),
     }
+}
+
+/// The mesh resources in the native (Istio) model, Linkerd's translated.
+fn mesh_config(s: &State) -> cluster::MeshConfig {
+    let mut c = cluster::MeshConfig::default();
+    for o in s.mesh.values().flat_map(Object::native) {
+        match o {
+            Object::VirtualService(vs) => c.virtual_services.push(*vs),
+            Object::DestinationRule(dr) => c.destination_rules.push(*dr),
+            _ => {}
+        }
+    }
+    c
 }

@@ -1,0 +1,279 @@
+//! Pure translation of VirtualServices and DestinationRules into what a
+//! client's proxy needs for one Service ([`ServiceTraffic`]): the routes of
+//! the VirtualService that owns the host, with every destination host made
+//! an FQDN, and each such host's endpoints and DestinationRule.
+//!
+//! Selection follows Istio for sidecars: a VirtualService applies when its
+//! `gateways` are empty or name `mesh`; an exact host beats a wildcard;
+//! among equals the first by namespace/name wins (Istio takes the oldest;
+//! the local runtime keeps no creation times). A DestinationRule in the
+//! Service's namespace beats one elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+
+use api::cluster::MeshConfig;
+use api::discovery::Service;
+use api::istio::Resource;
+use api::istio::destination_rule::DestinationRuleSpec;
+use api::istio::shared::Destination;
+use api::istio::virtual_service::VirtualServiceSpec;
+use api::traffic::{Backend, ServiceTraffic, fqdn, host_matches};
+
+/// The routing for `svc`, or `None` when no resource concerns it.
+pub fn for_service(
+    config: &MeshConfig,
+    svc: &Service,
+    by_host: &HashMap<&str, &Service>,
+) -> Option<ServiceTraffic> {
+    let vs = virtual_service(config, &svc.hostname);
+    let own_rule = destination_rule(config, &svc.hostname, &svc.namespace);
+    if vs.is_none() && own_rule.is_none() {
+        return None;
+    }
+    let mut t = ServiceTraffic::default();
+    let mut hosts = vec![svc.hostname.clone()];
+    if let Some(vs) = vs {
+        let ns = namespace(vs);
+        t.virtual_service = Some(format!("{ns}/{}", name(vs)));
+        let mut resolve = |d: &mut Option<Destination>| {
+            if let Some(d) = d
+                && let Some(h) = &mut d.host
+            {
+                *h = fqdn(h, ns);
+                hosts.push(h.clone());
+            }
+        };
+        t.http = vs.spec.http.clone().unwrap_or_default();
+        for r in &mut t.http {
+            for d in r.route.iter_mut().flatten() {
+                resolve(&mut d.destination);
+            }
+            resolve(&mut r.mirror);
+            for m in r.mirrors.iter_mut().flatten() {
+                resolve(&mut m.destination);
+            }
+        }
+        t.tcp = vs.spec.tcp.clone().unwrap_or_default();
+        for d in t.tcp.iter_mut().flat_map(|r| r.route.iter_mut().flatten()) {
+            resolve(&mut d.destination);
+        }
+        t.tls = vs.spec.tls.clone().unwrap_or_default();
+        for d in t.tls.iter_mut().flat_map(|r| r.route.iter_mut().flatten()) {
+            resolve(&mut d.destination);
+        }
+    }
+    for host in hosts {
+        if t.backends.contains_key(&host) {
+            continue;
+        }
+        let target = by_host.get(host.as_str());
+        let rule = destination_rule(
+            config,
+            &host,
+            target.map_or(svc.namespace.as_str(), |s| s.namespace.as_str()),
+        );
+        t.backends.insert(
+            host,
+            Backend {
+                ports: target.map(|s| s.ports.clone()).unwrap_or_default(),
+                endpoints: target.map(|s| s.endpoints.clone()).unwrap_or_default(),
+                destination_rule: rule.map(|r| format!("{}/{}", namespace(r), name(r))),
+                policy: rule.map(|r| r.spec.clone()),
+            },
+        );
+    }
+    Some(t)
+}
+
+fn namespace<S>(r: &Resource<S>) -> &str {
+    r.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+fn name<S>(r: &Resource<S>) -> &str {
+    r.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn for_sidecars(gateways: Option<&Vec<String>>) -> bool {
+    gateways.is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
+}
+
+/// The VirtualService for `hostname`: exact host first, then wildcard.
+fn virtual_service<'a>(
+    config: &'a MeshConfig,
+    hostname: &str,
+) -> Option<&'a Resource<VirtualServiceSpec>> {
+    let mut best: BTreeMap<(u8, &str, &str), &Resource<VirtualServiceSpec>> = BTreeMap::new();
+    for vs in &config.virtual_services {
+        if !for_sidecars(vs.spec.gateways.as_ref()) {
+            continue;
+        }
+        let ns = namespace(vs);
+        for h in vs.spec.hosts.iter().flatten() {
+            let rank = if h.starts_with('*') {
+                host_matches(h, hostname).then_some(1)
+            } else {
+                (fqdn(h, ns) == hostname).then_some(0)
+            };
+            if let Some(rank) = rank {
+                best.entry((rank, ns, name(vs))).or_insert(vs);
+            }
+        }
+    }
+    best.into_values().next()
+}
+
+/// The DestinationRule for `hostname`; one in `namespace` comes first.
+fn destination_rule<'a>(
+    config: &'a MeshConfig,
+    hostname: &str,
+    namespace_first: &str,
+) -> Option<&'a Resource<DestinationRuleSpec>> {
+    config
+        .destination_rules
+        .iter()
+        .filter(|dr| {
+            dr.spec
+                .workload_selector
+                .as_ref()
+                .is_none_or(|s| s.match_labels.as_ref().is_none_or(BTreeMap::is_empty))
+        })
+        .filter_map(|dr| {
+            let ns = namespace(dr);
+            let host = dr.spec.host.as_deref()?;
+            let full = if host.starts_with('*') {
+                host.to_string()
+            } else {
+                fqdn(host, ns)
+            };
+            let exact = !full.starts_with('*');
+            host_matches(&full, hostname)
+                .then_some(((ns != namespace_first, !exact, ns, name(dr)), dr))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, dr)| dr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource<S: serde::de::DeserializeOwned + Default>(yaml: &str) -> Resource<S> {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn svc(name: &str, ns: &str) -> Service {
+        Service {
+            name: name.into(),
+            namespace: ns.into(),
+            hostname: fqdn(name, ns),
+            addresses: vec![],
+            ports: vec![],
+            endpoints: vec![],
+            traffic: None,
+        }
+    }
+
+    fn config() -> MeshConfig {
+        MeshConfig {
+            virtual_services: vec![
+                resource(
+                    "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b-orders, namespace: shop}
+spec:
+  hosts: [orders]
+  http:
+  - route:
+    - destination: {host: orders, subset: v1}
+      weight: 90
+    - destination: {host: orders-canary.other}
+      weight: 10
+    mirror: {host: shadow}
+",
+                ),
+                resource(
+                    "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-wild, namespace: shop}
+spec:
+  hosts: ['*.shop.svc.cluster.local']
+  http:
+  - route:
+    - destination: {host: wild}
+",
+                ),
+                resource(
+                    "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-gateway, namespace: shop}
+spec:
+  hosts: [orders]
+  gateways: [ingress]
+  http:
+  - route:
+    - destination: {host: gw}
+",
+                ),
+            ],
+            destination_rules: vec![
+                resource(
+                    "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: elsewhere, namespace: other}
+spec: {host: orders.shop.svc.cluster.local}
+",
+                ),
+                resource(
+                    "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: orders, namespace: shop}
+spec:
+  host: orders
+  subsets: [{name: v1, labels: {version: v1}}]
+",
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn exact_hosts_beat_wildcards_and_gateway_only_services_are_skipped() {
+        let (orders, canary) = (svc("orders", "shop"), svc("orders-canary", "other"));
+        let by_host: HashMap<&str, &Service> = [
+            (orders.hostname.as_str(), &orders),
+            (canary.hostname.as_str(), &canary),
+        ]
+        .into();
+        let t = for_service(&config(), &orders, &by_host).unwrap();
+        assert_eq!(t.virtual_service.as_deref(), Some("shop/b-orders"));
+        let route = t.http[0].route.as_ref().unwrap();
+        assert_eq!(
+            route[1].destination.as_ref().unwrap().host.as_deref(),
+            Some("orders-canary.other.svc.cluster.local")
+        );
+        let hosts: Vec<&str> = t.backends.keys().map(String::as_str).collect();
+        assert_eq!(
+            hosts,
+            [
+                "orders-canary.other.svc.cluster.local",
+                "orders.shop.svc.cluster.local",
+                "shadow.shop.svc.cluster.local"
+            ]
+        );
+        assert_eq!(
+            t.backends["orders.shop.svc.cluster.local"]
+                .destination_rule
+                .as_deref(),
+            Some("shop/orders")
+        );
+        assert_eq!(
+            t.backends["orders-canary.other.svc.cluster.local"].destination_rule,
+            None
+        );
+
+        let pay = svc("payments", "shop");
+        let t = for_service(&config(), &pay, &HashMap::new()).unwrap();
+        assert_eq!(t.virtual_service.as_deref(), Some("shop/a-wild"));
+        assert!(for_service(&config(), &svc("payments", "x"), &HashMap::new()).is_none());
+    }
+}
