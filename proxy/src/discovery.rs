@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::control::{self, ControllerAddr};
+use crate::traffic::Router;
 
 /// A resolved address plus the data path's per-target state.
 #[derive(Debug, Serialize)]
@@ -27,9 +28,12 @@ pub struct Target {
     pub resolved: Resolved,
     /// Content version.
     pub version: String,
-    /// Round-robin cursor.
+    /// Round-robin cursor (L4).
     #[serde(skip)]
     pub cursor: AtomicUsize,
+    /// The compiled HTTP routing.
+    #[serde(skip)]
+    pub router: Arc<Router>,
 }
 
 /// Endpoints tried for one connection or request when connects fail.
@@ -125,6 +129,15 @@ impl Discovery {
         self.cache.load_full()
     }
 
+    /// What `ip` resolves to now, without waiting (requests on a kept-alive
+    /// connection follow configuration changes through this).
+    pub fn current(&self, ip: IpAddr) -> Option<Arc<Target>> {
+        match self.cache.load().get(&ip) {
+            Some(Slot::Known { target }) => Some(target.clone()),
+            _ => None,
+        }
+    }
+
     /// Resolves `ip`, subscribing on first use and waiting a bounded time
     /// for the answer.
     pub async fn lookup(&self, ip: IpAddr) -> Lookup {
@@ -169,14 +182,23 @@ impl Discovery {
                     errors.push(format!("{}: name is not an IP address", r.name));
                     continue;
                 };
-                match Resolved::try_from(r) {
-                    Ok(resolved) => {
-                        let target = Arc::new(Target {
+                match Resolved::try_from(r)
+                    .map_err(|e| e.to_string())
+                    .and_then(|resolved| {
+                        Ok(Target {
+                            router: Arc::new(Router::for_resolved(&resolved)?),
                             resolved,
                             version: r.version.clone(),
                             cursor: AtomicUsize::new(0),
-                        });
-                        cache.insert(ip, Slot::Known { target });
+                        })
+                    }) {
+                    Ok(target) => {
+                        cache.insert(
+                            ip,
+                            Slot::Known {
+                                target: Arc::new(target),
+                            },
+                        );
                     }
                     Err(e) => errors.push(format!("{}: {e}", r.name)),
                 }
@@ -348,8 +370,10 @@ mod tests {
                 ..Default::default()
             })),
         };
+        let resolved = Resolved::try_from(&svc).unwrap();
         let target = Target {
-            resolved: Resolved::try_from(&svc).unwrap(),
+            router: Arc::new(Router::for_resolved(&resolved).unwrap()),
+            resolved,
             version: "1".into(),
             cursor: AtomicUsize::new(0),
         };

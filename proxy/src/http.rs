@@ -12,9 +12,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Response, StatusCode};
 
+pub mod forward;
 pub mod inbound;
 pub mod outbound;
 pub mod pool;
+pub mod replay;
+pub mod send;
 
 /// The body type on every path.
 pub type Body = BoxBody<Bytes, hyper::Error>;

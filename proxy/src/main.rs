@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 mod accept;
+mod access_log;
 mod admin;
 mod control;
 mod detect;
@@ -26,6 +27,7 @@ mod orig_dst;
 mod outbound;
 mod ports;
 mod redirect;
+mod traffic;
 mod transport;
 
 #[derive(Parser, Debug)]
@@ -91,6 +93,9 @@ struct RunArgs {
     /// Runtime worker threads.
     #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// The JSON access log on stdout: `on` or `off`.
+    #[arg(long, env = "MESH_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
+    access_log: String,
 }
 
 /// What every connection handler shares.
@@ -114,6 +119,9 @@ pub struct Ctx {
     opaque_ports: Vec<u16>,
     controller: control::ControllerAddr,
     workload: String,
+    /// This pod's labels and namespace, once discovery told them.
+    source: arc_swap::ArcSwap<traffic::matching::Source>,
+    access_log: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,6 +147,23 @@ fn http1_client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector)
+}
+
+/// Keeps `ctx.source` current with this pod's labels (for routes'
+/// `sourceLabels`), from the discovery of the pod's own address.
+async fn own_labels(ctx: Arc<Ctx>, ip: IpAddr) {
+    loop {
+        if let discovery::Lookup::Mesh(t) = ctx.discovery.lookup(ip).await
+            && let api::discovery::Resolved::Workload(w) = &t.resolved
+            && ctx.source.load().labels != w.labels
+        {
+            ctx.source.store(Arc::new(traffic::matching::Source {
+                labels: w.labels.clone(),
+                namespace: w.namespace.clone(),
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -196,7 +221,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics::Metrics::new()?,
         controller,
         workload: args.workload,
+        source: arc_swap::ArcSwap::from_pointee(traffic::matching::Source {
+            labels: Default::default(),
+            namespace: args.namespace.clone(),
+        }),
+        access_log: args.access_log == "on",
     });
+    tokio::spawn(own_labels(ctx.clone(), args.pod_ip));
     tracing::info!(%id, pod = %args.pod, "proxy starting");
     tokio::spawn(outbound::serve(outbound_l, ctx.clone()));
     tokio::spawn(inbound::serve_plain(inbound_l, ctx.clone()));

@@ -1,27 +1,25 @@
-//! Outbound HTTP: the app's connection served by hyper; each request
-//! balanced on its own over the target's endpoints, sent to a meshed
-//! endpoint over the peer's shared HTTP/2 mTLS connection, to an unmeshed
-//! one directly. Upgrades get an opaque stream of their own.
+//! Outbound HTTP: the app's connection served by hyper; each request goes
+//! through the target's compiled routing ([`super::forward`]) and is
+//! counted in the Istio metrics and the access log.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use api::discovery::{Resolved, Workload};
-use http_body_util::BodyExt;
+use api::discovery::Resolved;
 use hyper::body::Incoming;
-use hyper::header::{HOST, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::{Body, DST_PORT, ORIG_PROTO, error_response, is_upgrade, strip_hop_by_hop};
+use super::Body;
+use super::forward::{self, Client};
 use crate::detect::Protocol;
 use crate::discovery::Target;
 use crate::metrics::RequestLabels;
-use crate::{Ctx, outbound, ports};
+use crate::{Ctx, access_log};
 
 /// Serves the app's connection until it closes.
 pub async fn serve(
@@ -31,9 +29,15 @@ pub async fn serve(
     dst: SocketAddr,
     proto: Protocol,
 ) {
+    let client = Arc::new(Client {
+        source: ctx.source.load_full(),
+        ip: app
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()),
+    });
     let svc = service_fn(move |req| {
-        let (ctx, target) = (ctx.clone(), target.clone());
-        async move { Ok::<_, Infallible>(handle(&ctx, &target, dst, proto, req).await) }
+        let (ctx, target, client) = (ctx.clone(), target.clone(), client.clone());
+        async move { Ok::<_, Infallible>(handle(&ctx, &target, &client, dst, proto, req).await) }
     });
     let io = TokioIo::new(app);
     let result = match proto {
@@ -54,60 +58,38 @@ pub async fn serve(
     }
 }
 
-/// The service name for metrics, and where the request may go.
-fn candidates(target: &Target, dst: SocketAddr) -> (String, Vec<(&Workload, u16)>) {
-    let name = match &target.resolved {
-        Resolved::Workload(w) => w.address.to_string(),
-        Resolved::Service(svc) => svc.hostname.clone(),
-    };
-    (name, target.candidates(dst.port()))
-}
-
 async fn handle(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     target: &Target,
+    client: &Client,
     dst: SocketAddr,
     proto: Protocol,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let (service, eps) = candidates(target, dst);
-    let grpc = super::is_grpc(&req);
-    let (resp, used) = if eps.is_empty() {
-        (
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{service} has no ready endpoints"),
-            ),
-            None,
-        )
-    } else if is_upgrade(&req) {
-        let (w, port) = eps[0];
-        match tunnel(ctx, w, port, req).await {
-            Ok(r) => (r, Some(w)),
-            Err(e) => (
-                error_response(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("upgrade to {}: {e}", w.address),
-                ),
-                Some(w),
-            ),
-        }
-    } else {
-        send(ctx, &eps, proto, req).await
+    let service = match &target.resolved {
+        Resolved::Workload(w) => w.address.to_string(),
+        Resolved::Service(svc) => svc.hostname.clone(),
     };
+    let grpc = super::is_grpc(&req);
+    let log = access_log::Request::of(&req);
+    // The latest routing, also for a connection opened before it changed.
+    let router = ctx
+        .discovery
+        .current(dst.ip())
+        .map_or_else(|| target.router.clone(), |t| t.router.clone());
+    let (resp, info) = forward::route(ctx, &router, client, dst, proto, req).await;
+    let used = info.used.as_ref();
     let me = ctx.identity.id();
-    let (principal, dst_principal) = (
-        me.to_string(),
-        used.as_ref()
-            .and_then(|w| w.identity.as_ref())
-            .map(ToString::to_string),
-    );
+    let principal = me.to_string();
+    let dst_principal = used
+        .and_then(|w| w.identity.as_ref())
+        .map(ToString::to_string);
     let code = resp.status().as_u16().to_string();
-    let (dst_workload, dst_ns) = used
-        .as_ref()
-        .map(|w| (w.workload.as_str(), w.namespace.as_str()))
-        .unwrap_or(("unknown", "unknown"));
+    let (dst_workload, dst_ns) = used.map_or(("unknown", "unknown"), |w| {
+        (w.workload.as_str(), w.namespace.as_str())
+    });
+    let flags = info.flags();
     ctx.metrics.request(
         &RequestLabels([
             "source",
@@ -120,11 +102,7 @@ async fn handle(
             dst_principal.as_deref().unwrap_or("unknown"),
             if grpc { "grpc" } else { "http" },
             &code,
-            if resp.headers().contains_key(super::PROXY_ERROR) {
-                "UF"
-            } else {
-                "-"
-            },
+            &flags,
             if dst_principal.is_some() {
                 "mutual_tls"
             } else {
@@ -133,157 +111,8 @@ async fn handle(
         ]),
         started.elapsed(),
     );
+    if ctx.access_log {
+        log.write(&resp, &info, &service, started.elapsed());
+    }
     resp
-}
-
-/// Sends to the first endpoint that can be reached.
-async fn send<'a>(
-    ctx: &Ctx,
-    eps: &[(&'a Workload, u16)],
-    proto: Protocol,
-    req: Request<Incoming>,
-) -> (Response<Body>, Option<&'a Workload>) {
-    let mut last = String::new();
-    for (w, port) in eps {
-        let conn = match &w.identity {
-            Some(id) => {
-                let addr = SocketAddr::new(w.address, ports::MTLS);
-                ctx.peers
-                    .get(addr, || async move {
-                        outbound::connect_mtls(ctx, addr, id, crate::transport::ALPN_H2).await
-                    })
-                    .await
-            }
-            None if proto == Protocol::Http2 => {
-                let addr = SocketAddr::new(w.address, *port);
-                ctx.direct_h2
-                    .get(addr, || async move { outbound::connect_plain(addr).await })
-                    .await
-            }
-            None => {
-                let uri = match absolute(req.uri(), &format!("{}:{port}", w.address)) {
-                    Ok(u) => u,
-                    Err(e) => return (error_response(StatusCode::BAD_REQUEST, &e), None),
-                };
-                let mut req = req;
-                *req.uri_mut() = uri;
-                strip_hop_by_hop(req.headers_mut());
-                return match ctx.http1.request(req.map(BodyExt::boxed)).await {
-                    Ok(r) => (r.map(BodyExt::boxed), Some(*w)),
-                    Err(e) => (
-                        error_response(StatusCode::BAD_GATEWAY, &format!("{}: {e}", w.address)),
-                        Some(*w),
-                    ),
-                };
-            }
-        };
-        let mut sender = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(endpoint = %w.address, error = %e, "endpoint connect failed");
-                last = format!("{}: {e}", w.address);
-                continue;
-            }
-        };
-        let req = match to_h2(req, *port, proto, w.identity.is_some()) {
-            Ok(r) => r,
-            Err(e) => return (error_response(StatusCode::BAD_REQUEST, &e), None),
-        };
-        return match sender.send_request(req).await {
-            Ok(mut r) => {
-                if proto == Protocol::Http1 {
-                    *r.version_mut() = Version::HTTP_11;
-                }
-                (r.map(BodyExt::boxed), Some(*w))
-            }
-            Err(e) => (
-                error_response(StatusCode::BAD_GATEWAY, &format!("{}: {e}", w.address)),
-                Some(*w),
-            ),
-        };
-    }
-    (
-        error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("no endpoint reachable ({last})"),
-        ),
-        None,
-    )
-}
-
-/// An absolute URI with `authority` (the request's, or `fallback`).
-fn absolute(uri: &Uri, fallback: &str) -> Result<Uri, String> {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(fallback);
-    format!("http://{authority}{pq}")
-        .parse()
-        .map_err(|e| format!("bad request URI: {e}"))
-}
-
-/// The request as HTTP/2 to a peer proxy (or an HTTP/2 app).
-fn to_h2(
-    req: Request<Incoming>,
-    port: u16,
-    proto: Protocol,
-    to_peer: bool,
-) -> Result<Request<Body>, String> {
-    let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| "localhost".into());
-    parts.uri = absolute(&parts.uri, &host)?;
-    parts.version = Version::HTTP_2;
-    strip_hop_by_hop(&mut parts.headers);
-    if to_peer {
-        parts.headers.insert(DST_PORT, HeaderValue::from(port));
-        if proto == Protocol::Http1 {
-            parts
-                .headers
-                .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
-        }
-    }
-    Ok(Request::from_parts(parts, body.boxed()))
-}
-
-/// An upgrade on an opaque stream of its own; once both sides switched,
-/// bytes are copied both ways.
-async fn tunnel(
-    ctx: &Ctx,
-    w: &Workload,
-    port: u16,
-    mut req: Request<Incoming>,
-) -> anyhow::Result<Response<Body>> {
-    let client_side = hyper::upgrade::on(&mut req);
-    let io: Box<dyn outbound::Io> = match &w.identity {
-        Some(id) => {
-            let mut tls = outbound::connect_mtls(
-                ctx,
-                SocketAddr::new(w.address, ports::MTLS),
-                id,
-                crate::transport::ALPN_TCP,
-            )
-            .await?;
-            tokio::io::AsyncWriteExt::write_all(&mut tls, &crate::transport::encode(port)).await?;
-            Box::new(tls)
-        }
-        None => Box::new(outbound::connect_plain(SocketAddr::new(w.address, port)).await?),
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let mut resp = sender.send_request(req).await?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let server_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            if let (Ok(a), Ok(b)) = tokio::join!(client_side, server_side) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
-            }
-        });
-    }
-    Ok(resp.map(BodyExt::boxed))
 }

@@ -1,0 +1,328 @@
+//! Retries with Envoy's meaning: which outcomes `retryOn` retries, the
+//! jittered exponential backoff (25 ms base, 250 ms cap), and the budget
+//! that caps concurrent retries to a share of active requests (Istio's
+//! `retryBudget`, Envoy's retry budget; Linkerd's is the same idea).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use api::istio::destination_rule::RetryBudget;
+use api::istio::virtual_service::HttpRetry;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response (with the `grpc-status` of a trailers-only response).
+    Response {
+        /// HTTP status.
+        status: u16,
+        /// gRPC status from the response headers.
+        grpc: Option<u32>,
+    },
+    /// No connection could be made.
+    ConnectFailure,
+    /// The stream or connection broke before a response.
+    Reset,
+    /// HTTP/2 REFUSED_STREAM: the peer did not process the request.
+    RefusedStream,
+    /// The per-try timeout fired.
+    Timeout,
+}
+
+/// Conditions, as `retryOn` lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    five_xx: bool,
+    gateway_error: bool,
+    reset: bool,
+    connect_failure: bool,
+    retriable_4xx: bool,
+    refused_stream: bool,
+    /// `retriable-status-codes` with the codes listed alongside.
+    status_codes: Option<Vec<u16>>,
+    /// gRPC statuses: cancelled 1, deadline-exceeded 4,
+    /// resource-exhausted 8, internal 13, unavailable 14.
+    grpc: Vec<u32>,
+}
+
+impl RetryOn {
+    /// Parses Istio's comma list; numbers are retriable status codes.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut on = Self::default();
+        let mut codes = Vec::new();
+        let mut want_codes = false;
+        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            match t {
+                "5xx" => on.five_xx = true,
+                "gateway-error" => on.gateway_error = true,
+                "reset" | "reset-before-request" => on.reset = true,
+                "connect-failure" => on.connect_failure = true,
+                "retriable-4xx" => on.retriable_4xx = true,
+                "refused-stream" => on.refused_stream = true,
+                "retriable-status-codes" => want_codes = true,
+                "cancelled" => on.grpc.push(1),
+                "deadline-exceeded" => on.grpc.push(4),
+                "resource-exhausted" => on.grpc.push(8),
+                "internal" => on.grpc.push(13),
+                "unavailable" => on.grpc.push(14),
+                // Envoy's header-only conditions: nothing to retry here.
+                "retriable-headers" | "envoy-ratelimited" | "http3-post-connect-failure" => {}
+                n => match n.parse::<u16>() {
+                    Ok(c) if (100..=599).contains(&c) => codes.push(c),
+                    _ => return Err(format!("unknown retryOn condition {n:?}")),
+                },
+            }
+        }
+        if want_codes || !codes.is_empty() {
+            on.status_codes = Some(codes);
+        }
+        Ok(on)
+    }
+
+    /// Whether `o` is retried.
+    pub fn retriable(&self, o: Outcome) -> bool {
+        let any_5xx = self.five_xx || self.gateway_error || self.reset;
+        match o {
+            Outcome::ConnectFailure => any_5xx || self.connect_failure,
+            Outcome::RefusedStream => any_5xx || self.refused_stream,
+            Outcome::Reset | Outcome::Timeout => any_5xx,
+            Outcome::Response { status, grpc } => {
+                (self.five_xx && (500..600).contains(&status))
+                    || (self.gateway_error && matches!(status, 502..=504))
+                    || (self.retriable_4xx && status == 409)
+                    || self
+                        .status_codes
+                        .as_ref()
+                        .is_some_and(|c| c.contains(&status))
+                    || grpc.is_some_and(|g| self.grpc.contains(&g))
+            }
+        }
+    }
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub retries: u32,
+    /// Bound on each try.
+    pub per_try_timeout: Option<Duration>,
+    /// Conditions.
+    pub on: RetryOn,
+}
+
+impl Default for RetryPolicy {
+    /// Istio's default for a route without `retries`: 2 retries on
+    /// connect-failure, refused-stream, unavailable, cancelled and 503.
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            per_try_timeout: None,
+            on: RetryOn {
+                connect_failure: true,
+                refused_stream: true,
+                grpc: vec![14, 1],
+                status_codes: Some(vec![503]),
+                ..RetryOn::default()
+            },
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Compiles a route's `retries` (`None`: Istio's default policy).
+    pub fn compile(r: Option<&HttpRetry>, at: &str) -> Result<Self, String> {
+        let Some(r) = r else {
+            return Ok(Self::default());
+        };
+        let per_try_timeout = r
+            .per_try_timeout
+            .as_deref()
+            .map(api::duration::parse)
+            .transpose()
+            .map_err(|e| format!("{at}.perTryTimeout: {e}"))?;
+        let on = match r.retry_on.as_deref() {
+            Some(s) => RetryOn::parse(s).map_err(|e| format!("{at}.retryOn: {e}"))?,
+            None => Self::default().on,
+        };
+        Ok(Self {
+            retries: u32::try_from(r.attempts.unwrap_or(0)).unwrap_or(0),
+            per_try_timeout,
+            on,
+        })
+    }
+}
+
+/// Backoff base and cap (Envoy's defaults).
+pub const BACKOFF_BASE: Duration = Duration::from_millis(25);
+/// The cap: ten times the base.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// The wait before retry `n` (1-based): uniform in
+/// `[0, min(base * 2^(n-1), max))`, Envoy's fully jittered backoff.
+pub fn backoff(n: u32, rng: &mut fastrand::Rng) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(250).max(1);
+    Duration::from_millis(rng.u64(0..ms))
+}
+
+/// Caps retries in flight at `percent` of the requests in flight, never
+/// below `min_concurrency` (Envoy's retry budget; defaults 20% and 3).
+#[derive(Debug)]
+pub struct Budget {
+    percent: f64,
+    min_concurrency: u32,
+    active: AtomicU32,
+    retrying: AtomicU32,
+}
+
+impl Budget {
+    /// A budget from a DestinationRule's `retryBudget` (defaults if absent).
+    pub fn new(b: Option<&RetryBudget>) -> Self {
+        Self {
+            percent: b.and_then(|b| b.percent).unwrap_or(20.0).clamp(0.0, 100.0),
+            min_concurrency: b.and_then(|b| b.min_retry_concurrency).unwrap_or(3),
+            active: AtomicU32::new(0),
+            retrying: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn request(&self) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(&self.active)
+    }
+
+    /// A retry if the budget allows one now; it is held until the guard
+    /// drops.
+    pub fn try_retry(&self) -> Option<Active<'_>> {
+        let active = f64::from(self.active.load(Ordering::Relaxed));
+        // Truncation is the point: whole retries only.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let cap = ((active * self.percent / 100.0) as u32).max(self.min_concurrency);
+        self.retrying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Active(&self.retrying))
+    }
+
+    /// Retries in flight now.
+    #[cfg(test)]
+    pub fn retrying(&self) -> u32 {
+        self.retrying.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements its counter when dropped.
+#[derive(Debug)]
+pub struct Active<'a>(&'a AtomicU32);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16) -> Outcome {
+        Outcome::Response { status, grpc: None }
+    }
+
+    #[test]
+    fn conditions_have_envoys_meaning() {
+        let on = RetryOn::parse("5xx").unwrap();
+        assert!(on.retriable(resp(500)) && on.retriable(resp(503)));
+        assert!(on.retriable(Outcome::Reset) && on.retriable(Outcome::ConnectFailure));
+        assert!(on.retriable(Outcome::Timeout) && on.retriable(Outcome::RefusedStream));
+        assert!(!on.retriable(resp(409)) && !on.retriable(resp(200)));
+
+        let on = RetryOn::parse("gateway-error").unwrap();
+        assert!(on.retriable(resp(502)) && on.retriable(resp(504)));
+        assert!(!on.retriable(resp(500)));
+
+        let on = RetryOn::parse("connect-failure,retriable-4xx").unwrap();
+        assert!(on.retriable(Outcome::ConnectFailure) && on.retriable(resp(409)));
+        assert!(!on.retriable(Outcome::Reset) && !on.retriable(resp(503)));
+        assert!(!on.retriable(resp(404)));
+
+        let on = RetryOn::parse("refused-stream").unwrap();
+        assert!(on.retriable(Outcome::RefusedStream) && !on.retriable(Outcome::Reset));
+
+        let on = RetryOn::parse("retriable-status-codes,429, 418").unwrap();
+        assert!(on.retriable(resp(429)) && on.retriable(resp(418)) && !on.retriable(resp(503)));
+        let on = RetryOn::parse("503").unwrap();
+        assert!(on.retriable(resp(503)));
+
+        let on = RetryOn::parse("unavailable,resource-exhausted").unwrap();
+        let grpc = |g| Outcome::Response {
+            status: 200,
+            grpc: Some(g),
+        };
+        assert!(on.retriable(grpc(14)) && on.retriable(grpc(8)));
+        assert!(!on.retriable(grpc(13)) && !on.retriable(grpc(0)));
+
+        assert!(RetryOn::parse("5xx,sometimes").is_err());
+    }
+
+    #[test]
+    fn istio_default_retries_503_and_connect_failures_twice() {
+        let p = RetryPolicy::compile(None, "r").unwrap();
+        assert_eq!(p.retries, 2);
+        assert!(p.on.retriable(resp(503)) && p.on.retriable(Outcome::ConnectFailure));
+        assert!(!p.on.retriable(resp(500)) && !p.on.retriable(Outcome::Reset));
+        let seeded: HttpRetry = serde_yaml_ng::from_str(
+            "{attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,retriable-4xx'}",
+        )
+        .unwrap();
+        let p = RetryPolicy::compile(Some(&seeded), "r").unwrap();
+        assert_eq!(p.retries, 3);
+        assert_eq!(p.per_try_timeout, Some(Duration::from_secs(2)));
+        assert!(p.on.retriable(resp(409)));
+    }
+
+    #[test]
+    fn backoff_is_jittered_under_a_growing_capped_ceiling() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for n in 1..10 {
+            let ceiling = (25u64 << (n - 1)).min(250);
+            let waits: Vec<u64> = (0..200)
+                .map(|_| u64::try_from(backoff(n, &mut rng).as_millis()).unwrap())
+                .collect();
+            assert!(waits.iter().all(|w| *w < ceiling), "retry {n}: {waits:?}");
+            // Jittered: not all the same, and some in the upper half.
+            assert!(waits.iter().any(|w| *w >= ceiling / 2));
+            assert!(waits.iter().any(|w| *w != waits[0]));
+        }
+    }
+
+    #[test]
+    fn budget_caps_concurrent_retries() {
+        let b = Budget::new(None);
+        let active: Vec<_> = (0..50).map(|_| b.request()).collect();
+        // 20% of 50 = 10 retries at once, no more.
+        let held: Vec<_> = std::iter::from_fn(|| b.try_retry()).take(100).collect();
+        assert_eq!(held.len(), 10);
+        drop(held);
+        drop(active);
+        // Idle: the floor of 3 still allows some.
+        let held: Vec<_> = std::iter::from_fn(|| b.try_retry()).take(100).collect();
+        assert_eq!(held.len(), 3);
+        assert_eq!(b.retrying(), 3);
+        drop(held);
+        assert_eq!(b.retrying(), 0);
+        let strict = Budget::new(Some(&RetryBudget {
+            percent: Some(0.0),
+            min_retry_concurrency: Some(0),
+            budget_interval: None,
+        }));
+        let _a = strict.request();
+        assert!(strict.try_retry().is_none());
+    }
+}

@@ -1,0 +1,230 @@
+use std::collections::BTreeMap;
+
+use api::discovery::{Endpoint, Workload};
+
+use super::*;
+
+const HOST: &str = "orders.shop.svc.cluster.local";
+
+fn endpoint(ip: &str, version: &str) -> Endpoint {
+    Endpoint {
+        workload: Workload {
+            name: format!("orders-{version}"),
+            namespace: "shop".into(),
+            address: ip.parse().unwrap(),
+            identity: None,
+            labels: [("version".to_string(), version.to_string())].into(),
+            workload: format!("orders-{version}"),
+        },
+        ports: [(8080, 9090)].into(),
+    }
+}
+
+fn traffic(http: &str, dr: Option<&str>) -> ServiceTraffic {
+    let backend = BackendSpec {
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 8080,
+            protocol: api::protocol::AppProtocol::Http,
+        }],
+        endpoints: vec![
+            endpoint("10.244.0.2", "v1"),
+            endpoint("10.244.0.3", "v1"),
+            endpoint("10.244.0.4", "v2"),
+        ],
+        destination_rule: dr.map(|_| "shop/orders".into()),
+        policy: dr.map(|d| serde_yaml_ng::from_str(d).unwrap()),
+    };
+    ServiceTraffic {
+        virtual_service: Some("shop/orders".into()),
+        http: serde_yaml_ng::from_str(http).unwrap(),
+        tcp: vec![],
+        tls: vec![],
+        backends: BTreeMap::from([(HOST.to_string(), backend)]),
+    }
+}
+
+const SEED: &str = "
+- name: canary-override
+  match: [{headers: {x-canary: {exact: 'true'}}}]
+  route: [{destination: {host: orders.shop.svc.cluster.local, subset: v2}}]
+- name: v2-api
+  match: [{uri: {prefix: /v2/}}]
+  rewrite: {uri: /}
+  route: [{destination: {host: orders.shop.svc.cluster.local, subset: v2}}]
+- name: split
+  route:
+  - {destination: {host: orders.shop.svc.cluster.local, subset: v1}, weight: 90}
+  - {destination: {host: orders.shop.svc.cluster.local, subset: v2}, weight: 10}
+  retries: {attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,retriable-4xx'}
+  timeout: 10s
+  fault:
+    delay: {fixedDelay: 5s, percentage: {value: 10}}
+    abort: {httpStatus: 503, percentage: {value: 5}}
+";
+
+const SUBSETS: &str = "
+host: orders
+subsets:
+- {name: v1, labels: {version: v1}}
+- name: v2
+  labels: {version: v2}
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user-id}}}
+";
+
+fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+    let mut b = Request::builder().uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap()
+}
+
+#[test]
+fn the_first_matching_route_wins_and_an_unmatched_one_is_the_default() {
+    let r = Router::from_traffic(&traffic(SEED, Some(SUBSETS)), HOST).unwrap();
+    let src = Source::default();
+    let name = |req: &Request<()>| r.select(req, 8080, &src).unwrap().0.name.clone();
+    assert_eq!(
+        name(&req("/v2/x", &[("x-canary", "true")])).as_deref(),
+        Some("canary-override")
+    );
+    assert_eq!(name(&req("/v2/x", &[])).as_deref(), Some("v2-api"));
+    assert_eq!(name(&req("/v1/x", &[])).as_deref(), Some("split"));
+    let split = &r.routes[2];
+    assert_eq!(split.timeout, Some(Duration::from_secs(10)));
+    assert_eq!(split.retry.retries, 3);
+    assert_eq!(split.fault.delay, Some((Duration::from_secs(5), 10.0)));
+    assert_eq!(
+        split.fault.abort,
+        Some((Abort::Http(StatusCode::SERVICE_UNAVAILABLE), 5.0))
+    );
+    let Action::Forward(ds) = &split.action else {
+        panic!()
+    };
+    assert_eq!(ds.iter().map(|d| d.weight).collect::<Vec<_>>(), [90, 10]);
+}
+
+#[test]
+fn no_route_matches_when_every_route_has_conditions() {
+    let r = Router::from_traffic(
+        &traffic(
+            "[{match: [{uri: {exact: /only}}], route: [{destination: {host: orders.shop.svc.cluster.local}}]}]",
+            None,
+        ),
+        HOST,
+    )
+    .unwrap();
+    assert!(
+        r.select(&req("/other", &[]), 8080, &Source::default())
+            .is_none()
+    );
+    assert!(
+        r.select(&req("/only", &[]), 8080, &Source::default())
+            .is_some()
+    );
+}
+
+#[test]
+fn subsets_select_by_labels_with_their_own_balancer() {
+    let r = Router::from_traffic(&traffic(SEED, Some(SUBSETS)), HOST).unwrap();
+    let b = &r.backends[HOST];
+    assert_eq!(b.subsets[&None].members, [0, 1, 2]);
+    assert_eq!(b.subsets[&Some("v1".into())].members, [0, 1]);
+    let v2 = &b.subsets[&Some("v2".into())];
+    assert_eq!(v2.members, [2]);
+    assert!(v2.balancer.hash_on().is_some());
+    assert!(b.subsets[&Some("v1".into())].balancer.hash_on().is_none());
+    assert_eq!(b.endpoint_port(&b.endpoints[0], 8080), 9090);
+    assert_eq!(b.service_port(None, 8080), 8080);
+    assert_eq!(b.service_port(None, 80), 8080);
+    assert_eq!(b.service_port(Some(9000), 80), 9000);
+}
+
+#[test]
+fn bad_fields_are_named() {
+    let err = Router::from_traffic(
+        &traffic(
+            "[{route: [{destination: {host: orders.shop.svc.cluster.local}}], retries: {attempts: 2, retryOn: 'sometimes'}}]",
+            None,
+        ),
+        HOST,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("http[0].retries.retryOn:"), "{err}");
+    let err = Router::from_traffic(
+        &traffic(
+            "[{route: [{destination: {host: nowhere.svc.cluster.local}}]}]",
+            None,
+        ),
+        HOST,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("nowhere.svc.cluster.local has no backend"),
+        "{err}"
+    );
+}
+
+#[test]
+fn prefix_rewrites_replace_only_the_prefix() {
+    let rw = |uri: &str| Rewrite {
+        uri: Some(uri.into()),
+        authority: None,
+        regex: None,
+    };
+    let prefix = StrMatch::Prefix("/v2/".into());
+    assert_eq!(
+        rewrite_path("/v2/items?a=1", Some(&prefix), &rw("/")),
+        "/items?a=1"
+    );
+    assert_eq!(rewrite_path("/v2/", Some(&prefix), &rw("/")), "/");
+    assert_eq!(
+        rewrite_path(
+            "/v1/items",
+            Some(&StrMatch::Prefix("/v1".into())),
+            &rw("/api/v1")
+        ),
+        "/api/v1/items"
+    );
+    assert_eq!(
+        rewrite_path(
+            "/exact",
+            Some(&StrMatch::Exact("/exact".into())),
+            &rw("/new")
+        ),
+        "/new"
+    );
+    let re = Rewrite {
+        uri: None,
+        authority: None,
+        regex: Some((
+            regex::Regex::new("^/service/([^/]+)").unwrap(),
+            "/$1".into(),
+        )),
+    };
+    assert_eq!(rewrite_path("/service/orders/1", None, &re), "/orders/1");
+}
+
+#[test]
+fn grpc_statuses_by_name_or_number() {
+    assert_eq!(grpc_code("UNAVAILABLE"), Some(14));
+    assert_eq!(grpc_code("deadline_exceeded"), Some(4));
+    assert_eq!(grpc_code("8"), Some(8));
+    assert_eq!(grpc_code("NOPE"), None);
+}
+
+#[test]
+fn header_operations_remove_set_add() {
+    let ops: HeaderOperations =
+        serde_yaml_ng::from_str("{set: {x-a: '1'}, add: {x-b: '2'}, remove: [x-c]}").unwrap();
+    let ops = HeaderOps::compile(Some(&ops), "h").unwrap();
+    let mut h = HeaderMap::new();
+    h.insert("x-a", "0".parse().unwrap());
+    h.insert("x-b", "1".parse().unwrap());
+    h.insert("x-c", "1".parse().unwrap());
+    ops.apply(&mut h);
+    assert_eq!(h["x-a"], "1");
+    assert_eq!(h.get_all("x-b").iter().count(), 2);
+    assert!(!h.contains_key("x-c"));
+}
