@@ -161,6 +161,20 @@ impl Cluster {
         self.meshctl(&args)
     }
 
+    /// Starts [`Self::exec`] without waiting; stdout and stderr piped.
+    pub fn spawn_exec(&self, ns: &str, pod: &str, argv: &[&str]) -> std::process::Child {
+        Command::new(self.bin.join("meshctl"))
+            .arg("local")
+            .arg(format!("--state-dir={}", self.state.display()))
+            .args(["exec", pod, "-n", ns, "--"])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshctl exec")
+    }
+
     /// Like [`Self::exec`], panicking unless it succeeds; returns stdout.
     pub fn exec_ok(&self, ns: &str, pod: &str, argv: &[&str]) -> String {
         let out = self.exec(ns, pod, argv);
@@ -305,4 +319,64 @@ spec:
         command: [sleep, infinity]
 "#
     )
+}
+
+/// A Service `name` on `port` over Deployments `name-<version>` running
+/// the traffic test server, each pod labelled `app: name, version: V`;
+/// `versions` gives (version, replicas, env lines such as `STATUS: "500"`).
+pub fn versioned(ns: &str, name: &str, port: u16, versions: &[(&str, u32, &str)]) -> String {
+    let server = server("testserver.py");
+    let mut out = format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: {ns}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: {port}, targetPort: {port}}}]
+"#
+    );
+    for (v, replicas, env) in versions {
+        let env: String = env
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                let (k, val) = e.split_once('=').expect("env as K=V");
+                format!("\n        - {{name: {k}, value: \"{val}\"}}")
+            })
+            .collect();
+        let env = if env.is_empty() {
+            String::new()
+        } else {
+            format!("\n        env:{env}")
+        };
+        out.push_str(&format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}-{v}, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}, version: {v}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}, version: {v}}}
+    spec:
+      serviceAccountName: {name}
+      containers:
+      - name: main
+        command: [python3, "{server}", "{port}"]
+        ports: [{{containerPort: {port}}}]{env}
+"#
+        ));
+    }
+    out
 }

@@ -7,3 +7,4 @@ mod cli;
 mod control;
 mod protocols;
 mod security;
+mod traffic;
