@@ -251,6 +251,7 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
             "MESH_PROXY_WORKERS",
             "MESH_DETECT_TIMEOUT",
             "MESH_OPAQUE_PORTS",
+            "MESH_ACCESS_LOG",
         ] {
             if let Ok(v) = std::env::var(var) {
                 env.push((var.into(), v));
