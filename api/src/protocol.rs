@@ -37,7 +37,10 @@ impl AppProtocol {
             "http" | "http1" | "kubernetes.io/http" => Some(Self::Http),
             "http2" | "kubernetes.io/h2c" => Some(Self::Http2),
             "grpc" | "grpc-web" => Some(Self::Grpc),
-            "tcp" | "redis" | "mysql" | "mongo" | "postgres" | "postgresql" => Some(Self::Tcp),
+            // TLS is opaque to a sidecar (routed by SNI), as in Istio.
+            "tcp" | "tls" | "https" | "redis" | "mysql" | "mongo" | "postgres" | "postgresql" => {
+                Some(Self::Tcp)
+            }
             _ => None,
         }
     }
@@ -64,6 +67,8 @@ mod tests {
         assert_eq!(AppProtocol::declared(None, Some("http2-api")), Http2);
         assert_eq!(AppProtocol::declared(None, Some("grpc")), Grpc);
         assert_eq!(AppProtocol::declared(None, Some("redis")), Tcp);
+        assert_eq!(AppProtocol::declared(None, Some("tls-api")), Tcp);
+        assert_eq!(AppProtocol::declared(None, Some("https")), Tcp);
         assert_eq!(AppProtocol::declared(None, Some("httpx")), Detect);
         assert_eq!(AppProtocol::declared(None, Some("web")), Detect);
         assert_eq!(AppProtocol::declared(None, None), Detect);

@@ -8,6 +8,7 @@ Chosen behaviour, per request by query parameter or per pod by environment
   status=N   / STATUS   answer with status N
   delay=MS   / DELAY_MS wait MS milliseconds first
   grpc=N     / GRPC     answer `grpc-status: N` (trailers-only style)
+With TLS_CERT and TLS_KEY set it serves HTTPS.
 GET /__stats answers `count=N shadow=M`: requests seen (stats excluded) and
 how many of them carried a `-shadow` Host (Istio's mirror authority).
 """
@@ -75,4 +76,11 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
-Server(("", port), Handler).serve_forever()
+server = Server(("", port), Handler)
+if os.environ.get("TLS_CERT"):
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

@@ -325,6 +325,17 @@ spec:
 /// the traffic test server, each pod labelled `app: name, version: V`;
 /// `versions` gives (version, replicas, env lines such as `STATUS: "500"`).
 pub fn versioned(ns: &str, name: &str, port: u16, versions: &[(&str, u32, &str)]) -> String {
+    versioned_on(ns, name, "http", port, versions)
+}
+
+/// [`versioned`] with the Service port named `port_name` (its protocol).
+pub fn versioned_on(
+    ns: &str,
+    name: &str,
+    port_name: &str,
+    port: u16,
+    versions: &[(&str, u32, &str)],
+) -> String {
     let server = server("testserver.py");
     let mut out = format!(
         r#"
@@ -341,7 +352,7 @@ kind: Service
 metadata: {{name: {name}, namespace: {ns}}}
 spec:
   selector: {{app: {name}}}
-  ports: [{{name: http, port: {port}, targetPort: {port}}}]
+  ports: [{{name: {port_name}, port: {port}, targetPort: {port}}}]
 "#
     );
     for (v, replicas, env) in versions {

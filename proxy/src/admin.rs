@@ -12,6 +12,8 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::Ctx;
+use crate::discovery::Slot;
+use crate::traffic::outlier::{Circuit, EndpointState};
 
 /// The health port's routes.
 pub fn health(ctx: Arc<Ctx>) -> Router {
@@ -48,8 +50,44 @@ async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> i
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        ctx.metrics.render(),
+        ctx.metrics.render() + &circuit_metrics(&ctx),
     )
+}
+
+/// Every endpoint circuit the routers hold, by destination host.
+fn circuits(ctx: &Ctx) -> std::collections::BTreeMap<String, Vec<EndpointState>> {
+    let mut out = std::collections::BTreeMap::new();
+    for slot in ctx.discovery.dump().values() {
+        if let Slot::Known { target } = slot {
+            for (host, states) in target.router.circuits() {
+                out.entry(host.to_string()).or_insert(states);
+            }
+        }
+    }
+    out
+}
+
+/// The circuits as a gauge: 1 for the state each endpoint is in.
+fn circuit_metrics(ctx: &Ctx) -> String {
+    let mut s = String::from(
+        "# HELP mesh_outlier_circuit Endpoint circuit state under outlier detection (1: current).\n# TYPE mesh_outlier_circuit gauge\n",
+    );
+    for (host, states) in circuits(ctx) {
+        for e in states {
+            for (name, c) in [
+                ("closed", Circuit::Closed),
+                ("open", Circuit::Open),
+                ("half_open", Circuit::HalfOpen),
+            ] {
+                let v = u8::from(e.circuit == c);
+                s.push_str(&format!(
+                    "mesh_outlier_circuit{{destination_service=\"{host}\",endpoint=\"{}\",state=\"{name}\"}} {v}\n",
+                    e.address
+                ));
+            }
+        }
+    }
+    s
 }
 
 async fn config_dump(
@@ -90,5 +128,6 @@ async fn config_dump(
             "connected": ctx.discovery.connected(),
         },
         "discovery": discovery,
+        "outlier_detection": circuits(&ctx),
     }))
 }

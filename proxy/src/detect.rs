@@ -83,6 +83,37 @@ pub async fn detect(tcp: &TcpStream, timeout: Duration) -> Protocol {
     }
 }
 
+/// The SNI of a TLS ClientHello the client is sending, read without
+/// consuming it, waiting at most `timeout` for it to arrive whole.
+pub async fn peek_sni(tcp: &TcpStream, timeout: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut seen = 0;
+    loop {
+        let n = tokio::time::timeout_at(deadline, tcp.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(name) = crate::traffic::l4::sni(&buf[..n]) {
+            return Some(name);
+        }
+        // Not a TLS record at all: no point in waiting.
+        if buf[0] != 0x16 || n == buf.len() {
+            return None;
+        }
+        if n == seen {
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen = n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Protocol::*;

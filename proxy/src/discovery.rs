@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use api::discovery::{Resolved, Workload};
+use api::discovery::Resolved;
 use api::proto::discovery_client::DiscoveryClient;
 use api::proto::{DiscoveryRequest, DiscoveryResponse, Node};
 use arc_swap::ArcSwap;
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::control::{self, ControllerAddr};
-use crate::traffic::Router;
+use crate::traffic::{Router, outlier};
 
 /// A resolved address plus the data path's per-target state.
 #[derive(Debug, Serialize)]
@@ -28,37 +28,13 @@ pub struct Target {
     pub resolved: Resolved,
     /// Content version.
     pub version: String,
-    /// Round-robin cursor (L4).
-    #[serde(skip)]
-    pub cursor: AtomicUsize,
-    /// The compiled HTTP routing.
+    /// The compiled routing (HTTP and opaque).
     #[serde(skip)]
     pub router: Arc<Router>,
 }
 
 /// Endpoints tried for one connection or request when connects fail.
 pub const ATTEMPTS: usize = 3;
-
-impl Target {
-    /// Where one connection or request to `port` may go, in try order:
-    /// (workload, port on it). A Service gives up to [`ATTEMPTS`] of its
-    /// endpoints, round robin from the shared cursor.
-    pub fn candidates(&self, port: u16) -> Vec<(&Workload, u16)> {
-        match &self.resolved {
-            Resolved::Workload(w) => vec![(w, port)],
-            Resolved::Service(svc) => {
-                let n = svc.endpoints.len();
-                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..n.min(ATTEMPTS))
-                    .map(|i| {
-                        let ep = &svc.endpoints[(start + i) % n];
-                        (&ep.workload, ep.ports.get(&port).copied().unwrap_or(port))
-                    })
-                    .collect()
-            }
-        }
-    }
-}
 
 /// An address's state in the cache.
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +67,8 @@ pub struct Discovery {
     connected: AtomicBool,
     synced_once: AtomicBool,
     wait: Duration,
+    /// Outlier detection state by destination host, kept across updates.
+    outliers: outlier::Registry,
 }
 
 impl Discovery {
@@ -109,6 +87,7 @@ impl Discovery {
             connected: AtomicBool::new(false),
             synced_once: AtomicBool::new(false),
             wait,
+            outliers: outlier::Registry::default(),
         });
         tokio::spawn(stream_loop(d.clone(), ctl, ident, node, rx));
         d
@@ -186,10 +165,9 @@ impl Discovery {
                     .map_err(|e| e.to_string())
                     .and_then(|resolved| {
                         Ok(Target {
-                            router: Arc::new(Router::for_resolved(&resolved)?),
+                            router: Arc::new(Router::for_resolved(&resolved, &self.outliers)?),
                             resolved,
                             version: r.version.clone(),
-                            cursor: AtomicUsize::new(0),
                         })
                     }) {
                     Ok(target) => {
@@ -301,6 +279,7 @@ mod tests {
             connected: AtomicBool::new(true),
             synced_once: AtomicBool::new(true),
             wait: Duration::from_millis(50),
+            outliers: outlier::Registry::default(),
         }
     }
 
@@ -345,65 +324,5 @@ mod tests {
             d.lookup("10.0.0.2".parse().unwrap()).await,
             Lookup::Passthrough
         ));
-    }
-
-    #[test]
-    fn candidates_go_round_robin_with_mapped_ports() {
-        use api::proto::{Endpoint, Service};
-        let eps = (1..=4)
-            .map(|i| Endpoint {
-                workload: Some(Workload {
-                    name: format!("p{i}"),
-                    namespace: "ns".into(),
-                    address: format!("10.0.0.{i}"),
-                    ..Default::default()
-                }),
-                ports: [(80, 8080)].into(),
-            })
-            .collect();
-        let svc = Resource {
-            name: "10.96.0.1".into(),
-            version: "1".into(),
-            kind: Some(Kind::Service(Service {
-                name: "s".into(),
-                endpoints: eps,
-                ..Default::default()
-            })),
-        };
-        let resolved = Resolved::try_from(&svc).unwrap();
-        let target = Target {
-            router: Arc::new(Router::for_resolved(&resolved).unwrap()),
-            resolved,
-            version: "1".into(),
-            cursor: AtomicUsize::new(0),
-        };
-        let names = |c: Vec<(&api::discovery::Workload, u16)>| {
-            c.iter()
-                .map(|(w, p)| format!("{}:{p}", w.name))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            names(target.candidates(80)),
-            ["p1:8080", "p2:8080", "p3:8080"]
-        );
-        assert_eq!(
-            names(target.candidates(80)),
-            ["p2:8080", "p3:8080", "p4:8080"]
-        );
-        // An unmapped port is kept as is.
-        assert_eq!(names(target.candidates(81))[0], "p3:81");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lookup_waits_for_the_answer() {
-        let d = Arc::new(discovery());
-        let d2 = d.clone();
-        let waiter = tokio::spawn(async move { d2.lookup("10.0.0.1".parse().unwrap()).await });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        d.apply(&DiscoveryResponse {
-            resources: vec![workload("a", "10.0.0.1")],
-            ..Default::default()
-        });
-        assert!(matches!(waiter.await.unwrap(), Lookup::Mesh(_)));
     }
 }

@@ -228,6 +228,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         access_log: args.access_log == "on",
     });
     tokio::spawn(own_labels(ctx.clone(), args.pod_ip));
+    tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ctx.peers.reap();
+                ctx.direct_h2.reap();
+            }
+        }
+    });
     tracing::info!(%id, pod = %args.pod, "proxy starting");
     tokio::spawn(outbound::serve(outbound_l, ctx.clone()));
     tokio::spawn(inbound::serve_plain(inbound_l, ctx.clone()));

@@ -51,6 +51,7 @@ pub struct Metrics {
     closed: IntCounterVec,
     sent: IntCounterVec,
     received: IntCounterVec,
+    ejections: IntCounterVec,
 }
 
 /// Label values of one connection, in [`LABELS`] order.
@@ -76,7 +77,16 @@ impl Metrics {
             REQUEST_LABELS,
         )?;
         registry.register(Box::new(requests.clone()))?;
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "mesh_outlier_ejections_total",
+                "Endpoints ejected by outlier detection",
+            ),
+            &["destination_service"],
+        )?;
+        registry.register(Box::new(ejections.clone()))?;
         Ok(Self {
+            ejections,
             requests,
             durations,
             opened: counter(
@@ -117,6 +127,11 @@ impl Metrics {
         self.closed.with_label_values(&l.0).inc();
         self.sent.with_label_values(&l.0).inc_by(sent);
         self.received.with_label_values(&l.0).inc_by(received);
+    }
+
+    /// Counts an ejection from `host`.
+    pub fn ejected(&self, host: &str) {
+        self.ejections.with_label_values(&[host]).inc();
     }
 
     /// Text exposition.

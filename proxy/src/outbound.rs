@@ -14,8 +14,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::detect::{self, Protocol};
-use crate::discovery::Lookup;
+use crate::discovery::{ATTEMPTS, Lookup, Target};
 use crate::metrics::ConnLabels;
+use crate::traffic::outlier::Observed;
 use crate::{Ctx, orig_dst, ports, transport};
 
 /// How long a connect to an endpoint may take.
@@ -38,6 +39,8 @@ struct Upstream {
     namespace: String,
     principal: String,
     mtls: bool,
+    /// Held while the connection lasts (`maxConnections`).
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A byte stream to an upstream.
@@ -82,44 +85,15 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
     }
     let mut up = match lookup {
         Lookup::Passthrough => Upstream {
-            io: Box::new(connect_plain(dst).await?),
+            io: Box::new(connect_plain(dst, CONNECT_TIMEOUT).await?),
             service: dst.ip().to_string(),
             workload: "unknown".into(),
             namespace: "unknown".into(),
             principal: "unknown".into(),
             mtls: false,
+            permit: None,
         },
-        Lookup::Mesh(target) => match &target.resolved {
-            Resolved::Workload(w) => connect_workload(ctx, w, dst.port(), String::new()).await?,
-            Resolved::Service(svc) => {
-                let Some(_port) = svc.port(dst.port()) else {
-                    anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
-                };
-                anyhow::ensure!(
-                    !svc.endpoints.is_empty(),
-                    "service {} has no ready endpoints",
-                    svc.hostname
-                );
-                let mut last = None;
-                let mut found = None;
-                for (w, port) in target.candidates(dst.port()) {
-                    match connect_workload(ctx, w, port, svc.hostname.clone()).await {
-                        Ok(u) => {
-                            found = Some(u);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(endpoint = %w.address, error = %e, "endpoint connect failed");
-                            last = Some(e);
-                        }
-                    }
-                }
-                match found {
-                    Some(u) => u,
-                    None => return Err(last.unwrap_or_else(|| anyhow::anyhow!("no endpoint"))),
-                }
-            }
-        },
+        Lookup::Mesh(target) => l4_connect(ctx, &app, &target, dst).await?,
     };
     let me = ctx.identity.id();
     let principal = me.to_string();
@@ -143,12 +117,96 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
 }
 
 /// A plain TCP connection, bounded in time.
-pub(crate) async fn connect_plain(addr: SocketAddr) -> anyhow::Result<TcpStream> {
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+pub(crate) async fn connect_plain(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<TcpStream> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??;
     tcp.set_nodelay(true)?;
     Ok(tcp)
+}
+
+/// An opaque connection to a mesh target, routed by its `tcp`/`tls`
+/// routes and its DestinationRule (balancer, outlier detection,
+/// `maxConnections`, `connectTimeout`), trying up to [`ATTEMPTS`]
+/// endpoints.
+async fn l4_connect(
+    ctx: &Ctx,
+    app: &TcpStream,
+    target: &Target,
+    dst: SocketAddr,
+) -> anyhow::Result<Upstream> {
+    let current = ctx.discovery.current(dst.ip());
+    let router = current.as_ref().map_or(&target.router, |t| &t.router);
+    let sni = if router.tls.is_empty() {
+        None
+    } else {
+        detect::peek_sni(app, ctx.detect_timeout).await
+    };
+    let src = ctx.source.load();
+    let mut rng = fastrand::Rng::new();
+    let dest = router
+        .l4_dest(dst.ip(), dst.port(), &src, sni.as_deref(), &mut rng)
+        .ok_or_else(|| anyhow::anyhow!("no tcp or tls route takes {dst} (sni {sni:?})"))?;
+    let backend = router
+        .backends
+        .get(&dest.host)
+        .ok_or_else(|| anyhow::anyhow!("no backend for {}", dest.host))?;
+    let service = match &target.resolved {
+        Resolved::Service(svc) => {
+            if dest.host == svc.hostname && svc.port(dst.port()).is_none() {
+                anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
+            }
+            dest.host.clone()
+        }
+        Resolved::Workload(w) => w.address.to_string(),
+    };
+    let permit = backend
+        .limits
+        .connection()
+        .map_err(|_| anyhow::anyhow!("{}: maxConnections reached (UO)", dest.host))?;
+    let svc_port = backend.service_port(dest.port, dst.port());
+    let key = app
+        .peer_addr()
+        .ok()
+        .map(|a| crate::traffic::balance::hash(a.ip().to_string().as_bytes()));
+    let mut tried = Vec::new();
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let Some((_, w, ep)) = backend.choose(&dest.subset, key, &mut tried, &mut rng) else {
+            break;
+        };
+        let port = backend.endpoint_port(ep, svc_port);
+        let result =
+            connect_workload(ctx, w, port, service.clone(), backend.conn.connect_timeout).await;
+        if let Some((cfg, d)) = &backend.outlier {
+            let seen = if result.is_ok() {
+                Observed::Success
+            } else {
+                Observed::LocalFailure
+            };
+            let n = backend
+                .subsets
+                .get(&dest.subset)
+                .map_or(1, |s| s.members.len());
+            if d.record(cfg, w.address, seen, n, std::time::Instant::now()) {
+                ctx.metrics.ejected(&dest.host);
+            }
+        }
+        match result {
+            Ok(mut u) => {
+                u.permit = permit;
+                return Ok(u);
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %w.address, error = %e, "endpoint connect failed");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{} has no ready endpoints", dest.host)))
 }
 
 async fn connect_workload(
@@ -156,6 +214,7 @@ async fn connect_workload(
     w: &Workload,
     port: u16,
     service: String,
+    timeout: Duration,
 ) -> anyhow::Result<Upstream> {
     let service = if service.is_empty() {
         w.address.to_string()
@@ -169,10 +228,11 @@ async fn connect_workload(
         namespace: w.namespace.clone(),
         principal,
         mtls,
+        permit: None,
     };
     match &w.identity {
         None => Ok(base(
-            Box::new(connect_plain(SocketAddr::new(w.address, port)).await?),
+            Box::new(connect_plain(SocketAddr::new(w.address, port), timeout).await?),
             "unknown".into(),
             false,
         )),
@@ -182,6 +242,7 @@ async fn connect_workload(
                 SocketAddr::new(w.address, ports::MTLS),
                 id,
                 transport::ALPN_TCP,
+                timeout,
             )
             .await?;
             tls.write_all(&transport::encode(port)).await?;
@@ -196,8 +257,9 @@ pub(crate) async fn connect_mtls(
     addr: SocketAddr,
     expected: &SpiffeId,
     alpn: &[u8],
+    timeout: Duration,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = connect_plain(addr).await?;
+    let tcp = connect_plain(addr, timeout).await?;
     let config = if alpn == transport::ALPN_H2 {
         &ctx.client_tls_h2
     } else {
@@ -205,7 +267,7 @@ pub(crate) async fn connect_mtls(
     };
     let connector = tokio_rustls::TlsConnector::from(config.clone());
     let tls = tokio::time::timeout(
-        CONNECT_TIMEOUT,
+        timeout,
         connector.connect(common::tls::server_name(expected), tcp),
     )
     .await

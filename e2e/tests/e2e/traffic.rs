@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, can_run, client, text, versioned};
+use e2e::{Cluster, can_run, client, text, versioned, versioned_on};
 
 /// `curl` in the client pod; stdout.
 fn curl(c: &Cluster, ns: &str, args: &[&str]) -> String {
@@ -636,4 +636,261 @@ fn balancing_consistent_hash_and_mirroring() {
     until("every mirrored copy", Duration::from_secs(20), || {
         stats(&c, "lb", "mir-v2-test") == [(20, 20)]
     });
+}
+
+const OUTLIERS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: cb}
+spec:
+  host: flaky
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 5
+      interval: 1s
+      baseEjectionTime: 3s
+      maxEjectionPercent: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: slow, namespace: cb}
+spec:
+  host: slow
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http2MaxRequests: 1, http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}
+"#;
+
+/// The client proxy's `/config_dump`.
+fn config_dump(c: &Cluster, ns: &str) -> serde_json::Value {
+    let out = curl(c, ns, &["http://127.0.0.1:15000/config_dump"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn outlier_detection_and_connection_pool_limits() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("circuit", &[]);
+    c.apply(&client("cb", true));
+    c.apply(&versioned(
+        "cb",
+        "flaky",
+        8080,
+        &[("good", 1, ""), ("bad", 1, "STATUS=500")],
+    ));
+    c.apply(&versioned(
+        "cb",
+        "slow",
+        8080,
+        &[("v1", 1, "DELAY_MS=1000")],
+    ));
+    for d in ["client", "flaky-good", "flaky-bad", "slow-v1"] {
+        c.wait_ready("cb", d, 1);
+    }
+    let bad_ip = c
+        .pods()
+        .into_iter()
+        .find(|p| p.deployment == "flaky-bad")
+        .and_then(|p| p.ip)
+        .unwrap()
+        .to_string();
+    // Subscribe the client's proxy to both services first.
+    curl(&c, "cb", &["http://flaky:8080/__stats", "http://slow:8080/__stats"]);
+    c.apply(OUTLIERS);
+    until("the outlier policy", Duration::from_secs(5), || {
+        config_dump(&c, "cb")["discovery"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|s| s.to_string().contains("outlierDetection"))
+    });
+    // consecutive5xxErrors: 5 ejects the bad endpoint after its fifth 500.
+    let codes = |n| requests(&c, "cb", n, 1, &["http://flaky:8080/"]);
+    let first: Vec<u16> = codes(40).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(first.iter().filter(|s| **s == 500).count(), 5, "{first:?}");
+    assert!(first[20..].iter().all(|s| *s == 200), "{first:?}");
+    let circuit = |c: &Cluster| {
+        config_dump(c, "cb")["outlier_detection"]["flaky.cb.svc.cluster.local"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == bad_ip.as_str())
+            .cloned()
+            .unwrap()
+    };
+    let bad = circuit(&c);
+    assert_eq!(bad["circuit"], "open", "{bad}");
+    assert_eq!(bad["ejections"], 1, "{bad}");
+    let metrics = curl(&c, "cb", &["http://127.0.0.1:15020/metrics"]);
+    assert!(
+        metrics.contains(&format!(
+            "mesh_outlier_circuit{{destination_service=\"flaky.cb.svc.cluster.local\",endpoint=\"{bad_ip}\",state=\"open\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "mesh_outlier_ejections_total{destination_service=\"flaky.cb.svc.cluster.local\"} 1"
+    ));
+    // After baseEjectionTime it comes back half-open; its first 500
+    // ejects it again at once, for twice as long.
+    std::thread::sleep(Duration::from_millis(3300));
+    let again: Vec<u16> = codes(20).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(again.iter().filter(|s| **s == 500).count(), 1, "{again:?}");
+    let bad = circuit(&c);
+    assert_eq!(bad["circuit"], "open", "{bad}");
+    assert_eq!(bad["ejections"], 2, "{bad}");
+    assert!(bad["ejected_for_secs"].as_f64().unwrap() > 4.0, "{bad}");
+
+    // One request in flight and one queued; the rest fail fast with UO.
+    let rows = requests(&c, "cb", 10, 10, &["http://slow:8080/"]);
+    let ok = rows.iter().filter(|(s, _)| *s == 200).count();
+    let overflow: Vec<f64> = rows
+        .iter()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(ok + overflow.len(), 10, "{rows:?}");
+    assert!((2..=4).contains(&ok), "{rows:?}");
+    assert!(
+        overflow.iter().all(|t| *t < 0.9),
+        "overflow queued: {rows:?}"
+    );
+    let logs = text(
+        &c.meshctl(&["logs", "deploy/client", "-n", "cb", "-c", "proxy"])
+            .stdout,
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"response_flags\":\"UO\"") && l.contains("slow.cb")),
+        "no UO in the access log:\n{logs}"
+    );
+}
+
+const OPAQUE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo, namespace: l4}
+spec:
+  host: echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: l4}
+spec:
+  hosts: [echo]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - destination: {host: echo, subset: v1}
+      weight: 80
+    - destination: {host: echo, subset: v2}
+      weight: 20
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: l4}
+spec:
+  host: secure
+  subsets:
+  - {name: a, labels: {version: a}}
+  - {name: b, labels: {version: b}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: l4}
+spec:
+  hosts: [secure]
+  tls:
+  - match: [{port: 8443, sniHosts: [a.example.com]}]
+    route: [{destination: {host: secure, subset: a}}]
+  - match: [{port: 8443, sniHosts: ['*.example.org']}]
+    route: [{destination: {host: secure, subset: b}}]
+"#;
+
+#[test]
+fn tcp_routes_split_and_tls_routes_follow_sni() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("opaque", &[]);
+    let dir = c.state.join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=secure", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tls_env = format!("TLS_CERT={},TLS_KEY={}", cert.display(), key.display());
+    c.apply(&client("l4", true));
+    c.apply(&versioned_on(
+        "l4",
+        "echo",
+        "tcp",
+        9000,
+        &[("v1", 1, ""), ("v2", 1, "")],
+    ));
+    c.apply(&versioned_on(
+        "l4",
+        "secure",
+        "tls",
+        8443,
+        &[("a", 1, &tls_env), ("b", 1, &tls_env)],
+    ));
+    for d in ["client", "echo-v1", "echo-v2", "secure-a", "secure-b"] {
+        c.wait_ready("l4", d, 1);
+    }
+    c.apply(OPAQUE);
+    let sni = |name: &str| {
+        curl(
+            &c,
+            "l4",
+            &[
+                "-k",
+                "--connect-to",
+                &format!("{name}:8443:secure:8443"),
+                &format!("https://{name}:8443/"),
+            ],
+        )
+    };
+    until("the tls routes", Duration::from_secs(5), || {
+        sni("a.example.com").starts_with("pod=secure-a")
+    });
+    for _ in 0..5 {
+        assert!(sni("a.example.com").starts_with("pod=secure-a"));
+        assert!(sni("api.example.org").starts_with("pod=secure-b"));
+    }
+    let out = c.exec(
+        "l4",
+        "deploy/client",
+        &[
+            "curl",
+            "-sk",
+            "--max-time",
+            "5",
+            "--connect-to",
+            "other.example.net:8443:secure:8443",
+            "https://other.example.net:8443/",
+        ],
+    );
+    assert!(!out.status.success(), "an SNI no route takes got through");
+
+    // TCP, 80/20 by connection: each curl is its own connection.
+    let script = "for i in $(seq 300); do curl -s --max-time 10 http://echo:9000/; done";
+    let out = c.exec_ok("l4", "deploy/client", &["sh", "-c", script]);
+    let (v1, v2) = (count(&out, "echo-v1"), count(&out, "echo-v2"));
+    assert_eq!(v1 + v2, 300, "{out}");
+    assert!((33..=90).contains(&v2), "v2 got {v2} of 300 connections");
 }

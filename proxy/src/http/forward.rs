@@ -23,9 +23,10 @@ use crate::detect::Protocol;
 use crate::traffic::balance::{HashOn, hash};
 use crate::traffic::cors::Cors;
 use crate::traffic::matching::{Source, StrMatch, authority, query_param};
+use crate::traffic::outlier;
 use crate::traffic::retry::{self, Outcome};
 use crate::traffic::split::{hits, pick_weighted, total};
-use crate::traffic::{Abort, Action, Backend, Dest, Redirect, Route, Router, rewrite_path};
+use crate::traffic::{Abort, Action, Dest, Redirect, Route, Router, rewrite_path};
 
 /// Envoy's response flags that this path sets.
 pub mod flags {
@@ -39,6 +40,8 @@ pub mod flags {
     pub const RESET: &str = "UR";
     /// Timed out.
     pub const TIMEOUT: &str = "UT";
+    /// Over a connection pool limit.
+    pub const OVERFLOW: &str = "UO";
     /// Retries exhausted.
     pub const RETRIES_EXHAUSTED: &str = "URX";
     /// Delay injected.
@@ -308,30 +311,6 @@ impl Head {
     }
 }
 
-/// The endpoint for try number `tried.len() + 1` and the port on it.
-fn choose<'a>(
-    backend: &'a Backend,
-    dest_subset: &Option<String>,
-    key: Option<u64>,
-    tried: &mut Vec<usize>,
-    rng: &mut fastrand::Rng,
-) -> Option<(usize, &'a Workload, &'a api::discovery::Endpoint)> {
-    let sub = backend.subsets.get(dest_subset)?;
-    let n = sub.members.len();
-    let m = sub
-        .balancer
-        .pick(n, &sub.active, key, tried, rng)
-        .or_else(|| {
-            // Every endpoint was tried: start over (a single endpoint
-            // gets the retries itself).
-            tried.clear();
-            sub.balancer.pick(n, &sub.active, key, tried, rng)
-        })?;
-    tried.push(m);
-    let ep = backend.endpoints.get(*sub.members.get(m)?)?;
-    Some((m, &ep.workload, ep))
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn tries(
     ctx: &Arc<Ctx>,
@@ -366,11 +345,21 @@ async fn tries(
     let mut tried = Vec::new();
     let mut rng = fastrand::Rng::new();
     let policy = &route.retry;
+    let _slot = match backend.limits.admit().await {
+        Ok(p) => p,
+        Err(_) => {
+            info.flags.push(flags::OVERFLOW);
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{}: connection pool overflow", dest.host),
+            );
+        }
+    };
     let _active = backend.budget.request();
     let mut _retry_guard = None;
     loop {
         info.attempts += 1;
-        let Some((m, w, ep)) = choose(backend, &dest.subset, key, &mut tried, &mut rng) else {
+        let Some((m, w, ep)) = backend.choose(&dest.subset, key, &mut tried, &mut rng) else {
             info.flags.push(flags::NO_HEALTHY);
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -388,7 +377,7 @@ async fn tries(
         if let Some(c) = sub.active.get(m) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let sent = send::attempt(ctx, w, port, proto, req);
+        let sent = send::attempt(ctx, w, port, proto, &backend.conn, req);
         let result = match policy.per_try_timeout {
             Some(t) => tokio::time::timeout(t, sent)
                 .await
@@ -434,6 +423,25 @@ async fn tries(
                 )),
             ),
         };
+        if let Some((cfg, d)) = &backend.outlier {
+            let r = match outcome {
+                Outcome::Response { status, .. } if status >= 500 => {
+                    outlier::Observed::Status(status)
+                }
+                Outcome::Response { .. } => outlier::Observed::Success,
+                _ => outlier::Observed::LocalFailure,
+            };
+            if d.record(
+                cfg,
+                w.address,
+                r,
+                sub.members.len(),
+                std::time::Instant::now(),
+            ) {
+                tracing::info!(host = %dest.host, endpoint = %w.address, "endpoint ejected");
+                ctx.metrics.ejected(&dest.host);
+            }
+        }
         let replayable = pending.is_some() || tape.replay().is_some();
         let retry = info.attempts <= policy.retries && policy.on.retriable(outcome) && replayable;
         let guard = if retry {
@@ -510,11 +518,11 @@ fn mirror(
             .get(&subset)
             .and_then(|s| s.balancer.hash_on())
             .and_then(|on| hash_key(on, &head.with(Body::default()), ip));
-        let Some((_, w, ep)) = choose(backend, &subset, key, &mut Vec::new(), &mut rng) else {
+        let Some((_, w, ep)) = backend.choose(&subset, key, &mut Vec::new(), &mut rng) else {
             return;
         };
         let port = backend.endpoint_port(ep, backend.service_port(port, dst.port()));
-        let sent = send::attempt(&ctx, w, port, proto, head.with(body));
+        let sent = send::attempt(&ctx, w, port, proto, &backend.conn, head.with(body));
         match tokio::time::timeout(Duration::from_secs(30), sent).await {
             Ok(Ok(r)) => {
                 // Drain so the connection is reusable; the caller never sees it.
@@ -544,8 +552,7 @@ async fn upgrade(
         .get(&dest.subset)
         .and_then(|s| s.balancer.hash_on())
         .and_then(|on| hash_key(on, &req, client.ip));
-    let Some((_, w, ep)) = choose(
-        backend,
+    let Some((_, w, ep)) = backend.choose(
         &dest.subset,
         key,
         &mut Vec::new(),

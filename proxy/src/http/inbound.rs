@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Body, DST_PORT, ORIG_PROTO, error_response};
 use crate::metrics::RequestLabels;
+use crate::traffic::limits::ConnSettings;
 use crate::{Ctx, outbound, ports};
 
 /// Serves one peer's HTTP/2 connection.
@@ -124,7 +125,9 @@ async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<B
     }
     let sender = ctx
         .direct_h2
-        .get(app, || async move { outbound::connect_plain(app).await })
+        .get(app, &ConnSettings::default(), || async move {
+            outbound::connect_plain(app, crate::traffic::limits::CONNECT_TIMEOUT).await
+        })
         .await;
     match sender {
         Ok(mut s) => match s

@@ -5,16 +5,26 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Body;
+use crate::traffic::limits::ConnSettings;
+
+/// A pooled connection and how it is used.
+struct Pooled {
+    sender: SendRequest<Body>,
+    uses: u32,
+    last_used: Instant,
+    settings: ConnSettings,
+}
 
 /// HTTP/2 connections by key.
 pub struct H2Pool<K> {
-    conns: Mutex<HashMap<K, SendRequest<Body>>>,
+    conns: Mutex<HashMap<K, Pooled>>,
 }
 
 impl<K: Hash + Eq + Clone> Default for H2Pool<K> {
@@ -31,18 +41,42 @@ impl<K: Hash + Eq + Clone> H2Pool<K> {
             .conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match conns.get(key) {
-            Some(s) if !s.is_closed() => Some(s.clone()),
-            Some(_) => {
-                conns.remove(key);
-                None
-            }
-            None => None,
+        let p = conns.get_mut(key)?;
+        let spent = p
+            .settings
+            .max_requests_per_connection
+            .is_some_and(|max| p.uses >= max);
+        if p.sender.is_closed() || spent {
+            // Requests in flight keep the old connection until they end.
+            conns.remove(key);
+            return None;
         }
+        p.uses += 1;
+        p.last_used = Instant::now();
+        Some(p.sender.clone())
+    }
+
+    /// Drops connections idle longer than their `idleTimeout`; hyper closes
+    /// one once its last handle is gone.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, p| {
+                p.settings
+                    .idle_timeout
+                    .is_none_or(|t| now.duration_since(p.last_used) < t)
+            });
     }
 
     /// The live connection for `key`, or a new one from `connect`.
-    pub async fn get<F, Fut, IO>(&self, key: K, connect: F) -> anyhow::Result<SendRequest<Body>>
+    pub async fn get<F, Fut, IO>(
+        &self,
+        key: K,
+        settings: &ConnSettings,
+        connect: F,
+    ) -> anyhow::Result<SendRequest<Body>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = anyhow::Result<IO>>,
@@ -65,7 +99,15 @@ impl<K: Hash + Eq + Clone> H2Pool<K> {
         self.conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, sender.clone());
+            .insert(
+                key,
+                Pooled {
+                    sender: sender.clone(),
+                    uses: 1,
+                    last_used: Instant::now(),
+                    settings: *settings,
+                },
+            );
         Ok(sender)
     }
 }

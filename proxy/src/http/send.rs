@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{Body, DST_PORT, ORIG_PROTO, strip_hop_by_hop};
 use crate::detect::Protocol;
+use crate::traffic::limits::ConnSettings;
 use crate::{Ctx, outbound, ports};
 
 /// Why a try got no response.
@@ -46,21 +47,25 @@ pub async fn attempt(
     w: &Workload,
     port: u16,
     proto: Protocol,
+    conn: &ConnSettings,
     req: Request<Body>,
 ) -> Result<Response<Body>, Failure> {
+    let timeout = conn.connect_timeout;
     let conn = match &w.identity {
         Some(id) => {
             let addr = SocketAddr::new(w.address, ports::MTLS);
             ctx.peers
-                .get(addr, || async move {
-                    outbound::connect_mtls(ctx, addr, id, crate::transport::ALPN_H2).await
+                .get(addr, conn, || async move {
+                    outbound::connect_mtls(ctx, addr, id, crate::transport::ALPN_H2, timeout).await
                 })
                 .await
         }
         None if proto == Protocol::Http2 => {
             let addr = SocketAddr::new(w.address, port);
             ctx.direct_h2
-                .get(addr, || async move { outbound::connect_plain(addr).await })
+                .get(addr, conn, || async move {
+                    outbound::connect_plain(addr, timeout).await
+                })
                 .await
         }
         None => {
@@ -176,12 +181,19 @@ pub async fn tunnel(
                 SocketAddr::new(w.address, ports::MTLS),
                 id,
                 crate::transport::ALPN_TCP,
+                crate::traffic::limits::CONNECT_TIMEOUT,
             )
             .await?;
             tokio::io::AsyncWriteExt::write_all(&mut tls, &crate::transport::encode(port)).await?;
             Box::new(tls)
         }
-        None => Box::new(outbound::connect_plain(SocketAddr::new(w.address, port)).await?),
+        None => Box::new(
+            outbound::connect_plain(
+                SocketAddr::new(w.address, port),
+                crate::traffic::limits::CONNECT_TIMEOUT,
+            )
+            .await?,
+        ),
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {

@@ -8,6 +8,7 @@
 //! Pure and synchronous: the I/O is in [`crate::http::forward`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
@@ -22,7 +23,10 @@ use hyper::{Request, StatusCode};
 
 pub mod balance;
 pub mod cors;
+pub mod l4;
+pub mod limits;
 pub mod matching;
+pub mod outlier;
 pub mod retry;
 pub mod split;
 
@@ -37,6 +41,12 @@ pub struct Router {
     pub routes: Vec<Route>,
     /// Destination hosts by FQDN.
     pub backends: HashMap<String, Backend>,
+    /// Routes for opaque traffic.
+    pub tcp: Vec<l4::L4Route>,
+    /// Routes for TLS by SNI.
+    pub tls: Vec<l4::L4Route>,
+    /// Where opaque traffic goes without routes: the address's own host.
+    pub default: Dest,
 }
 
 /// One HTTP route.
@@ -241,6 +251,12 @@ pub struct Backend {
     pub subsets: HashMap<Option<String>, Subset>,
     /// Retries in flight to this host.
     pub budget: Budget,
+    /// Connection pool limits (`connectionPool`).
+    pub limits: limits::Limits,
+    /// Connection settings.
+    pub conn: limits::ConnSettings,
+    /// Outlier detection, when the DestinationRule asks for it.
+    pub outlier: Option<(outlier::Config, Arc<outlier::Detector>)>,
 }
 
 /// A group of endpoints and how to choose among them.
@@ -256,8 +272,22 @@ pub struct Subset {
 
 impl Backend {
     /// Compiles a backend; `at` names it in errors.
-    pub fn compile(spec: &BackendSpec, at: &str) -> Result<Self, String> {
+    pub fn compile(
+        host: &str,
+        spec: &BackendSpec,
+        at: &str,
+        outliers: &outlier::Registry,
+    ) -> Result<Self, String> {
         let dr = spec.policy.as_ref();
+        let top = dr.and_then(|d| d.traffic_policy.as_ref());
+        let pool = top.and_then(|p| p.connection_pool.as_ref());
+        let outlier = top
+            .and_then(|p| p.outlier_detection.as_ref())
+            .map(|od| {
+                outlier::Config::compile(od, &format!("{at}.trafficPolicy.outlierDetection"))
+                    .map(|c| (c, outliers.detector(host)))
+            })
+            .transpose()?;
         let top_lb = dr
             .and_then(|d| d.traffic_policy.as_ref())
             .and_then(|p| p.load_balancer.as_ref());
@@ -285,11 +315,57 @@ impl Backend {
             ports: spec.ports.clone(),
             endpoints: spec.endpoints.clone(),
             subsets,
-            budget: Budget::new(
-                dr.and_then(|d| d.traffic_policy.as_ref())
-                    .and_then(|p| p.retry_budget.as_ref()),
-            ),
+            budget: Budget::new(top.and_then(|p| p.retry_budget.as_ref())),
+            limits: limits::Limits::new(pool),
+            conn: limits::ConnSettings::compile(
+                pool,
+                &format!("{at}.trafficPolicy.connectionPool"),
+            )?,
+            outlier,
         })
+    }
+
+    /// The endpoint for the next try and its member index: the balancer's
+    /// pick among endpoints neither ejected nor tried yet; when every healthy
+    /// one was tried, among the healthy ones again; when all are ejected,
+    /// among all (Envoy's panic mode).
+    pub fn choose(
+        &self,
+        dest_subset: &Option<String>,
+        key: Option<u64>,
+        tried: &mut Vec<usize>,
+        rng: &mut fastrand::Rng,
+    ) -> Option<(usize, &api::discovery::Workload, &Endpoint)> {
+        let sub = self.subsets.get(dest_subset)?;
+        let n = sub.members.len();
+        let ejected: Vec<usize> = match &self.outlier {
+            Some((cfg, d)) => {
+                let addrs: Vec<std::net::IpAddr> = sub
+                    .members
+                    .iter()
+                    .map(|i| self.endpoints[*i].workload.address)
+                    .collect();
+                d.available(cfg, &addrs, std::time::Instant::now())
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, ok)| !**ok)
+                    .map(|(i, _)| i)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let skip: Vec<usize> = tried.iter().chain(&ejected).copied().collect();
+        let m = sub
+            .balancer
+            .pick(n, &sub.active, key, &skip, rng)
+            .or_else(|| {
+                tried.clear();
+                sub.balancer.pick(n, &sub.active, key, &ejected, rng)
+            })
+            .or_else(|| sub.balancer.pick(n, &sub.active, key, &[], rng))?;
+        tried.push(m);
+        let ep = self.endpoints.get(*sub.members.get(m)?)?;
+        Some((m, &ep.workload, ep))
     }
 
     /// The endpoint port for service port `port`.
@@ -579,9 +655,12 @@ fn default_route(host: &str) -> Route {
 impl Router {
     /// The routing of what an address resolves to: a Service's, or for a
     /// pod address, every request to that pod.
-    pub fn for_resolved(r: &api::discovery::Resolved) -> Result<Self, String> {
+    pub fn for_resolved(
+        r: &api::discovery::Resolved,
+        outliers: &outlier::Registry,
+    ) -> Result<Self, String> {
         match r {
-            api::discovery::Resolved::Service(s) => Self::compile(s),
+            api::discovery::Resolved::Service(s) => Self::compile(s, outliers),
             api::discovery::Resolved::Workload(w) => {
                 let host = w.address.to_string();
                 let spec = BackendSpec {
@@ -593,14 +672,21 @@ impl Router {
                 };
                 Ok(Self {
                     routes: vec![default_route(&host)],
-                    backends: [(host.clone(), Backend::compile(&spec, "workload")?)].into(),
+                    backends: [(
+                        host.clone(),
+                        Backend::compile(&host, &spec, "workload", outliers)?,
+                    )]
+                    .into(),
+                    tcp: Vec::new(),
+                    tls: Vec::new(),
+                    default: default_dest(&host),
                 })
             }
         }
     }
 
     /// Compiles the routing of `svc`.
-    pub fn compile(svc: &Service) -> Result<Self, String> {
+    pub fn compile(svc: &Service, outliers: &outlier::Registry) -> Result<Self, String> {
         let Some(t) = svc.traffic.as_deref() else {
             let spec = BackendSpec {
                 ports: svc.ports.clone(),
@@ -609,13 +695,24 @@ impl Router {
             };
             return Ok(Self {
                 routes: vec![default_route(&svc.hostname)],
-                backends: [(svc.hostname.clone(), Backend::compile(&spec, "traffic")?)].into(),
+                backends: [(
+                    svc.hostname.clone(),
+                    Backend::compile(&svc.hostname, &spec, "traffic", outliers)?,
+                )]
+                .into(),
+                tcp: Vec::new(),
+                tls: Vec::new(),
+                default: default_dest(&svc.hostname),
             });
         };
-        Self::from_traffic(t, &svc.hostname)
+        Self::from_traffic(t, &svc.hostname, outliers)
     }
 
-    fn from_traffic(t: &ServiceTraffic, own_host: &str) -> Result<Self, String> {
+    fn from_traffic(
+        t: &ServiceTraffic,
+        own_host: &str,
+        outliers: &outlier::Registry,
+    ) -> Result<Self, String> {
         let mut routes = t
             .http
             .iter()
@@ -628,7 +725,12 @@ impl Router {
         let backends = t
             .backends
             .iter()
-            .map(|(h, b)| Ok((h.clone(), Backend::compile(b, &format!("backends[{h}]"))?)))
+            .map(|(h, b)| {
+                Ok((
+                    h.clone(),
+                    Backend::compile(h, b, &format!("backends[{h}]"), outliers)?,
+                ))
+            })
             .collect::<Result<HashMap<_, _>, String>>()?;
         for (i, r) in routes.iter().enumerate() {
             if let Action::Forward(ds) = &r.action {
@@ -642,7 +744,68 @@ impl Router {
                 }
             }
         }
-        Ok(Self { routes, backends })
+        let tcp = t
+            .tcp
+            .iter()
+            .enumerate()
+            .map(|(i, r)| l4::L4Route::tcp(r, &format!("tcp[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = t
+            .tls
+            .iter()
+            .enumerate()
+            .map(|(i, r)| l4::L4Route::tls(r, &format!("tls[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (kind, list) in [("tcp", &tcp), ("tls", &tls)] {
+            for (i, r) in list.iter().enumerate() {
+                if let Some(d) = r.dests.iter().find(|d| !backends.contains_key(&d.host)) {
+                    return Err(format!("{kind}[{i}]: host {} has no backend", d.host));
+                }
+            }
+        }
+        Ok(Self {
+            routes,
+            backends,
+            tcp,
+            tls,
+            default: default_dest(own_host),
+        })
+    }
+
+    /// Where an opaque connection goes: the first matching `tls` route
+    /// (when the client sent an SNI), else the first matching `tcp` route,
+    /// else, without routes of either kind, the address's own host.
+    /// `None`: there are routes, and none takes it.
+    pub fn l4_dest(
+        &self,
+        dst: std::net::IpAddr,
+        port: u16,
+        src: &Source,
+        sni: Option<&str>,
+        rng: &mut fastrand::Rng,
+    ) -> Option<&Dest> {
+        if sni.is_some()
+            && let Some(r) = self.tls.iter().find(|r| r.matches(dst, port, src, sni))
+        {
+            return r.pick(rng);
+        }
+        if let Some(r) = self.tcp.iter().find(|r| r.matches(dst, port, src, None)) {
+            return r.pick(rng);
+        }
+        (self.tcp.is_empty() && self.tls.is_empty()).then_some(&self.default)
+    }
+
+    /// The circuit of every endpoint of every host with outlier detection.
+    pub fn circuits(&self) -> Vec<(&str, Vec<outlier::EndpointState>)> {
+        let now = std::time::Instant::now();
+        self.backends
+            .iter()
+            .filter_map(|(host, b)| {
+                let (_, d) = b.outlier.as_ref()?;
+                let addrs: Vec<_> = b.endpoints.iter().map(|e| e.workload.address).collect();
+                Some((host.as_str(), d.states(&addrs, now)))
+            })
+            .collect()
     }
 
     /// The route for `req` and the prefix its uri match took, if any;

@@ -82,7 +82,12 @@ fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 #[test]
 fn the_first_matching_route_wins_and_an_unmatched_one_is_the_default() {
-    let r = Router::from_traffic(&traffic(SEED, Some(SUBSETS)), HOST).unwrap();
+    let r = Router::from_traffic(
+        &traffic(SEED, Some(SUBSETS)),
+        HOST,
+        &outlier::Registry::default(),
+    )
+    .unwrap();
     let src = Source::default();
     let name = |req: &Request<()>| r.select(req, 8080, &src).unwrap().0.name.clone();
     assert_eq!(
@@ -113,6 +118,7 @@ fn no_route_matches_when_every_route_has_conditions() {
             None,
         ),
         HOST,
+        &outlier::Registry::default(),
     )
     .unwrap();
     assert!(
@@ -127,7 +133,12 @@ fn no_route_matches_when_every_route_has_conditions() {
 
 #[test]
 fn subsets_select_by_labels_with_their_own_balancer() {
-    let r = Router::from_traffic(&traffic(SEED, Some(SUBSETS)), HOST).unwrap();
+    let r = Router::from_traffic(
+        &traffic(SEED, Some(SUBSETS)),
+        HOST,
+        &outlier::Registry::default(),
+    )
+    .unwrap();
     let b = &r.backends[HOST];
     assert_eq!(b.subsets[&None].members, [0, 1, 2]);
     assert_eq!(b.subsets[&Some("v1".into())].members, [0, 1]);
@@ -149,6 +160,7 @@ fn bad_fields_are_named() {
             None,
         ),
         HOST,
+        &outlier::Registry::default(),
     )
     .unwrap_err();
     assert!(err.starts_with("http[0].retries.retryOn:"), "{err}");
@@ -158,6 +170,7 @@ fn bad_fields_are_named() {
             None,
         ),
         HOST,
+        &outlier::Registry::default(),
     )
     .unwrap_err();
     assert!(

@@ -1,0 +1,270 @@
+//! Routes for opaque traffic: a VirtualService's `tcp` routes (by port,
+//! destination subnet, source labels and namespace) and `tls` routes (the
+//! same, plus the SNI of the client's ClientHello, read without consuming
+//! it). The first matching route wins; a route without `match` applies to
+//! everything; with routes but no match the connection is refused, as
+//! Envoy has no filter chain for it.
+
+use std::net::IpAddr;
+
+use api::istio::virtual_service::{RouteDestination, TcpRoute, TlsRoute};
+
+use super::matching::Source;
+use super::{Dest, Headers, split};
+
+/// One compiled L4 condition.
+#[derive(Debug, Default)]
+pub struct L4Match {
+    port: Option<u16>,
+    subnets: Vec<(IpAddr, u8)>,
+    source_labels: std::collections::BTreeMap<String, String>,
+    source_namespace: Option<String>,
+    /// SNI patterns (TLS routes only): exact, or `*.suffix`.
+    sni: Vec<String>,
+}
+
+/// A TCP or TLS route.
+#[derive(Debug)]
+pub struct L4Route {
+    matches: Vec<L4Match>,
+    /// Weighted destinations.
+    pub dests: Vec<Dest>,
+}
+
+fn subnet(s: &str, at: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{at}: {s:?} is not an address or CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = if len.is_empty() {
+        max
+    } else {
+        len.parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{at}: bad prefix length in {s:?}"))?
+    };
+    Ok((ip, len))
+}
+
+fn in_subnet(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+fn dests(route: Option<&Vec<RouteDestination>>, at: &str) -> Result<Vec<Dest>, String> {
+    let ds = route.ok_or_else(|| format!("{at}.route: required"))?;
+    let n = ds.len();
+    Ok(ds
+        .iter()
+        .map(|d| {
+            let (host, subset, port) = d
+                .destination
+                .as_ref()
+                .map(super::dest_of)
+                .unwrap_or_default();
+            Dest {
+                host,
+                subset,
+                port,
+                weight: match d.weight {
+                    Some(w) => u32::try_from(w).unwrap_or(0),
+                    None if n == 1 => 100,
+                    None => 0,
+                },
+                headers: Headers::default(),
+            }
+        })
+        .collect())
+}
+
+impl L4Route {
+    /// Compiles a `tcp` route.
+    pub fn tcp(r: &TcpRoute, at: &str) -> Result<Self, String> {
+        let matches = r
+            .r#match
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, m)| {
+                let at = format!("{at}.match[{i}]");
+                Ok(L4Match {
+                    port: m.port.and_then(|p| u16::try_from(p).ok()),
+                    subnets: m
+                        .destination_subnets
+                        .iter()
+                        .flatten()
+                        .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
+                        .collect::<Result<_, _>>()?,
+                    source_labels: m.source_labels.clone().unwrap_or_default(),
+                    source_namespace: m.source_namespace.clone().filter(|s| !s.is_empty()),
+                    sni: Vec::new(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            matches,
+            dests: dests(r.route.as_ref(), at)?,
+        })
+    }
+
+    /// Compiles a `tls` route.
+    pub fn tls(r: &TlsRoute, at: &str) -> Result<Self, String> {
+        let matches = r
+            .r#match
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, m)| {
+                let at = format!("{at}.match[{i}]");
+                Ok(L4Match {
+                    port: m.port.and_then(|p| u16::try_from(p).ok()),
+                    subnets: m
+                        .destination_subnets
+                        .iter()
+                        .flatten()
+                        .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
+                        .collect::<Result<_, _>>()?,
+                    source_labels: m.source_labels.clone().unwrap_or_default(),
+                    source_namespace: m.source_namespace.clone().filter(|s| !s.is_empty()),
+                    sni: m.sni_hosts.clone().unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            matches,
+            dests: dests(r.route.as_ref(), at)?,
+        })
+    }
+
+    /// Whether the route takes a connection to `dst`:`port` from `src`
+    /// (with `sni` for TLS routes).
+    pub fn matches(&self, dst: IpAddr, port: u16, src: &Source, sni: Option<&str>) -> bool {
+        self.matches.is_empty()
+            || self.matches.iter().any(|m| {
+                m.port.is_none_or(|p| p == port)
+                    && (m.subnets.is_empty() || m.subnets.iter().any(|n| in_subnet(dst, *n)))
+                    && api::cluster::labels_match(&m.source_labels, &src.labels)
+                    && m.source_namespace
+                        .as_ref()
+                        .is_none_or(|ns| *ns == src.namespace)
+                    && (m.sni.is_empty()
+                        || sni.is_some_and(|s| {
+                            m.sni.iter().any(|p| api::traffic::host_matches(p, s))
+                        }))
+            })
+    }
+
+    /// A destination by weight.
+    pub fn pick(&self, rng: &mut fastrand::Rng) -> Option<&Dest> {
+        let w: Vec<u32> = self.dests.iter().map(|d| d.weight).collect();
+        split::pick_weighted(&w, rng.u64(0..split::total(&w).max(1)))
+            .and_then(|i| self.dests.get(i))
+    }
+}
+
+/// The SNI of a TLS ClientHello at the start of `bytes`, if it is one and
+/// complete.
+pub fn sni(bytes: &[u8]) -> Option<String> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rd = bytes;
+    acceptor.read_tls(&mut rd).ok()?;
+    let accepted = acceptor.accept().ok()??;
+    accepted.client_hello().server_name().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_routes_match_port_subnet_and_source() {
+        let r: TcpRoute = serde_yaml_ng::from_str(
+            "{match: [{port: 5432, destinationSubnets: [10.96.0.0/16], sourceLabels: {app: api}}], route: [{destination: {host: db}}]}",
+        )
+        .unwrap();
+        let r = L4Route::tcp(&r, "tcp[0]").unwrap();
+        let api = Source {
+            labels: [("app".to_string(), "api".to_string())].into(),
+            namespace: "shop".into(),
+        };
+        let vip: IpAddr = "10.96.3.4".parse().unwrap();
+        assert!(r.matches(vip, 5432, &api, None));
+        assert!(!r.matches(vip, 5433, &api, None));
+        assert!(!r.matches("10.97.0.1".parse().unwrap(), 5432, &api, None));
+        assert!(!r.matches(vip, 5432, &Source::default(), None));
+        assert_eq!(r.dests[0].weight, 100);
+        let bad: TcpRoute = serde_yaml_ng::from_str(
+            "{match: [{destinationSubnets: [10.0.0.0/40]}], route: [{destination: {host: db}}]}",
+        )
+        .unwrap();
+        let err = L4Route::tcp(&bad, "tcp[0]").unwrap_err();
+        assert!(
+            err.starts_with("tcp[0].match[0].destinationSubnets"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_routes_match_sni_from_a_real_client_hello() {
+        let r: TlsRoute = serde_yaml_ng::from_str(
+            "{match: [{port: 443, sniHosts: ['*.example.com']}], route: [{destination: {host: a}}]}",
+        )
+        .unwrap();
+        let r = L4Route::tls(&r, "tls[0]").unwrap();
+        let hello = client_hello("api.example.com");
+        let name = sni(&hello).unwrap();
+        assert_eq!(name, "api.example.com");
+        let any: IpAddr = "10.96.0.9".parse().unwrap();
+        assert!(r.matches(any, 443, &Source::default(), Some(&name)));
+        assert!(!r.matches(any, 443, &Source::default(), Some("example.org")));
+        assert!(!r.matches(any, 443, &Source::default(), None));
+        assert_eq!(sni(b"GET / HTTP/1.1\r\n"), None);
+        assert_eq!(sni(&hello[..20]), None, "incomplete");
+    }
+
+    /// The first flight of a rustls client for `name`.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let roots = rustls::RootCertStore::empty();
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut c = rustls::ClientConnection::new(
+            std::sync::Arc::new(cfg),
+            name.to_string().try_into().unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        c.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn weights_pick_destinations() {
+        let r: TcpRoute = serde_yaml_ng::from_str(
+            "{route: [{destination: {host: a}, weight: 80}, {destination: {host: b}, weight: 20}]}",
+        )
+        .unwrap();
+        let r = L4Route::tcp(&r, "tcp[0]").unwrap();
+        let mut rng = fastrand::Rng::with_seed(2);
+        let b = (0..10_000)
+            .filter(|_| r.pick(&mut rng).unwrap().host == "b")
+            .count();
+        assert!((1850..2150).contains(&b), "{b}");
+        assert!(r.matches("1.2.3.4".parse().unwrap(), 1, &Source::default(), None));
+    }
+}

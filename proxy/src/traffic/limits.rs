@@ -1,0 +1,211 @@
+//! `connectionPool` as Envoy's circuit breakers apply it to one
+//! destination host: requests in flight are capped (`http2MaxRequests`,
+//! and `tcp.maxConnections`, since an HTTP/1.1 upstream carries one request
+//! per connection); over the cap a request waits in a queue of at most
+//! `http1MaxPendingRequests`, and beyond that fails at once (503, `UO`).
+//! Opaque TCP connections are capped by `tcp.maxConnections` alone.
+//! Connection settings (`connectTimeout`, `maxRequestsPerConnection`,
+//! `idleTimeout`) go to the connection pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use api::istio::destination_rule::ConnectionPoolSettings;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Istio's default connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Caps for one host.
+#[derive(Debug, Default)]
+pub struct Limits {
+    requests: Option<Arc<Semaphore>>,
+    max_pending: Option<u32>,
+    pending: AtomicU32,
+    connections: Option<Arc<Semaphore>>,
+}
+
+/// Over the limit: answer 503 with `UO`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+fn positive(v: Option<i32>) -> Option<usize> {
+    v.and_then(|v| usize::try_from(v).ok()).filter(|v| *v > 0)
+}
+
+impl Limits {
+    /// The caps `pool` sets (none when absent).
+    pub fn new(pool: Option<&ConnectionPoolSettings>) -> Self {
+        let http = pool.and_then(|p| p.http.as_ref());
+        let conns = positive(
+            pool.and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.max_connections),
+        );
+        let reqs = positive(http.and_then(|h| h.http2_max_requests));
+        let cap = match (reqs, conns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            requests: cap.map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),
+            max_pending: positive(http.and_then(|h| h.http1_max_pending_requests))
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            pending: AtomicU32::new(0),
+            connections: conns.map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),
+        }
+    }
+
+    /// A slot for one request: at once, after a bounded wait in the pending
+    /// queue, or [`Overflow`]. `None`: no cap.
+    pub async fn admit(&self) -> Result<Option<OwnedSemaphorePermit>, Overflow> {
+        let Some(sem) = &self.requests else {
+            return Ok(None);
+        };
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        let max = self.max_pending.unwrap_or(u32::MAX);
+        if self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(Overflow);
+        }
+        let p = sem.clone().acquire_owned().await;
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        p.map(Some).map_err(|_| Overflow)
+    }
+
+    /// A slot for one opaque TCP connection, or [`Overflow`].
+    pub fn connection(&self) -> Result<Option<OwnedSemaphorePermit>, Overflow> {
+        match &self.connections {
+            None => Ok(None),
+            Some(s) => s
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| Overflow),
+        }
+    }
+}
+
+/// How connections to a host are made and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnSettings {
+    /// TCP connect (and TLS handshake) bound.
+    pub connect_timeout: Duration,
+    /// Requests after which a connection is replaced.
+    pub max_requests_per_connection: Option<u32>,
+    /// Idle time after which a connection is closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for ConnSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: CONNECT_TIMEOUT,
+            max_requests_per_connection: None,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl ConnSettings {
+    /// From `pool`; `at` names it in errors.
+    pub fn compile(pool: Option<&ConnectionPoolSettings>, at: &str) -> Result<Self, String> {
+        let dur = |v: Option<&String>, f: &str| {
+            v.map(|s| api::duration::parse(s).map_err(|e| format!("{at}.{f}: {e}")))
+                .transpose()
+                .map(|d| d.filter(|d| !d.is_zero()))
+        };
+        let tcp = pool.and_then(|p| p.tcp.as_ref());
+        let http = pool.and_then(|p| p.http.as_ref());
+        Ok(Self {
+            connect_timeout: dur(
+                tcp.and_then(|t| t.connect_timeout.as_ref()),
+                "tcp.connectTimeout",
+            )?
+            .unwrap_or(CONNECT_TIMEOUT),
+            max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection))
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            idle_timeout: dur(
+                http.and_then(|h| h.idle_timeout.as_ref())
+                    .or(tcp.and_then(|t| t.idle_timeout.as_ref())),
+                "http.idleTimeout",
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(yaml: &str) -> ConnectionPoolSettings {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_requests_queue_then_overflow() {
+        let l = Arc::new(Limits::new(Some(&pool(
+            "{tcp: {maxConnections: 5}, http: {http2MaxRequests: 2, http1MaxPendingRequests: 1}}",
+        ))));
+        let a = l.admit().await.unwrap();
+        let _b = l.admit().await.unwrap();
+        // The third waits in the queue...
+        let queued = tokio::spawn({
+            let l = l.clone();
+            async move { l.admit().await.map(|p| p.is_some()) }
+        });
+        while l.pending.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // ...the fourth overflows at once...
+        assert_eq!(l.admit().await.unwrap_err(), Overflow);
+        // ...and the queued one gets the first free slot.
+        drop(a);
+        assert_eq!(queued.await.unwrap(), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn max_connections_caps_requests_too_and_no_settings_no_caps() {
+        let l = Limits::new(Some(&pool("{tcp: {maxConnections: 1}}")));
+        let _a = l.admit().await.unwrap();
+        let l2 = Limits::new(Some(&pool(
+            "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}",
+        )));
+        let _x = l2.admit().await.unwrap();
+        let _c = l2.connection().unwrap();
+        assert_eq!(l2.connection().unwrap_err(), Overflow);
+        let none = Limits::new(None);
+        for _ in 0..100 {
+            assert!(none.admit().await.unwrap().is_none());
+        }
+        drop(_a);
+    }
+
+    #[test]
+    fn connection_settings_with_defaults() {
+        let s = ConnSettings::compile(
+            Some(&pool(
+                "{tcp: {connectTimeout: 250ms}, http: {maxRequestsPerConnection: 1, idleTimeout: 5s}}",
+            )),
+            "cp",
+        )
+        .unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_millis(250));
+        assert_eq!(s.max_requests_per_connection, Some(1));
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            ConnSettings::compile(None, "cp").unwrap(),
+            ConnSettings::default()
+        );
+        let err =
+            ConnSettings::compile(Some(&pool("{tcp: {connectTimeout: soon}}")), "cp").unwrap_err();
+        assert!(err.starts_with("cp.tcp.connectTimeout:"), "{err}");
+    }
+}
