@@ -1,0 +1,246 @@
+//! Routing: the seed canary with its header override, the 90/10 split on
+//! 10,000 requests, a live change under load, rewrites, redirects, direct
+//! responses, header operations and CORS.
+
+use std::time::Duration;
+
+use e2e::{Cluster, can_run, client, text, versioned};
+
+use super::*;
+
+const SUBSETS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: route}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+/// The seed canary: 90/10 with an `x-canary: "true"` override.
+const CANARY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: route}
+spec:
+  hosts: [web]
+  http:
+  - match:
+    - headers:
+        x-canary: {exact: "true"}
+    route:
+    - destination: {host: web, subset: v2}
+  - route:
+    - destination: {host: web, subset: v1}
+      weight: 90
+    - destination: {host: web, subset: v2}
+      weight: 10
+"#;
+
+const ALL_V2: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: route}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web, subset: v2}
+"#;
+
+const API: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: route}
+spec:
+  host: api
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: route}
+spec:
+  hosts: [api.route.svc.cluster.local]
+  http:
+  - name: legacy
+    match: [{uri: {prefix: /old/}}]
+    redirect: {uri: /new/, authority: api.example}
+  - name: static
+    match: [{uri: {exact: /hello}}]
+    directResponse: {status: 200, body: {string: "hello from the mesh"}}
+  - name: no-deletes
+    match: [{method: {exact: DELETE}}]
+    directResponse: {status: 405}
+  - name: v1
+    match: [{uri: {prefix: /v1/}}]
+    rewrite: {uri: /}
+    route: [{destination: {host: api, subset: v1}}]
+  - name: v2
+    match: [{uri: {prefix: /v2/}}, {queryParams: {version: {exact: "2"}}}]
+    rewrite: {uri: /, authority: api-v2.internal}
+    route: [{destination: {host: api, subset: v2}}]
+    headers:
+      request: {set: {x-route: v2}, remove: [x-secret]}
+      response: {add: {x-served-by: mesh}}
+    corsPolicy:
+      allowOrigins: [{exact: "https://shop.example"}]
+      allowMethods: [GET, POST]
+      maxAge: 1h
+  - route: [{destination: {host: api, subset: v1}}]
+"#;
+
+#[test]
+fn routing_canary_override_rewrites_and_live_changes() {
+    if !can_run() {
+        return;
+    }
+    let c = Cluster::up("routing", &[]);
+    c.apply(&client("route", true));
+    c.apply(&versioned(
+        "route",
+        "web",
+        8080,
+        &[("v1", 2, ""), ("v2", 1, "")],
+    ));
+    c.apply(&versioned(
+        "route",
+        "api",
+        8080,
+        &[("v1", 1, ""), ("v2", 1, "")],
+    ));
+    for d in ["client", "web-v1", "web-v2", "api-v1", "api-v2"] {
+        c.wait_ready("route", d, if d == "web-v1" { 2 } else { 1 });
+    }
+    // Plain balancing first: all three pods answer.
+    let out = curl(&c, "route", &["http://web:8080/[1-30]"]);
+    assert_eq!(count(&out, "web-v1"), 20, "{out}");
+
+    c.apply(&format!("{SUBSETS}---{CANARY}"));
+    let took = until(
+        "the override to reach the proxy",
+        Duration::from_secs(5),
+        || {
+            let out = curl(
+                &c,
+                "route",
+                &["-H", "x-canary: true", "http://web:8080/[1-5]"],
+            );
+            count(&out, "web-v2") == 5
+        },
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "routing took {took:?} to apply"
+    );
+    let out = curl(
+        &c,
+        "route",
+        &["-H", "x-canary: true", "http://web:8080/[1-200]"],
+    );
+    assert_eq!(count(&out, "web-v2"), 200, "override leaked");
+
+    // The 90/10 split, on 10,000 requests: within 1.5 points.
+    let out = curl(&c, "route", &["http://web:8080/[1-10000]"]);
+    let (v1, v2) = (count(&out, "web-v1"), count(&out, "web-v2"));
+    assert_eq!(v1 + v2, 10_000);
+    let share = v2 as f64 / 100.0;
+    assert!((share - 10.0).abs() <= 1.5, "canary share {share}%");
+
+    // A routing change under constant load loses no request.
+    let load = c.spawn_exec(
+        "route",
+        "deploy/client",
+        &[
+            "curl",
+            "-sS",
+            "-w",
+            "%{http_code}\n",
+            "http://web:8080/[1-3000]",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    c.apply(ALL_V2);
+    let out = text(&load.wait_with_output().unwrap().stdout);
+    let codes: Vec<&str> = out.lines().filter(|l| !l.starts_with("pod=")).collect();
+    assert_eq!(codes.len(), 3000, "{out}");
+    assert!(codes.iter().all(|c| *c == "200"), "a request failed");
+    let bodies: Vec<&str> = out.lines().filter(|l| l.starts_with("pod=")).collect();
+    assert!(
+        bodies[bodies.len() - 200..]
+            .iter()
+            .all(|b| b.starts_with("pod=web-v2")),
+        "the change did not apply to the running connection"
+    );
+
+    // Rewrites, redirects, direct responses, headers and CORS.
+    c.apply(API);
+    until("the api routes", Duration::from_secs(5), || {
+        curl(&c, "route", &["http://api:8080/hello"]) == "hello from the mesh"
+    });
+    let out = curl(&c, "route", &["-si", "http://api:8080/old/page"]);
+    assert!(out.starts_with("HTTP/1.1 301"), "{out}");
+    assert!(out.contains("location: http://api.example/new/"), "{out}");
+    let out = curl(
+        &c,
+        "route",
+        &["-si", "-X", "DELETE", "http://api:8080/v1/x"],
+    );
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    let out = curl(&c, "route", &["http://api:8080/v1/items?a=1"]);
+    assert!(
+        out.starts_with("pod=api-v1") && out.contains("path=/items?a=1"),
+        "{out}"
+    );
+    let out = curl(
+        &c,
+        "route",
+        &["-si", "-H", "x-secret: s3", "http://api:8080/v2/items"],
+    );
+    assert!(out.contains("x-served-by: mesh"), "{out}");
+    let body = out.lines().last().unwrap();
+    assert!(body.starts_with("pod=api-v2"), "{out}");
+    assert!(body.contains("path=/items host=api-v2.internal"), "{out}");
+    assert!(
+        body.contains("h:x-route=v2") && !body.contains("x-secret"),
+        "{out}"
+    );
+    let out = curl(&c, "route", &["http://api:8080/any?version=2"]);
+    assert!(out.starts_with("pod=api-v2"), "query match: {out}");
+    let out = curl(&c, "route", &["http://api:8080/any"]);
+    assert!(out.starts_with("pod=api-v1"), "default route: {out}");
+    // A preflight from an allowed origin is answered by the proxy.
+    let preflight = |origin: &str| {
+        curl(
+            &c,
+            "route",
+            &[
+                "-si",
+                "-X",
+                "OPTIONS",
+                "-H",
+                &format!("origin: {origin}"),
+                "-H",
+                "access-control-request-method: POST",
+                "http://api:8080/v2/items",
+            ],
+        )
+    };
+    let out = preflight("https://shop.example");
+    assert!(
+        out.contains("access-control-allow-origin: https://shop.example")
+            && out.contains("access-control-allow-methods: GET,POST")
+            && out.contains("access-control-max-age: 3600")
+            && !out.contains("pod="),
+        "{out}"
+    );
+    let out = preflight("https://evil.example");
+    assert!(!out.contains("access-control-allow-origin"), "{out}");
+    assert!(
+        out.contains("pod=api-v2"),
+        "unmatched preflights go on: {out}"
+    );
+}
