@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::istio::Resource;
 use crate::istio::destination_rule::DestinationRuleSpec;
 use crate::istio::virtual_service::VirtualServiceSpec;
+use crate::policy::LocalRateLimitSpec;
 
 /// Whether `labels` carry every pair of `selector` (an empty selector
 /// matches everything; a Service's empty selector selects no pod, which
@@ -45,6 +46,9 @@ pub struct MeshConfig {
     /// DestinationRules.
     #[serde(default)]
     pub destination_rules: Vec<Resource<DestinationRuleSpec>>,
+    /// LocalRateLimits.
+    #[serde(default)]
+    pub rate_limits: Vec<Resource<LocalRateLimitSpec>>,
 }
 
 /// A pod and its status.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::proto;
 use crate::protocol::AppProtocol;
 use crate::spiffe::SpiffeId;
-use crate::traffic::ServiceTraffic;
+use crate::traffic::{ServiceTraffic, WorkloadPolicy};
 
 /// A resource that fails conversion: which field, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,7 +30,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidResou
 }
 
 /// A pod as seen by proxies.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
     /// Pod name.
     pub name: String,
@@ -44,6 +44,9 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     /// The workload (Deployment) it belongs to; empty when unknown.
     pub workload: String,
+    /// What its own proxy enforces (on the pod's own resource only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Box<WorkloadPolicy>>,
 }
 
 /// A Service port.
@@ -58,7 +61,7 @@ pub struct ServicePort {
 }
 
 /// One backend of a Service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// The pod.
     pub workload: Workload,
@@ -138,6 +141,13 @@ impl TryFrom<&proto::Workload> for Workload {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             workload: w.workload_name.clone(),
+            policy: if w.policy.is_empty() {
+                None
+            } else {
+                Some(Box::new(serde_json::from_str(&w.policy).map_err(|e| {
+                    invalid("policy", format!("not a WorkloadPolicy document: {e}"))
+                })?))
+            },
         })
     }
 }
@@ -164,6 +174,11 @@ impl From<&Workload> for proto::Workload {
                 .map(|i| i.service_account().to_string())
                 .unwrap_or_default(),
             workload_name: w.workload.clone(),
+            policy: w
+                .policy
+                .as_ref()
+                .and_then(|p| serde_json::to_string(p).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -325,6 +340,7 @@ mod tests {
             identity: Some("spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap()),
             labels: [("app".to_string(), "orders".to_string())].into(),
             workload: "orders".into(),
+            policy: None,
         }
     }
 

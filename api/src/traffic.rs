@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::discovery::{Endpoint, ServicePort};
 use crate::istio::destination_rule::DestinationRuleSpec;
 use crate::istio::virtual_service::{HttpRoute, TcpRoute, TlsRoute};
+use crate::policy::LocalRateLimitSpec;
 
 /// Routing and policy for one Service, as its clients' proxies apply it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -50,6 +51,24 @@ pub struct Backend {
     /// Its spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<DestinationRuleSpec>,
+}
+
+/// What a workload's own proxy enforces on requests to it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadPolicy {
+    /// LocalRateLimits that select the workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// One LocalRateLimit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// `namespace/name`.
+    pub name: String,
+    /// Its spec.
+    pub spec: LocalRateLimitSpec,
 }
 
 /// The cluster's DNS suffix for Services.

@@ -7,10 +7,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use api::cluster::{self, Snapshot, TargetPort};
+use api::cluster::{self, MeshConfig, Snapshot, TargetPort};
 use api::discovery::{Endpoint, Resolved, Service, ServicePort, Workload};
 use api::protocol::AppProtocol;
 use api::spiffe::SpiffeId;
+use api::traffic::{RateLimit, WorkloadPolicy};
 
 /// A resource with its content version.
 #[derive(Debug, Clone)]
@@ -35,10 +36,9 @@ impl Index {
         let mut by_addr = HashMap::new();
         for pod in &snap.pods {
             if let Some(ip) = pod.ip {
-                by_addr.insert(
-                    ip,
-                    entry(Resolved::Workload(workload(pod, ip, trust_domain))),
-                );
+                let mut w = workload(pod, ip, trust_domain);
+                w.policy = policy(&snap.config, pod);
+                by_addr.insert(ip, entry(Resolved::Workload(w)));
             }
         }
         let services: Vec<Service> = snap
@@ -85,7 +85,34 @@ fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
             .flatten(),
         labels: pod.labels.clone(),
         workload: pod.owner.clone(),
+        policy: None,
     }
+}
+
+/// The LocalRateLimits that select `pod` (same namespace; an empty
+/// selector takes every pod there).
+fn policy(config: &MeshConfig, pod: &cluster::Pod) -> Option<Box<WorkloadPolicy>> {
+    let rate_limits: Vec<RateLimit> = config
+        .rate_limits
+        .iter()
+        .filter(|rl| rl.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace)
+        .filter(|rl| {
+            rl.spec
+                .selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .is_none_or(|m| cluster::labels_match(m, &pod.labels))
+        })
+        .map(|rl| RateLimit {
+            name: format!(
+                "{}/{}",
+                pod.namespace,
+                rl.metadata.name.as_deref().unwrap_or_default()
+            ),
+            spec: rl.spec.clone(),
+        })
+        .collect();
+    (!rate_limits.is_empty()).then(|| Box::new(WorkloadPolicy { rate_limits }))
 }
 
 fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {

@@ -233,6 +233,7 @@ spec:
 ",
                 ),
             ],
+            rate_limits: vec![],
         }
     }
 

@@ -27,6 +27,9 @@ pub const DST_PORT: HeaderName = HeaderName::from_static("x-mesh-dst-port");
 /// Set when the client app spoke HTTP/1: the server proxy speaks HTTP/1 to
 /// its app too.
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-mesh-orig-proto");
+/// The client's VirtualService route name (proxy to proxy), for the
+/// server's per-route rate limits.
+pub const ROUTE: HeaderName = HeaderName::from_static("x-mesh-route");
 /// The proxy's own error text on a response it made itself.
 pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-mesh-error");
 

@@ -122,6 +122,10 @@ pub struct Ctx {
     /// This pod's labels and namespace, once discovery told them.
     source: arc_swap::ArcSwap<traffic::matching::Source>,
     access_log: bool,
+    /// This pod's address (its own discovery resource carries its policy).
+    pod_ip: IpAddr,
+    /// Rate limiters of this workload.
+    rate_limits: traffic::ratelimit::Policies,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -226,6 +230,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.namespace.clone(),
         }),
         access_log: args.access_log == "on",
+        pod_ip: args.pod_ip,
+        rate_limits: traffic::ratelimit::Policies::default(),
     });
     tokio::spawn(own_labels(ctx.clone(), args.pod_ip));
     tokio::spawn({

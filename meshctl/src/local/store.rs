@@ -580,6 +580,7 @@ fn mesh_config(s: &State) -> cluster::MeshConfig {
         match o {
             Object::VirtualService(vs) => c.virtual_services.push(*vs),
             Object::DestinationRule(dr) => c.destination_rules.push(*dr),
+            Object::LocalRateLimit(rl) => c.rate_limits.push(*rl),
             _ => {}
         }
     }

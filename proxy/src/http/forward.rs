@@ -216,6 +216,13 @@ pub async fn route(
     }
     route.headers.request.apply(req.headers_mut());
     dest.headers.request.apply(req.headers_mut());
+    if let Some(name) = route
+        .name
+        .as_deref()
+        .and_then(|n| HeaderValue::try_from(n).ok())
+    {
+        req.headers_mut().insert(super::ROUTE, name);
+    }
     let mut resp = if super::is_upgrade(&req) {
         upgrade(ctx, router, dest, client, dst, req, &mut info).await
     } else {

@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Body, DST_PORT, ORIG_PROTO, error_response};
+use super::{Body, DST_PORT, ORIG_PROTO, ROUTE, error_response};
 use crate::metrics::RequestLabels;
 use crate::traffic::limits::ConnSettings;
 use crate::{Ctx, outbound, ports};
@@ -48,7 +48,19 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let grpc = super::is_grpc(&req);
-    let resp = forward(ctx, local, req).await;
+    let mut req = req;
+    let route = req.headers_mut().remove(ROUTE);
+    let limited = rate_limited(ctx, &req, route.as_ref().and_then(|v| v.to_str().ok()));
+    let resp = match limited {
+        Some(status) => {
+            let mut r = error_response(status, "local rate limit");
+            r.headers_mut().remove(super::PROXY_ERROR);
+            r.headers_mut()
+                .insert("x-ratelimit-limited", HeaderValue::from_static("true"));
+            r
+        }
+        None => forward(ctx, local, req).await,
+    };
     let me = ctx.identity.id();
     let (principal, peer_s) = (me.to_string(), peer.to_string());
     let code = resp.status().as_u16().to_string();
@@ -64,7 +76,9 @@ async fn handle(
             &principal,
             if grpc { "grpc" } else { "http" },
             &code,
-            if resp.headers().contains_key(super::PROXY_ERROR) {
+            if limited.is_some() {
+                "RL"
+            } else if resp.headers().contains_key(super::PROXY_ERROR) {
                 "UF"
             } else {
                 "-"
@@ -74,6 +88,21 @@ async fn handle(
         started.elapsed(),
     );
     resp
+}
+
+/// The refusal status when this workload's LocalRateLimit refuses `req`.
+fn rate_limited<B>(ctx: &Ctx, req: &Request<B>, route: Option<&str>) -> Option<StatusCode> {
+    let me = ctx.discovery.current(ctx.pod_ip)?;
+    let api::discovery::Resolved::Workload(w) = &me.resolved else {
+        return None;
+    };
+    let limiters = ctx.rate_limits.get(&me.version, w.policy.as_deref());
+    let now = std::time::Instant::now();
+    limiters.1.iter().find_map(|l| {
+        l.check(req, route, now)
+            .err()
+            .inspect(|_| tracing::debug!(policy = %l.policy, "rate limited"))
+    })
 }
 
 async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<Body> {

@@ -69,6 +69,8 @@ pub async fn attempt(
                 .await
         }
         None => {
+            let mut req = req;
+            req.headers_mut().remove(super::ROUTE);
             let uri = match absolute(req.uri(), &format!("{}:{port}", w.address)) {
                 Ok(u) => u,
                 Err(e) => return Err(Failure::Reset(e)),
@@ -146,6 +148,9 @@ fn to_h2(
     parts.uri = absolute(&parts.uri, &host)?;
     parts.version = Version::HTTP_2;
     strip_hop_by_hop(&mut parts.headers);
+    if !to_peer {
+        parts.headers.remove(super::ROUTE);
+    }
     if to_peer {
         parts.headers.insert(DST_PORT, HeaderValue::from(port));
         if proto == Protocol::Http1 {

@@ -27,6 +27,7 @@ pub mod l4;
 pub mod limits;
 pub mod matching;
 pub mod outlier;
+pub mod ratelimit;
 pub mod retry;
 pub mod split;
 

@@ -15,6 +15,7 @@ fn endpoint(ip: &str, version: &str) -> Endpoint {
             identity: None,
             labels: [("version".to_string(), version.to_string())].into(),
             workload: format!("orders-{version}"),
+            policy: None,
         },
         ports: [(8080, 9090)].into(),
     }

@@ -88,5 +88,6 @@ pub fn config_dump(c: &Cluster, ns: &str) -> serde_json::Value {
 mod balancing;
 mod circuit;
 mod opaque;
+mod ratelimit;
 mod resilience;
 mod routing;
