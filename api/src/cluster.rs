@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::Resource;
 use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec};
 use crate::istio::virtual_service::VirtualServiceSpec;
 use crate::policy::LocalRateLimitSpec;
 
@@ -49,6 +50,12 @@ pub struct MeshConfig {
     /// LocalRateLimits.
     #[serde(default)]
     pub rate_limits: Vec<Resource<LocalRateLimitSpec>>,
+    /// ServiceEntries.
+    #[serde(default)]
+    pub service_entries: Vec<Resource<ServiceEntrySpec>>,
+    /// Sidecars (for `outboundTrafficPolicy`).
+    #[serde(default)]
+    pub sidecars: Vec<Resource<SidecarSpec>>,
 }
 
 /// A pod and its status.

@@ -60,6 +60,10 @@ pub struct WorkloadPolicy {
     /// LocalRateLimits that select the workload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimit>,
+    /// `REGISTRY_ONLY` blocks destinations the mesh does not know;
+    /// `None` or `ALLOW_ANY` passes them through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_traffic_policy: Option<String>,
 }
 
 /// One LocalRateLimit.

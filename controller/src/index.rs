@@ -7,11 +7,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use api::cluster::{self, MeshConfig, Snapshot, TargetPort};
+use api::cluster::{self, Snapshot, TargetPort};
 use api::discovery::{Endpoint, Resolved, Service, ServicePort, Workload};
 use api::protocol::AppProtocol;
 use api::spiffe::SpiffeId;
-use api::traffic::{RateLimit, WorkloadPolicy};
 
 /// A resource with its content version.
 #[derive(Debug, Clone)]
@@ -37,21 +36,28 @@ impl Index {
         for pod in &snap.pods {
             if let Some(ip) = pod.ip {
                 let mut w = workload(pod, ip, trust_domain);
-                w.policy = policy(&snap.config, pod);
+                w.policy = crate::workload_policy::for_pod(&snap.config, pod);
                 by_addr.insert(ip, entry(Resolved::Workload(w)));
             }
         }
-        let services: Vec<Service> = snap
+        // Services by their cluster IP, then ServiceEntries by theirs.
+        let services: Vec<(Service, Vec<IpAddr>)> = snap
             .services
             .iter()
-            .map(|svc| service(svc, &snap.pods, trust_domain))
+            .map(|svc| (service(svc, &snap.pods, trust_domain), vec![svc.cluster_ip]))
+            .chain(crate::service_entry::services(&snap.config))
             .collect();
-        let by_host: HashMap<&str, &Service> =
-            services.iter().map(|s| (s.hostname.as_str(), s)).collect();
-        for (svc, s) in snap.services.iter().zip(&services) {
+        let by_host: HashMap<&str, &Service> = services
+            .iter()
+            .map(|(s, _)| (s.hostname.as_str(), s))
+            .collect();
+        for (s, addrs) in &services {
             let mut s = s.clone();
             s.traffic = crate::traffic::for_service(&snap.config, &s, &by_host).map(Box::new);
-            by_addr.insert(svc.cluster_ip, entry(Resolved::Service(s)));
+            let e = entry(Resolved::Service(s));
+            for a in addrs {
+                by_addr.entry(*a).or_insert_with(|| e.clone());
+            }
         }
         Self {
             version: snap.version,
@@ -87,32 +93,6 @@ fn workload(pod: &cluster::Pod, ip: IpAddr, trust_domain: &str) -> Workload {
         workload: pod.owner.clone(),
         policy: None,
     }
-}
-
-/// The LocalRateLimits that select `pod` (same namespace; an empty
-/// selector takes every pod there).
-fn policy(config: &MeshConfig, pod: &cluster::Pod) -> Option<Box<WorkloadPolicy>> {
-    let rate_limits: Vec<RateLimit> = config
-        .rate_limits
-        .iter()
-        .filter(|rl| rl.metadata.namespace.as_deref().unwrap_or("default") == pod.namespace)
-        .filter(|rl| {
-            rl.spec
-                .selector
-                .as_ref()
-                .and_then(|s| s.match_labels.as_ref())
-                .is_none_or(|m| cluster::labels_match(m, &pod.labels))
-        })
-        .map(|rl| RateLimit {
-            name: format!(
-                "{}/{}",
-                pod.namespace,
-                rl.metadata.name.as_deref().unwrap_or_default()
-            ),
-            spec: rl.spec.clone(),
-        })
-        .collect();
-    (!rate_limits.is_empty()).then(|| Box::new(WorkloadPolicy { rate_limits }))
 }
 
 fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {

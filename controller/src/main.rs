@@ -17,8 +17,10 @@ use tokio::sync::watch;
 mod ca;
 mod grpc;
 mod index;
+mod service_entry;
 mod store;
 mod traffic;
+mod workload_policy;
 
 /// The mesh controller.
 #[derive(Parser, Debug)]

@@ -233,7 +233,7 @@ spec:
 ",
                 ),
             ],
-            rate_limits: vec![],
+            ..MeshConfig::default()
         }
     }
 

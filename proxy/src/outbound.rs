@@ -83,6 +83,9 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    if matches!(lookup, Lookup::Passthrough) && registry_only(ctx) {
+        return blackhole(ctx, app, dst).await;
+    }
     let mut up = match lookup {
         Lookup::Passthrough => Upstream {
             io: Box::new(connect_plain(dst, CONNECT_TIMEOUT).await?),
@@ -126,6 +129,57 @@ pub(crate) async fn connect_plain(
         .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??;
     tcp.set_nodelay(true)?;
     Ok(tcp)
+}
+
+/// Whether this workload's Sidecar says `REGISTRY_ONLY`.
+fn registry_only(ctx: &Ctx) -> bool {
+    ctx.discovery
+        .current(ctx.pod_ip)
+        .is_some_and(|t| match &t.resolved {
+            Resolved::Workload(w) => {
+                w.policy
+                    .as_ref()
+                    .and_then(|p| p.outbound_traffic_policy.as_deref())
+                    == Some("REGISTRY_ONLY")
+            }
+            Resolved::Service(_) => false,
+        })
+}
+
+/// A destination outside the registry under `REGISTRY_ONLY`: Istio's
+/// BlackHoleCluster. HTTP/1 gets a 502, anything else a closed connection.
+async fn blackhole(ctx: &Ctx, mut app: TcpStream, dst: SocketAddr) -> anyhow::Result<()> {
+    let me = ctx.identity.id();
+    let principal = me.to_string();
+    let labels = ConnLabels([
+        "source",
+        &ctx.workload,
+        me.namespace(),
+        &principal,
+        "BlackHoleCluster",
+        "unknown",
+        "unknown",
+        "unknown",
+        "none",
+    ]);
+    ctx.metrics.opened(&labels);
+    ctx.metrics.closed(&labels, 0, 0);
+    if detect::detect(&app, ctx.detect_timeout).await == Protocol::Http1 {
+        // Read the request first: unread bytes would turn the close into
+        // a reset that can overtake the answer.
+        let mut buf = vec![0u8; 16 * 1024];
+        let _ = tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::io::AsyncReadExt::read(&mut app, &mut buf),
+        )
+        .await;
+        app.write_all(
+            b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nx-mesh-error: REGISTRY_ONLY\r\nconnection: close\r\n\r\n",
+        )
+        .await?;
+        let _ = app.shutdown().await;
+    }
+    anyhow::bail!("{dst} is outside the registry (outboundTrafficPolicy REGISTRY_ONLY)")
 }
 
 /// An opaque connection to a mesh target, routed by its `tcp`/`tls`

@@ -581,6 +581,8 @@ fn mesh_config(s: &State) -> cluster::MeshConfig {
             Object::VirtualService(vs) => c.virtual_services.push(*vs),
             Object::DestinationRule(dr) => c.destination_rules.push(*dr),
             Object::LocalRateLimit(rl) => c.rate_limits.push(*rl),
+            Object::ServiceEntry(se) => c.service_entries.push(*se),
+            Object::Sidecar(sc) => c.sidecars.push(*sc),
             _ => {}
         }
     }

@@ -87,6 +87,7 @@ pub fn config_dump(c: &Cluster, ns: &str) -> serde_json::Value {
 
 mod balancing;
 mod circuit;
+mod egress;
 mod opaque;
 mod ratelimit;
 mod resilience;

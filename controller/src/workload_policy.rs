@@ -1,0 +1,156 @@
+//! What a pod's own proxy enforces, attached to the pod's own discovery
+//! resource: the LocalRateLimits that select it, and the
+//! `outboundTrafficPolicy` of the Sidecar that applies to it (one with a
+//! matching `workloadSelector` in its namespace, else the namespace's
+//! selector-less one, else the root namespace's, as in Istio).
+
+use api::cluster::{self, MeshConfig};
+use api::istio::Resource;
+use api::istio::service_entry::SidecarSpec;
+use api::traffic::{RateLimit, WorkloadPolicy};
+
+/// Istio's root namespace for mesh-wide Sidecars; ours is `mesh-system`.
+pub const ROOT_NAMESPACE: &str = "mesh-system";
+
+fn namespace<S>(r: &Resource<S>) -> &str {
+    r.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+/// The policy of `pod`, `None` when nothing applies.
+pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<Box<WorkloadPolicy>> {
+    let rate_limits: Vec<RateLimit> = config
+        .rate_limits
+        .iter()
+        .filter(|rl| namespace(rl) == pod.namespace)
+        .filter(|rl| {
+            rl.spec
+                .selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .is_none_or(|m| cluster::labels_match(m, &pod.labels))
+        })
+        .map(|rl| RateLimit {
+            name: format!(
+                "{}/{}",
+                pod.namespace,
+                rl.metadata.name.as_deref().unwrap_or_default()
+            ),
+            spec: rl.spec.clone(),
+        })
+        .collect();
+    let outbound_traffic_policy = sidecar(config, pod)
+        .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+        .and_then(|o| o.mode.clone());
+    (!rate_limits.is_empty() || outbound_traffic_policy.is_some()).then(|| {
+        Box::new(WorkloadPolicy {
+            rate_limits,
+            outbound_traffic_policy,
+        })
+    })
+}
+
+fn sidecar<'a>(config: &'a MeshConfig, pod: &cluster::Pod) -> Option<&'a Resource<SidecarSpec>> {
+    let selector = |s: &Resource<SidecarSpec>| {
+        s.spec
+            .workload_selector
+            .as_ref()
+            .and_then(|w| w.labels.as_ref())
+            .filter(|l| !l.is_empty())
+            .cloned()
+    };
+    let mut in_ns: Vec<_> = config
+        .sidecars
+        .iter()
+        .filter(|s| namespace(s) == pod.namespace)
+        .collect();
+    in_ns.sort_by_key(|s| s.metadata.name.clone());
+    in_ns
+        .iter()
+        .find(|s| selector(s).is_some_and(|l| cluster::labels_match(&l, &pod.labels)))
+        .or_else(|| in_ns.iter().find(|s| selector(s).is_none()))
+        .copied()
+        .or_else(|| {
+            config
+                .sidecars
+                .iter()
+                .find(|s| namespace(s) == ROOT_NAMESPACE && selector(s).is_none())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, app: &str) -> cluster::Pod {
+        cluster::Pod {
+            name: format!("{app}-1"),
+            namespace: ns.into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            service_account: app.into(),
+            ip: None,
+            meshed: true,
+            ready: true,
+            named_ports: Default::default(),
+            owner: app.into(),
+        }
+    }
+
+    fn config(yaml: &str) -> MeshConfig {
+        let mut c = MeshConfig::default();
+        for doc in yaml.split("---") {
+            let v: serde_json::Value = serde_yaml_ng::from_str(doc).unwrap();
+            match v["kind"].as_str().unwrap() {
+                "Sidecar" => c.sidecars.push(serde_json::from_value(v).unwrap()),
+                "LocalRateLimit" => c.rate_limits.push(serde_json::from_value(v).unwrap()),
+                k => panic!("{k}"),
+            }
+        }
+        c
+    }
+
+    const CONFIG: &str = "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: mesh-system}
+spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: open, namespace: shop}
+spec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: LocalRateLimit
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {matchLabels: {app: api}}
+  tokenBucket: {maxTokens: 1, fillInterval: 1s}
+";
+
+    #[test]
+    fn the_closest_sidecar_and_the_selecting_rate_limits_apply() {
+        let c = config(CONFIG);
+        let mode =
+            |ns, app| for_pod(&c, &pod(ns, app)).and_then(|p| p.outbound_traffic_policy.clone());
+        assert_eq!(mode("shop", "web").as_deref(), Some("REGISTRY_ONLY"));
+        assert_eq!(mode("shop", "api").as_deref(), Some("ALLOW_ANY"));
+        assert_eq!(mode("other", "api").as_deref(), Some("REGISTRY_ONLY"));
+        let api = for_pod(&c, &pod("shop", "api")).unwrap();
+        assert_eq!(api.rate_limits.len(), 1);
+        assert_eq!(api.rate_limits[0].name, "shop/api");
+        assert!(
+            for_pod(&c, &pod("shop", "web"))
+                .unwrap()
+                .rate_limits
+                .is_empty()
+        );
+        assert!(for_pod(&MeshConfig::default(), &pod("shop", "web")).is_none());
+    }
+}
