@@ -145,6 +145,54 @@ fn retries_timeouts_and_faults() {
     let after = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
     assert_eq!(after - before, 3, "per-try timeouts are retried");
 
+    // Bodies are kept for retries up to 64 KiB: a small POST is retried
+    // past the bad endpoint, a 100 KiB one is not.
+    let small = c.state.join("small.bin");
+    let big = c.state.join("big.bin");
+    std::fs::write(&small, vec![b'x'; 1024]).unwrap();
+    std::fs::write(&big, vec![b'x'; 100 * 1024]).unwrap();
+    let post = |file: &std::path::Path| -> Vec<u16> {
+        let data = format!("@{}", file.display());
+        requests(
+            &c,
+            "res",
+            20,
+            1,
+            &["--data-binary", &data, "http://flaky:8080/upload"],
+        )
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
+    };
+    let out = post(&small);
+    assert!(out.iter().all(|s| *s == 200), "{out:?}");
+    let out = post(&big);
+    let failed = out.iter().filter(|s| **s == 500).count();
+    assert!(
+        (5..=15).contains(&failed),
+        "a big body was retried: {out:?}"
+    );
+
+    // A retry budget of nothing: not one retry, whatever the policy says.
+    c.apply(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: res}
+spec:
+  host: flaky
+  trafficPolicy:
+    retryBudget: {percent: 0, minRetryConcurrency: 0}
+"#,
+    );
+    until("the retry budget", Duration::from_secs(5), || {
+        codes(4, &["http://flaky:8080/"]).contains("500")
+    });
+    let before = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
+    let rows = requests(&c, "res", 40, 8, &["http://flaky:8080/"]);
+    let after = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
+    assert_eq!(after - before, 40, "retries beyond the budget: {rows:?}");
+
     // Faults: only on their route, never retried.
     c.apply(FAULTS);
     until("the fault routes", Duration::from_secs(5), || {
