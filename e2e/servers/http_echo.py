@@ -9,6 +9,8 @@ POD = os.environ.get("POD_NAME", "?")
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: no Nagle delay between.
+    disable_nagle_algorithm = True
 
     def do_GET(self):
         body = f"pod={POD} path={self.path}\n".encode()

@@ -417,9 +417,10 @@ async fn tries(
                 Outcome::RefusedStream,
                 Err((flags::RESET, StatusCode::SERVICE_UNAVAILABLE, e)),
             ),
+            // Envoy's local reply for a reset before headers is a 503.
             Err(send::Failure::Reset(e)) => (
                 Outcome::Reset,
-                Err((flags::RESET, StatusCode::BAD_GATEWAY, e)),
+                Err((flags::RESET, StatusCode::SERVICE_UNAVAILABLE, e)),
             ),
             Err(send::Failure::Timeout) => (
                 Outcome::Timeout,

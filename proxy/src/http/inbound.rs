@@ -149,7 +149,7 @@ async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<B
             .await
         {
             Ok(r) => r.map(BodyExt::boxed),
-            Err(e) => error_response(StatusCode::BAD_GATEWAY, &format!("app {app}: {e}")),
+            Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}")),
         };
     }
     let sender = ctx
@@ -164,8 +164,8 @@ async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<B
             .await
         {
             Ok(r) => r.map(BodyExt::boxed),
-            Err(e) => error_response(StatusCode::BAD_GATEWAY, &format!("app {app}: {e}")),
+            Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}")),
         },
-        Err(e) => error_response(StatusCode::BAD_GATEWAY, &format!("app {app}: {e}")),
+        Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}")),
     }
 }

@@ -133,6 +133,31 @@ fn balancing_consistent_hash_and_mirroring() {
         }
     }
 
+    // One of three pods goes: only its users move.
+    let home = |u: usize| {
+        let out = curl(
+            &c,
+            "lb",
+            &["-H", &format!("x-user-id: user-{u}"), "http://shard:8080/"],
+        );
+        pods_of(&out)[0].clone()
+    };
+    let before: Vec<String> = (0..20).map(home).collect();
+    c.apply(&versioned("lb", "shard", 8080, &[("v1", 2, "")]));
+    let left: Vec<String> = c
+        .wait_ready("lb", "shard-v1", 2)
+        .iter()
+        .map(|p| format!("pod={}", p.name))
+        .collect();
+    until("the smaller endpoint set", Duration::from_secs(5), || {
+        (0..20).all(|u| left.contains(&home(u)))
+    });
+    for (u, was) in before.iter().enumerate() {
+        if left.contains(was) {
+            assert_eq!(&home(u), was, "user-{u} moved though its pod stayed");
+        }
+    }
+
     // Mirroring: the caller sees v1 only, fast, though the mirror answers
     // 500 after 1.5 s; the mirror gets every request, with -shadow.
     let start = Instant::now();

@@ -24,6 +24,10 @@ spec:
     timeout: 5s
     retries: {attempts: 2, perTryTimeout: 300ms, retryOn: 5xx}
     route: [{destination: {host: flaky}}]
+  - name: grpc
+    match: [{headers: {x-test: {exact: grpc}}}]
+    retries: {attempts: 2, retryOn: "unavailable,resource-exhausted"}
+    route: [{destination: {host: flaky}}]
   - name: seed
     route: [{destination: {host: flaky}}]
     retries:
@@ -113,6 +117,16 @@ fn retries_timeouts_and_faults() {
     assert_eq!(out.trim(), "409");
     let after = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
     assert_eq!(after - before, 4, "attempts: 3 means four tries");
+    // gRPC statuses are read from the response: UNAVAILABLE (14) is
+    // retried, INTERNAL (13) is not under this route's retryOn.
+    let tries = |grpc: &str| {
+        let before = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
+        let url = format!("http://flaky:8080/pkg.Svc/Call?grpc={grpc}");
+        codes(1, &["-H", "x-test: grpc", &url]);
+        total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad")) - before
+    };
+    assert_eq!(tries("14"), 3);
+    assert_eq!(tries("13"), 1);
     // The route timeout answers 504 with UT in the access log.
     let start = Instant::now();
     let out = codes(

@@ -50,6 +50,20 @@ spec:
     - destination: {host: web, subset: v2}
 "#;
 
+const STABLE_CANARY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: stable, namespace: route}
+spec:
+  hosts: [stable]
+  http:
+  - route:
+    - destination: {host: stable}
+      weight: 95
+    - destination: {host: canary.route.svc.cluster.local}
+      weight: 5
+"#;
+
 const API: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -75,6 +89,21 @@ spec:
   - name: no-deletes
     match: [{method: {exact: DELETE}}]
     directResponse: {status: 405}
+  - name: from-client
+    match: [{uri: {exact: /whoami}, sourceLabels: {app: client}, port: 8080}]
+    directResponse: {status: 200, body: {string: "a meshed client"}}
+  - name: any-case
+    match: [{uri: {prefix: /case/}, ignoreUriCase: true}]
+    directResponse: {status: 200, body: {string: "any case"}}
+  - name: by-regex
+    match: [{uri: {regex: "/items/[0-9]+"}}]
+    directResponse: {status: 200, body: {string: "an item"}}
+  - name: not-debug
+    match: [{uri: {exact: /debug}, withoutHeaders: {x-debug: {}}}]
+    directResponse: {status: 200, body: {string: "no debug"}}
+  - name: by-authority
+    match: [{authority: {prefix: "api-admin"}}]
+    directResponse: {status: 403}
   - name: v1
     match: [{uri: {prefix: /v1/}}]
     rewrite: {uri: /}
@@ -112,7 +141,17 @@ fn routing_canary_override_rewrites_and_live_changes() {
         8080,
         &[("v1", 1, ""), ("v2", 1, "")],
     ));
-    for d in ["client", "web-v1", "web-v2", "api-v1", "api-v2"] {
+    c.apply(&versioned("route", "stable", 8080, &[("v1", 1, "")]));
+    c.apply(&versioned("route", "canary", 8080, &[("v1", 1, "")]));
+    for d in [
+        "client",
+        "web-v1",
+        "web-v2",
+        "api-v1",
+        "api-v2",
+        "stable-v1",
+        "canary-v1",
+    ] {
         c.wait_ready("route", d, if d == "web-v1" { 2 } else { 1 });
     }
     // Plain balancing first: all three pods answer.
@@ -149,6 +188,20 @@ fn routing_canary_override_rewrites_and_live_changes() {
     assert_eq!(v1 + v2, 10_000);
     let share = v2 as f64 / 100.0;
     assert!((share - 10.0).abs() <= 1.5, "canary share {share}%");
+
+    // 95/5 across two hosts (a stable/canary pair of Services).
+    c.apply(STABLE_CANARY);
+    until("the host split", Duration::from_secs(5), || {
+        count(
+            &curl(&c, "route", &["http://stable:8080/[1-100]"]),
+            "canary-v1",
+        ) > 0
+    });
+    let out = curl(&c, "route", &["http://stable:8080/[1-10000]"]);
+    let (s, k) = (count(&out, "stable-v1"), count(&out, "canary-v1"));
+    assert_eq!(s + k, 10_000);
+    let share = k as f64 / 100.0;
+    assert!((share - 5.0).abs() <= 1.5, "canary host share {share}%");
 
     // A routing change under constant load loses no request.
     let load = c.spawn_exec(
@@ -208,6 +261,23 @@ fn routing_canary_override_rewrites_and_live_changes() {
         body.contains("h:x-route=v2") && !body.contains("x-secret"),
         "{out}"
     );
+    assert_eq!(
+        curl(&c, "route", &["http://api:8080/whoami"]),
+        "a meshed client"
+    );
+    assert_eq!(curl(&c, "route", &["http://api:8080/CASE/x"]), "any case");
+    assert_eq!(curl(&c, "route", &["http://api:8080/items/42"]), "an item");
+    let out = curl(&c, "route", &["http://api:8080/items/42/parts"]);
+    assert!(out.starts_with("pod=api-v1"), "regex is anchored: {out}");
+    assert_eq!(curl(&c, "route", &["http://api:8080/debug"]), "no debug");
+    let out = curl(&c, "route", &["-H", "x-debug: 1", "http://api:8080/debug"]);
+    assert!(out.starts_with("pod=api-v1"), "withoutHeaders: {out}");
+    let out = curl(
+        &c,
+        "route",
+        &["-si", "-H", "host: api-admin.route", "http://api:8080/"],
+    );
+    assert!(out.starts_with("HTTP/1.1 403"), "authority: {out}");
     let out = curl(&c, "route", &["http://api:8080/any?version=2"]);
     assert!(out.starts_with("pod=api-v2"), "query match: {out}");
     let out = curl(&c, "route", &["http://api:8080/any"]);
