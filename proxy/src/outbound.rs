@@ -100,17 +100,13 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
     };
     let me = ctx.identity.id();
     let principal = me.to_string();
-    let labels = ConnLabels([
-        "source",
-        &ctx.workload,
-        me.namespace(),
+    let labels = outbound_labels(
+        ctx,
+        me,
         &principal,
-        &up.service,
-        &up.workload,
-        &up.namespace,
-        &up.principal,
-        if up.mtls { "mutual_tls" } else { "none" },
-    ]);
+        [&up.service, &up.workload, &up.namespace, &up.principal],
+        up.mtls,
+    );
     ctx.metrics.opened(&labels);
     let result = tokio::io::copy_bidirectional(&mut app, &mut up.io).await;
     let (sent, received) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
@@ -129,6 +125,28 @@ pub(crate) async fn connect_plain(
         .map_err(|_| anyhow::anyhow!("connect to {addr} timed out"))??;
     tcp.set_nodelay(true)?;
     Ok(tcp)
+}
+
+/// Metric labels of a connection from this workload to `dst` (service,
+/// workload, namespace, principal).
+fn outbound_labels<'a>(
+    ctx: &'a Ctx,
+    me: &'a SpiffeId,
+    principal: &'a str,
+    dst: [&'a str; 4],
+    mtls: bool,
+) -> ConnLabels<'a> {
+    ConnLabels([
+        "source",
+        &ctx.workload,
+        me.namespace(),
+        principal,
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
+        if mtls { "mutual_tls" } else { "none" },
+    ])
 }
 
 /// Whether this workload's Sidecar says `REGISTRY_ONLY`.
@@ -151,17 +169,13 @@ fn registry_only(ctx: &Ctx) -> bool {
 async fn blackhole(ctx: &Ctx, mut app: TcpStream, dst: SocketAddr) -> anyhow::Result<()> {
     let me = ctx.identity.id();
     let principal = me.to_string();
-    let labels = ConnLabels([
-        "source",
-        &ctx.workload,
-        me.namespace(),
+    let labels = outbound_labels(
+        ctx,
+        me,
         &principal,
-        "BlackHoleCluster",
-        "unknown",
-        "unknown",
-        "unknown",
-        "none",
-    ]);
+        ["BlackHoleCluster", "unknown", "unknown", "unknown"],
+        false,
+    );
     ctx.metrics.opened(&labels);
     ctx.metrics.closed(&labels, 0, 0);
     if detect::detect(&app, ctx.detect_timeout).await == Protocol::Http1 {

@@ -77,73 +77,81 @@ fn dests(route: Option<&Vec<RouteDestination>>, at: &str) -> Result<Vec<Dest>, S
                 host,
                 subset,
                 port,
-                weight: match d.weight {
-                    Some(w) => u32::try_from(w).unwrap_or(0),
-                    None if n == 1 => 100,
-                    None => 0,
-                },
+                weight: super::weight(d.weight, n),
                 headers: Headers::default(),
             }
         })
         .collect())
 }
 
+/// The fields `tcp` and `tls` matches share.
+struct Common<'a> {
+    port: Option<u32>,
+    subnets: Option<&'a Vec<String>>,
+    source_labels: Option<&'a std::collections::BTreeMap<String, String>>,
+    source_namespace: Option<&'a String>,
+}
+
+fn l4_match(c: Common<'_>, sni: Vec<String>, at: &str) -> Result<L4Match, String> {
+    Ok(L4Match {
+        port: c.port.and_then(|p| u16::try_from(p).ok()),
+        subnets: c
+            .subnets
+            .into_iter()
+            .flatten()
+            .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
+            .collect::<Result<_, _>>()?,
+        source_labels: c.source_labels.cloned().unwrap_or_default(),
+        source_namespace: c.source_namespace.filter(|s| !s.is_empty()).cloned(),
+        sni,
+    })
+}
+
 impl L4Route {
-    /// Compiles a `tcp` route.
-    pub fn tcp(r: &TcpRoute, at: &str) -> Result<Self, String> {
-        let matches = r
-            .r#match
-            .iter()
+    fn compile<M>(
+        matches: Option<&Vec<M>>,
+        route: Option<&Vec<RouteDestination>>,
+        at: &str,
+        fields: impl Fn(&M) -> (Common<'_>, Vec<String>),
+    ) -> Result<Self, String> {
+        let matches = matches
+            .into_iter()
             .flatten()
             .enumerate()
             .map(|(i, m)| {
-                let at = format!("{at}.match[{i}]");
-                Ok(L4Match {
-                    port: m.port.and_then(|p| u16::try_from(p).ok()),
-                    subnets: m
-                        .destination_subnets
-                        .iter()
-                        .flatten()
-                        .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
-                        .collect::<Result<_, _>>()?,
-                    source_labels: m.source_labels.clone().unwrap_or_default(),
-                    source_namespace: m.source_namespace.clone().filter(|s| !s.is_empty()),
-                    sni: Vec::new(),
-                })
+                let (common, sni) = fields(m);
+                l4_match(common, sni, &format!("{at}.match[{i}]"))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self {
             matches,
-            dests: dests(r.route.as_ref(), at)?,
+            dests: dests(route, at)?,
         })
     }
 
-    /// Compiles a `tls` route.
+    /// Compiles a `tcp` route.
+    pub fn tcp(r: &TcpRoute, at: &str) -> Result<Self, String> {
+        Self::compile(r.r#match.as_ref(), r.route.as_ref(), at, |m| {
+            let common = Common {
+                port: m.port,
+                subnets: m.destination_subnets.as_ref(),
+                source_labels: m.source_labels.as_ref(),
+                source_namespace: m.source_namespace.as_ref(),
+            };
+            (common, Vec::new())
+        })
+    }
+
+    /// Compiles a `tls` route: `tcp`'s conditions plus the SNI.
     pub fn tls(r: &TlsRoute, at: &str) -> Result<Self, String> {
-        let matches = r
-            .r#match
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, m)| {
-                let at = format!("{at}.match[{i}]");
-                Ok(L4Match {
-                    port: m.port.and_then(|p| u16::try_from(p).ok()),
-                    subnets: m
-                        .destination_subnets
-                        .iter()
-                        .flatten()
-                        .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
-                        .collect::<Result<_, _>>()?,
-                    source_labels: m.source_labels.clone().unwrap_or_default(),
-                    source_namespace: m.source_namespace.clone().filter(|s| !s.is_empty()),
-                    sni: m.sni_hosts.clone().unwrap_or_default(),
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Self {
-            matches,
-            dests: dests(r.route.as_ref(), at)?,
+        Self::compile(r.r#match.as_ref(), r.route.as_ref(), at, |m| {
+            let common = Common {
+                port: m.port,
+                subnets: m.destination_subnets.as_ref(),
+                source_labels: m.source_labels.as_ref(),
+                source_namespace: m.source_namespace.as_ref(),
+            };
+            (common, m.sni_hosts.clone().unwrap_or_default())
         })
     }
 

@@ -491,6 +491,16 @@ fn fault(f: Option<&HttpFaultInjection>, at: &str) -> Result<Fault, String> {
     Ok(Fault { delay, abort })
 }
 
+/// A destination's weight: as given, or all of it for the only one of
+/// `n` (Istio's default).
+fn weight(w: Option<i32>, n: usize) -> u32 {
+    match w {
+        Some(w) => u32::try_from(w).unwrap_or(0),
+        None if n == 1 => 100,
+        None => 0,
+    }
+}
+
 fn dest_of(d: &Destination) -> (String, Option<String>, Option<u16>) {
     (
         d.host.clone().unwrap_or_default(),
@@ -548,11 +558,7 @@ fn route(r: &HttpRoute, at: &str, own_host: &str) -> Result<Route, String> {
                             host,
                             subset,
                             port,
-                            weight: match d.weight {
-                                Some(w) => u32::try_from(w).unwrap_or(0),
-                                None if n == 1 => 100,
-                                None => 0,
-                            },
+                            weight: weight(d.weight, n),
                             headers: Headers::compile(
                                 d.headers.as_ref(),
                                 &format!("{at}.route[{i}].headers"),
