@@ -71,13 +71,13 @@ fn dests(route: Option<&Vec<RouteDestination>>, at: &str) -> Result<Vec<Dest>, S
             let (host, subset, port) = d
                 .destination
                 .as_ref()
-                .map(super::dest_of)
+                .map(super::route::dest_of)
                 .unwrap_or_default();
             Dest {
                 host,
                 subset,
                 port,
-                weight: super::weight(d.weight, n),
+                weight: super::route::weight(d.weight, n),
                 headers: Headers::default(),
             }
         })

@@ -1,7 +1,13 @@
 use std::collections::BTreeMap;
 
-use api::discovery::{Endpoint, Workload};
+use std::time::Duration;
 
+use api::discovery::{Endpoint, ServicePort, Workload};
+use api::istio::shared::HeaderOperations;
+use hyper::StatusCode;
+use hyper::header::HeaderMap;
+
+use super::route::{HeaderOps, grpc_code};
 use super::*;
 
 const HOST: &str = "orders.shop.svc.cluster.local";
