@@ -231,11 +231,14 @@ async fn l4_connect(
         }
         Resolved::Workload(w) => w.address.to_string(),
     };
-    let permit = backend
+    let svc_port = backend.service_port(dest.port, dst.port());
+    let sub = backend
+        .subset(&dest.subset, svc_port)
+        .ok_or_else(|| anyhow::anyhow!("{} has no subset {:?}", dest.host, dest.subset))?;
+    let permit = sub
         .limits
         .connection()
         .map_err(|_| anyhow::anyhow!("{}: maxConnections reached (UO)", dest.host))?;
-    let svc_port = backend.service_port(dest.port, dst.port());
     let key = app
         .peer_addr()
         .ok()
@@ -243,22 +246,19 @@ async fn l4_connect(
     let mut tried = Vec::new();
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        let Some((_, w, ep)) = backend.choose(&dest.subset, key, &mut tried, &mut rng) else {
+        let Some((_, w, ep)) = backend.choose(sub, key, &mut tried, &mut rng) else {
             break;
         };
         let port = backend.endpoint_port(ep, svc_port);
         let result =
-            connect_workload(ctx, w, port, service.clone(), backend.conn.connect_timeout).await;
-        if let Some((cfg, d)) = &backend.outlier {
+            connect_workload(ctx, w, port, service.clone(), sub.conn.connect_timeout).await;
+        if let Some((cfg, d)) = &sub.outlier {
             let seen = if result.is_ok() {
                 Observed::Success
             } else {
                 Observed::LocalFailure
             };
-            let n = backend
-                .subsets
-                .get(&dest.subset)
-                .map_or(1, |s| s.members.len());
+            let n = sub.members.len();
             if d.record(cfg, w.address, seen, n, std::time::Instant::now()) {
                 ctx.metrics.ejected(&dest.host);
             }

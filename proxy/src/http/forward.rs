@@ -335,7 +335,8 @@ async fn tries(
         info.flags.push(flags::NO_HEALTHY);
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "unknown destination host");
     };
-    let Some(sub) = backend.subsets.get(&dest.subset) else {
+    let svc_port = backend.service_port(dest.port, dst.port());
+    let Some(sub) = backend.subset(&dest.subset, svc_port) else {
         info.flags.push(flags::NO_HEALTHY);
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -346,13 +347,12 @@ async fn tries(
         .balancer
         .hash_on()
         .and_then(|on| hash_key(on, &req, client.ip));
-    let svc_port = backend.service_port(dest.port, dst.port());
     let head = Head::of(&req);
     let mut pending = Some(req);
     let mut tried = Vec::new();
     let mut rng = fastrand::Rng::new();
     let policy = &route.retry;
-    let _slot = match backend.limits.admit().await {
+    let _slot = match sub.limits.admit().await {
         Ok(p) => p,
         Err(_) => {
             info.flags.push(flags::OVERFLOW);
@@ -366,7 +366,7 @@ async fn tries(
     let mut _retry_guard = None;
     loop {
         info.attempts += 1;
-        let Some((m, w, ep)) = backend.choose(&dest.subset, key, &mut tried, &mut rng) else {
+        let Some((m, w, ep)) = backend.choose(sub, key, &mut tried, &mut rng) else {
             info.flags.push(flags::NO_HEALTHY);
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -384,7 +384,7 @@ async fn tries(
         if let Some(c) = sub.active.get(m) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let sent = send::attempt(ctx, w, port, proto, &backend.conn, req);
+        let sent = send::attempt(ctx, w, port, proto, &sub.conn, req);
         let result = match policy.per_try_timeout {
             Some(t) => tokio::time::timeout(t, sent)
                 .await
@@ -431,7 +431,7 @@ async fn tries(
                 )),
             ),
         };
-        if let Some((cfg, d)) = &backend.outlier {
+        if let Some((cfg, d)) = &sub.outlier {
             let r = match outcome {
                 Outcome::Response { status, .. } if status >= 500 => {
                     outlier::Observed::Status(status)
@@ -521,16 +521,19 @@ fn mirror(
             return;
         };
         let mut rng = fastrand::Rng::new();
-        let key = backend
-            .subsets
-            .get(&subset)
-            .and_then(|s| s.balancer.hash_on())
-            .and_then(|on| hash_key(on, &head.with(Body::default()), ip));
-        let Some((_, w, ep)) = backend.choose(&subset, key, &mut Vec::new(), &mut rng) else {
+        let svc_port = backend.service_port(port, dst.port());
+        let Some(sub) = backend.subset(&subset, svc_port) else {
             return;
         };
-        let port = backend.endpoint_port(ep, backend.service_port(port, dst.port()));
-        let sent = send::attempt(&ctx, w, port, proto, &backend.conn, head.with(body));
+        let key = sub
+            .balancer
+            .hash_on()
+            .and_then(|on| hash_key(on, &head.with(Body::default()), ip));
+        let Some((_, w, ep)) = backend.choose(sub, key, &mut Vec::new(), &mut rng) else {
+            return;
+        };
+        let port = backend.endpoint_port(ep, svc_port);
+        let sent = send::attempt(&ctx, w, port, proto, &sub.conn, head.with(body));
         match tokio::time::timeout(Duration::from_secs(30), sent).await {
             Ok(Ok(r)) => {
                 // Drain so the connection is reusable; the caller never sees it.
@@ -555,23 +558,23 @@ async fn upgrade(
         info.flags.push(flags::NO_HEALTHY);
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "unknown destination host");
     };
-    let key = backend
-        .subsets
-        .get(&dest.subset)
-        .and_then(|s| s.balancer.hash_on())
+    let svc_port = backend.service_port(dest.port, dst.port());
+    let Some(sub) = backend.subset(&dest.subset, svc_port) else {
+        info.flags.push(flags::NO_HEALTHY);
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no such subset");
+    };
+    let key = sub
+        .balancer
+        .hash_on()
         .and_then(|on| hash_key(on, &req, client.ip));
-    let Some((_, w, ep)) = backend.choose(
-        &dest.subset,
-        key,
-        &mut Vec::new(),
-        &mut fastrand::Rng::new(),
-    ) else {
+    let Some((_, w, ep)) = backend.choose(sub, key, &mut Vec::new(), &mut fastrand::Rng::new())
+    else {
         info.flags.push(flags::NO_HEALTHY);
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
     info.used = Some(w.clone());
     info.attempts = 1;
-    let port = backend.endpoint_port(ep, backend.service_port(dest.port, dst.port()));
+    let port = backend.endpoint_port(ep, svc_port);
     match send::tunnel(ctx, w, port, req).await {
         Ok(r) => r,
         Err(e) => {

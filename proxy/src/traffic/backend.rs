@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use api::discovery::{Endpoint, ServicePort};
-use api::istio::destination_rule::LoadBalancerSettings;
+use api::istio::destination_rule::{PortTrafficPolicy, TrafficPolicy};
 use api::traffic::Backend as BackendSpec;
 
 use super::balance::Balancer;
@@ -21,19 +21,15 @@ pub struct Backend {
     pub ports: Vec<ServicePort>,
     /// Ready endpoints.
     pub endpoints: Vec<Endpoint>,
-    /// The subsets (`None`: all endpoints).
-    pub subsets: HashMap<Option<String>, Subset>,
+    /// By (subset, service port): `None` is every endpoint; port 0 is
+    /// the policy without port-level settings.
+    subsets: HashMap<(Option<String>, u16), Subset>,
     /// Retries in flight to this host.
     pub budget: Budget,
-    /// Connection pool limits (`connectionPool`).
-    pub limits: limits::Limits,
-    /// Connection settings.
-    pub conn: limits::ConnSettings,
-    /// Outlier detection, when the DestinationRule asks for it.
-    pub outlier: Option<(outlier::Config, Arc<outlier::Detector>)>,
 }
 
-/// A group of endpoints and how to choose among them.
+/// A group of endpoints, how to choose among them, and the policy that
+/// applies to it (Envoy's cluster: host, subset and port).
 #[derive(Debug)]
 pub struct Subset {
     /// Indexes into the backend's endpoints.
@@ -42,6 +38,47 @@ pub struct Subset {
     pub active: Vec<AtomicU32>,
     /// The policy.
     pub balancer: Balancer,
+    /// Connection pool limits (`connectionPool`).
+    pub limits: limits::Limits,
+    /// Connection settings.
+    pub conn: limits::ConnSettings,
+    /// Outlier detection, when asked for (state shared by the host).
+    pub outlier: Option<(outlier::Config, Arc<outlier::Detector>)>,
+}
+
+/// Istio's precedence for one field: the subset's port-level settings,
+/// the subset's policy, the host's port-level settings, the host's policy.
+fn field<'a, T>(
+    top: Option<&'a TrafficPolicy>,
+    sub: Option<&'a TrafficPolicy>,
+    port: u16,
+    of: impl Fn(&'a TrafficPolicy) -> Option<&'a T>,
+    of_port: impl Fn(&'a PortTrafficPolicy) -> Option<&'a T>,
+) -> Option<&'a T> {
+    let at_port = |p: Option<&'a TrafficPolicy>| {
+        p.and_then(|p| p.port_level_settings.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|s| port != 0 && s.port.as_ref().and_then(|p| p.number) == Some(u32::from(port)))
+            .and_then(&of_port)
+    };
+    at_port(sub)
+        .or_else(|| sub.and_then(&of))
+        .or_else(|| at_port(top))
+        .or_else(|| top.and_then(&of))
+}
+
+/// Ports with port-level settings in `policies`.
+fn tuned_ports(policies: &[Option<&TrafficPolicy>]) -> Vec<u16> {
+    let mut ports: Vec<u16> = policies
+        .iter()
+        .flatten()
+        .flat_map(|p| p.port_level_settings.iter().flatten())
+        .filter_map(|s| s.port.as_ref()?.number.and_then(|n| u16::try_from(n).ok()))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 impl Backend {
@@ -54,49 +91,50 @@ impl Backend {
     ) -> Result<Self, String> {
         let dr = spec.policy.as_ref();
         let top = dr.and_then(|d| d.traffic_policy.as_ref());
-        let pool = top.and_then(|p| p.connection_pool.as_ref());
-        let outlier = top
-            .and_then(|p| p.outlier_detection.as_ref())
-            .map(|od| {
-                outlier::Config::compile(od, &format!("{at}.trafficPolicy.outlierDetection"))
-                    .map(|c| (c, outliers.detector(host)))
-            })
-            .transpose()?;
-        let top_lb = dr
-            .and_then(|d| d.traffic_policy.as_ref())
-            .and_then(|p| p.load_balancer.as_ref());
-        let mut subsets = HashMap::new();
-        subsets.insert(
-            None,
-            subset(&spec.endpoints, None, top_lb).map_err(|e| format!("{at}: {e}"))?,
+        let named = dr.and_then(|d| d.subsets.as_ref()).into_iter().flatten();
+        let groups = std::iter::once((None, None, None, at.to_string())).chain(
+            named.enumerate().map(|(i, s)| {
+                (
+                    s.name.clone(),
+                    s.labels.as_ref(),
+                    s.traffic_policy.as_ref(),
+                    format!("{at}.subsets[{i}]"),
+                )
+            }),
         );
-        for (i, s) in dr
-            .and_then(|d| d.subsets.as_ref())
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let lb = s
-                .traffic_policy
-                .as_ref()
-                .and_then(|p| p.load_balancer.as_ref())
-                .or(top_lb);
-            let sub = subset(&spec.endpoints, s.labels.as_ref(), lb)
-                .map_err(|e| format!("{at}.subsets[{i}]: {e}"))?;
-            subsets.insert(s.name.clone(), sub);
+        let mut subsets = HashMap::new();
+        for (name, labels, policy, at) in groups {
+            for port in std::iter::once(0).chain(tuned_ports(&[top, policy])) {
+                let sub = subset(&spec.endpoints, labels, top, policy, port, || {
+                    outliers.detector(host)
+                })
+                .map_err(|e| format!("{at}: {e}"))?;
+                subsets.insert((name.clone(), port), sub);
+            }
         }
         Ok(Self {
             ports: spec.ports.clone(),
             endpoints: spec.endpoints.clone(),
             subsets,
             budget: Budget::new(top.and_then(|p| p.retry_budget.as_ref())),
-            limits: limits::Limits::new(pool),
-            conn: limits::ConnSettings::compile(
-                pool,
-                &format!("{at}.trafficPolicy.connectionPool"),
-            )?,
-            outlier,
         })
+    }
+
+    /// The subset `name` as it applies to service port `port`.
+    pub fn subset(&self, name: &Option<String>, port: u16) -> Option<&Subset> {
+        self.subsets
+            .get(&(name.clone(), port))
+            .or_else(|| self.subsets.get(&(name.clone(), 0)))
+    }
+
+    /// Whether a subset of that name exists.
+    pub fn has_subset(&self, name: &Option<String>) -> bool {
+        self.subsets.contains_key(&(name.clone(), 0))
+    }
+
+    /// Every subset, for state dumps.
+    pub fn subsets(&self) -> impl Iterator<Item = &Subset> {
+        self.subsets.values()
     }
 
     /// The endpoint for the next try and its member index: the balancer's
@@ -105,14 +143,13 @@ impl Backend {
     /// among all (Envoy's panic mode).
     pub fn choose(
         &self,
-        dest_subset: &Option<String>,
+        sub: &Subset,
         key: Option<u64>,
         tried: &mut Vec<usize>,
         rng: &mut fastrand::Rng,
     ) -> Option<(usize, &api::discovery::Workload, &Endpoint)> {
-        let sub = self.subsets.get(dest_subset)?;
         let n = sub.members.len();
-        let ejected: Vec<usize> = match &self.outlier {
+        let ejected: Vec<usize> = match &sub.outlier {
             Some((cfg, d)) => {
                 let addrs: Vec<std::net::IpAddr> = sub
                     .members
@@ -163,7 +200,10 @@ impl Backend {
 fn subset(
     endpoints: &[Endpoint],
     labels: Option<&std::collections::BTreeMap<String, String>>,
-    lb: Option<&LoadBalancerSettings>,
+    top: Option<&TrafficPolicy>,
+    policy: Option<&TrafficPolicy>,
+    port: u16,
+    detector: impl FnOnce() -> Arc<outlier::Detector>,
 ) -> Result<Subset, String> {
     let members: Vec<usize> = endpoints
         .iter()
@@ -175,10 +215,39 @@ fn subset(
         .iter()
         .map(|i| endpoints[*i].workload.address.to_string())
         .collect();
+    let lb = field(
+        top,
+        policy,
+        port,
+        |p| p.load_balancer.as_ref(),
+        |p| p.load_balancer.as_ref(),
+    );
+    let pool = field(
+        top,
+        policy,
+        port,
+        |p| p.connection_pool.as_ref(),
+        |p| p.connection_pool.as_ref(),
+    );
+    let od = field(
+        top,
+        policy,
+        port,
+        |p| p.outlier_detection.as_ref(),
+        |p| p.outlier_detection.as_ref(),
+    );
     Ok(Subset {
         active: members.iter().map(|_| AtomicU32::new(0)).collect(),
         balancer: Balancer::new(lb, &names)
             .map_err(|e| format!("trafficPolicy.loadBalancer.{e}"))?,
         members,
+        limits: limits::Limits::new(pool),
+        conn: limits::ConnSettings::compile(pool, "trafficPolicy.connectionPool")?,
+        outlier: od
+            .map(|od| {
+                outlier::Config::compile(od, "trafficPolicy.outlierDetection")
+                    .map(|c| (c, detector()))
+            })
+            .transpose()?,
     })
 }

@@ -131,7 +131,7 @@ impl Router {
                     let b = backends
                         .get(&d.host)
                         .ok_or_else(|| format!("http[{i}]: host {} has no backend", d.host))?;
-                    if !b.subsets.contains_key(&d.subset) {
+                    if !b.has_subset(&d.subset) {
                         tracing::warn!(host = %d.host, subset = ?d.subset, "route names an undefined subset; requests to it get 503");
                     }
                 }
@@ -194,7 +194,7 @@ impl Router {
         self.backends
             .iter()
             .filter_map(|(host, b)| {
-                let (_, d) = b.outlier.as_ref()?;
+                let (_, d) = b.subsets().find_map(|s| s.outlier.as_ref())?;
                 let addrs: Vec<_> = b.endpoints.iter().map(|e| e.workload.address).collect();
                 Some((host.as_str(), d.states(&addrs, now)))
             })

@@ -147,16 +147,77 @@ fn subsets_select_by_labels_with_their_own_balancer() {
     )
     .unwrap();
     let b = &r.backends[HOST];
-    assert_eq!(b.subsets[&None].members, [0, 1, 2]);
-    assert_eq!(b.subsets[&Some("v1".into())].members, [0, 1]);
-    let v2 = &b.subsets[&Some("v2".into())];
+    assert_eq!(b.subset(&None, 8080).unwrap().members, [0, 1, 2]);
+    assert_eq!(b.subset(&Some("v1".into()), 8080).unwrap().members, [0, 1]);
+    let v2 = b.subset(&Some("v2".into()), 8080).unwrap();
     assert_eq!(v2.members, [2]);
     assert!(v2.balancer.hash_on().is_some());
-    assert!(b.subsets[&Some("v1".into())].balancer.hash_on().is_none());
+    assert!(
+        b.subset(&Some("v1".into()), 80)
+            .unwrap()
+            .balancer
+            .hash_on()
+            .is_none()
+    );
+    assert!(b.subset(&Some("v3".into()), 8080).is_none());
     assert_eq!(b.endpoint_port(&b.endpoints[0], 8080), 9090);
     assert_eq!(b.service_port(None, 8080), 8080);
     assert_eq!(b.service_port(None, 80), 8080);
     assert_eq!(b.service_port(Some(9000), 80), 9000);
+}
+
+#[test]
+fn subset_and_port_level_policies_override_the_hosts() {
+    let dr = "
+host: orders
+trafficPolicy:
+  loadBalancer: {simple: RANDOM}
+  connectionPool: {http: {http2MaxRequests: 10}, tcp: {connectTimeout: 1s}}
+  portLevelSettings:
+  - port: {number: 9000}
+    loadBalancer: {consistentHash: {httpHeaderName: x-port}}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 2s}}
+    outlierDetection: {consecutive5xxErrors: 3}
+- name: v2
+  labels: {version: v2}
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 9000}
+      loadBalancer: {simple: LEAST_REQUEST}
+";
+    let r = Router::from_traffic(
+        &traffic(SEED, Some(dr)),
+        HOST,
+        &outlier::Registry::default(),
+    )
+    .unwrap();
+    let b = &r.backends[HOST];
+    let sub = |name: Option<&str>, port| b.subset(&name.map(str::to_string), port).unwrap();
+    // The host's policy, and its port-level settings on their port.
+    assert!(matches!(
+        sub(None, 8080).balancer,
+        balance::Balancer::Random
+    ));
+    assert!(sub(None, 9000).balancer.hash_on().is_some());
+    // A subset's fields replace the host's; the rest is inherited.
+    let v1 = sub(Some("v1"), 8080);
+    assert_eq!(v1.conn.connect_timeout, Duration::from_secs(2));
+    assert!(v1.outlier.is_some() && sub(None, 8080).outlier.is_none());
+    assert!(matches!(v1.balancer, balance::Balancer::Random));
+    assert_eq!(sub(None, 8080).conn.connect_timeout, Duration::from_secs(1));
+    // The subset's port-level settings come first.
+    assert!(matches!(
+        sub(Some("v2"), 9000).balancer,
+        balance::Balancer::LeastRequest
+    ));
+    assert!(matches!(
+        sub(Some("v1"), 9000).balancer,
+        balance::Balancer::Hash { .. }
+    ));
 }
 
 #[test]
