@@ -1,5 +1,6 @@
 //! One HTTP/2 connection per key, shared by every request to it
-//! (multiplexed), made again when it closes.
+//! (multiplexed), made again when it closes, when it carried
+//! `maxRequestsPerConnection` requests, or after `idleTimeout` unused.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -109,5 +110,89 @@ impl<K: Hash + Eq + Clone> H2Pool<K> {
                 },
             );
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper::Response;
+    use hyper::service::service_fn;
+
+    use super::*;
+
+    /// A pool whose connections go to an in-memory HTTP/2 server; counts
+    /// the connections made.
+    async fn get(pool: &H2Pool<u8>, settings: &ConnSettings, made: &Arc<AtomicUsize>) {
+        let made = made.clone();
+        let mut sender = pool
+            .get(1, settings, || async move {
+                made.fetch_add(1, Ordering::SeqCst);
+                let (client, server) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req| async {
+                        Ok::<_, Infallible>(Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(server), svc)
+                        .await;
+                });
+                Ok(client)
+            })
+            .await
+            .unwrap();
+        let req = hyper::Request::builder()
+            .uri("http://x/")
+            .body(
+                http_body_util::Empty::<bytes::Bytes>::new()
+                    .map_err(|n| match n {})
+                    .boxed(),
+            )
+            .unwrap();
+        assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn connections_are_shared_until_spent_or_idle() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let pool = H2Pool::default();
+        let plain = ConnSettings::default();
+        for _ in 0..5 {
+            get(&pool, &plain, &made).await;
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 1, "one shared connection");
+
+        let made = Arc::new(AtomicUsize::new(0));
+        let pool = H2Pool::default();
+        let two = ConnSettings {
+            max_requests_per_connection: Some(2),
+            ..ConnSettings::default()
+        };
+        for _ in 0..5 {
+            get(&pool, &two, &made).await;
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 3, "two requests a connection");
+
+        let made = Arc::new(AtomicUsize::new(0));
+        let pool = H2Pool::default();
+        let idle = ConnSettings {
+            idle_timeout: Some(Duration::from_millis(30)),
+            ..ConnSettings::default()
+        };
+        get(&pool, &idle, &made).await;
+        pool.reap();
+        get(&pool, &idle, &made).await;
+        assert_eq!(made.load(Ordering::SeqCst), 1, "not idle yet");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        pool.reap();
+        get(&pool, &idle, &made).await;
+        assert_eq!(made.load(Ordering::SeqCst), 2, "reaped after idleTimeout");
     }
 }
