@@ -80,6 +80,8 @@ pub async fn demo(state: &StateDir, requests: u32) -> anyhow::Result<i32> {
   meshctl local {sd} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15000/config_dump
   meshctl local {sd} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15020/metrics
   meshctl local {sd} logs deploy/orders-v1 -n shop -c proxy
+  meshctl local {sd} apply -f examples/canary.yaml   # 90/10 canary, x-canary: true to v2
+  meshctl local {sd} exec deploy/client -n shop -- curl -s -H 'x-canary: true' http://orders:8080/
   meshctl local {sd} down        # removes every namespace, interface and process"
     );
     let failed = seen
