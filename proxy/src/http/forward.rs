@@ -138,7 +138,7 @@ fn redirect_response<B>(req: &Request<B>, rd: &Redirect) -> Response<Body> {
 fn hash_key<B>(on: &HashOn, req: &Request<B>, client: IpAddr) -> Option<u64> {
     let v = match on {
         HashOn::Header(h) => req.headers().get(h).map(|v| v.as_bytes().to_vec()),
-        HashOn::Cookie(name) => req
+        HashOn::Cookie { name, .. } => req
             .headers()
             .get_all(header::COOKIE)
             .iter()
@@ -154,6 +154,19 @@ fn hash_key<B>(on: &HashOn, req: &Request<B>, client: IpAddr) -> Option<u64> {
         }
     }?;
     Some(hash(&v))
+}
+
+/// A cookie made for a request that lacks it (Envoy's generated cookie):
+/// its value as clients send it back, and the `Set-Cookie` header.
+fn generated_cookie(
+    name: &str,
+    ttl: Duration,
+    path: Option<&str>,
+) -> (String, Option<HeaderValue>) {
+    let value = format!("\"{:016x}\"", fastrand::u64(..));
+    let path = path.map(|p| format!("; Path={p}")).unwrap_or_default();
+    let header = format!("{name}={value}; Max-Age={}{path}; HttpOnly", ttl.as_secs());
+    (value, HeaderValue::try_from(header).ok())
 }
 
 /// Serves `req` by `router`.
@@ -343,10 +356,31 @@ async fn tries(
             &format!("{} has no subset {:?}", dest.host, dest.subset),
         );
     };
-    let key = sub
-        .balancer
-        .hash_on()
-        .and_then(|on| hash_key(on, &req, client.ip));
+    let (key, set_cookie) = match (
+        sub.balancer.hash_on(),
+        sub.balancer
+            .hash_on()
+            .and_then(|on| hash_key(on, &req, client.ip)),
+    ) {
+        (
+            Some(HashOn::Cookie {
+                name,
+                ttl: Some(ttl),
+                path,
+            }),
+            None,
+        ) => {
+            let (value, cookie) = generated_cookie(name, *ttl, path.as_deref());
+            (Some(hash(value.as_bytes())), cookie)
+        }
+        (_, key) => (key, None),
+    };
+    let finish = |mut r: Response<Body>| {
+        if let Some(c) = &set_cookie {
+            r.headers_mut().append(header::SET_COOKIE, c.clone());
+        }
+        r
+    };
     let head = Head::of(&req);
     let mut pending = Some(req);
     let mut tried = Vec::new();
@@ -461,13 +495,13 @@ async fn tries(
             if retry || (info.attempts > 1 && policy.on.retriable(outcome)) {
                 info.flags.push(flags::RETRIES_EXHAUSTED);
             }
-            return match resp {
+            return finish(match resp {
                 Ok(r) => r,
                 Err((flag, status, e)) => {
                     info.flags.push(flag);
                     error_response(status, &format!("{}: {e}", w.address))
                 }
-            };
+            });
         }
         _retry_guard = guard;
         tracing::debug!(?outcome, attempt = info.attempts, "retrying");

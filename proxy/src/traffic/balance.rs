@@ -14,8 +14,16 @@ use api::istio::destination_rule::LoadBalancerSettings;
 pub enum HashOn {
     /// A header's value.
     Header(hyper::header::HeaderName),
-    /// A cookie's value.
-    Cookie(String),
+    /// A cookie's value; with a TTL, a request without it gets one made
+    /// up, sent back in `Set-Cookie` (Envoy's generated cookie).
+    Cookie {
+        /// Its name.
+        name: String,
+        /// Lifetime of a generated cookie (`None` or zero: never made).
+        ttl: Option<std::time::Duration>,
+        /// Its path attribute.
+        path: Option<String>,
+    },
     /// The client's address.
     SourceIp,
     /// A query parameter.
@@ -72,7 +80,17 @@ impl Balancer {
                         .map_err(|e| format!("consistentHash.httpHeaderName: {e}"))?,
                 )
             } else if let Some(c) = &ch.http_cookie {
-                HashOn::Cookie(c.name.clone().unwrap_or_default())
+                HashOn::Cookie {
+                    name: c.name.clone().unwrap_or_default(),
+                    ttl: c
+                        .ttl
+                        .as_deref()
+                        .map(api::duration::parse)
+                        .transpose()
+                        .map_err(|e| format!("consistentHash.httpCookie.ttl: {e}"))?
+                        .filter(|t| !t.is_zero()),
+                    path: c.path.clone(),
+                }
             } else if ch.use_source_ip == Some(true) {
                 HashOn::SourceIp
             } else if let Some(q) = &ch.http_query_parameter_name {
@@ -266,7 +284,19 @@ mod tests {
             ),
             (
                 "consistentHash: {httpCookie: {name: session, ttl: 0s}}",
-                HashOn::Cookie("session".into()),
+                HashOn::Cookie {
+                    name: "session".into(),
+                    ttl: None,
+                    path: None,
+                },
+            ),
+            (
+                "consistentHash: {httpCookie: {name: s, ttl: 1h, path: /}}",
+                HashOn::Cookie {
+                    name: "s".into(),
+                    ttl: Some(std::time::Duration::from_secs(3600)),
+                    path: Some("/".into()),
+                },
             ),
         ] {
             let b = Balancer::new(Some(&lb(yaml)), &members(2)).unwrap();

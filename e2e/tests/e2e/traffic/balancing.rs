@@ -26,6 +26,11 @@ spec:
   - name: rr
     labels: {app: shard}
     trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  - name: cookie
+    labels: {app: shard}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpCookie: {name: session, ttl: 60s, path: /}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -39,6 +44,8 @@ spec:
     route: [{destination: {host: shard, subset: random}}]
   - match: [{headers: {x-lb: {exact: rr}}}]
     route: [{destination: {host: shard, subset: rr}}]
+  - match: [{headers: {x-lb: {exact: cookie}}}]
+    route: [{destination: {host: shard, subset: cookie}}]
   - route: [{destination: {host: shard}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -133,6 +140,52 @@ fn balancing_consistent_hash_and_mirroring() {
         }
     }
 
+    // A cookie with a TTL is made when missing, and sticks.
+    let mut cookie_homes = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let out = curl(
+            &c,
+            "lb",
+            &["-si", "-H", "x-lb: cookie", "http://shard:8080/"],
+        );
+        let set = out
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .unwrap_or_else(|| panic!("no cookie made: {out}"));
+        assert!(
+            set.contains("Max-Age=60") && set.contains("Path=/"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        let first = out
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let again = curl(
+            &c,
+            "lb",
+            &[
+                "-H",
+                "x-lb: cookie",
+                "-H",
+                &format!("cookie: {cookie}"),
+                "http://shard:8080/[1-5]",
+            ],
+        );
+        assert!(
+            pods_of(&again).iter().all(|p| *p == first),
+            "{cookie}: {again}"
+        );
+        cookie_homes.insert(first);
+    }
+    assert!(
+        cookie_homes.len() >= 2,
+        "ten cookies, one pod: {cookie_homes:?}"
+    );
     // One of three pods goes: only its users move.
     let home = |u: usize| {
         let out = curl(
