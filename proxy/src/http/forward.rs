@@ -24,7 +24,7 @@ use crate::traffic::balance::{HashOn, hash};
 use crate::traffic::cors::Cors;
 use crate::traffic::matching::{Source, StrMatch, authority, query_param};
 use crate::traffic::outlier;
-use crate::traffic::retry::{self, Outcome};
+use crate::traffic::retry::{Next, Outcome, RetryState};
 use crate::traffic::split::{hits, pick_weighted, total};
 use crate::traffic::{Abort, Action, Dest, Redirect, Route, Router, rewrite_path};
 
@@ -386,6 +386,7 @@ async fn tries(
     let mut tried = Vec::new();
     let mut rng = fastrand::Rng::new();
     let policy = &route.retry;
+    let mut state = RetryState::new(policy, &backend.budget);
     let _slot = match sub.limits.admit().await {
         Ok(p) => p,
         Err(_) => {
@@ -397,9 +398,9 @@ async fn tries(
         }
     };
     let _active = backend.budget.request();
-    let mut _retry_guard = None;
+    let mut _retry_slot = None;
     loop {
-        info.attempts += 1;
+        info.attempts = state.begin();
         let Some((m, w, ep)) = backend.choose(sub, key, &mut tried, &mut rng) else {
             info.flags.push(flags::NO_HEALTHY);
             return error_response(
@@ -485,27 +486,26 @@ async fn tries(
             }
         }
         let replayable = pending.is_some() || tape.replay().is_some();
-        let retry = info.attempts <= policy.retries && policy.on.retriable(outcome) && replayable;
-        let guard = if retry {
-            backend.budget.try_retry()
-        } else {
-            None
-        };
-        if guard.is_none() {
-            if retry || (info.attempts > 1 && policy.on.retriable(outcome)) {
-                info.flags.push(flags::RETRIES_EXHAUSTED);
+        let wait = match state.after(outcome, replayable) {
+            Next::Retry(wait, slot) => {
+                _retry_slot = Some(slot);
+                wait
             }
-            return finish(match resp {
-                Ok(r) => r,
-                Err((flag, status, e)) => {
-                    info.flags.push(flag);
-                    error_response(status, &format!("{}: {e}", w.address))
+            Next::Stop { exhausted } => {
+                if exhausted {
+                    info.flags.push(flags::RETRIES_EXHAUSTED);
                 }
-            });
-        }
-        _retry_guard = guard;
+                return finish(match resp {
+                    Ok(r) => r,
+                    Err((flag, status, e)) => {
+                        info.flags.push(flag);
+                        error_response(status, &format!("{}: {e}", w.address))
+                    }
+                });
+            }
+        };
         tracing::debug!(?outcome, attempt = info.attempts, "retrying");
-        tokio::time::sleep(retry::backoff(info.attempts, &mut rng)).await;
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -168,6 +168,62 @@ pub fn backoff(n: u32, rng: &mut fastrand::Rng) -> Duration {
     Duration::from_millis(rng.u64(0..ms))
 }
 
+/// What to do after a try.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// Try again after this wait, holding the budget's slot.
+    Retry(Duration, Active<'a>),
+    /// Answer with this try's result; `exhausted` when a retriable result
+    /// ran out of tries or budget (Envoy's `URX`).
+    Stop {
+        /// Retries (or the budget) ran out.
+        exhausted: bool,
+    },
+}
+
+/// The retry state of one request: tries made, and the decision after
+/// each, by policy, replayability and budget.
+#[derive(Debug)]
+pub struct RetryState<'a> {
+    policy: &'a RetryPolicy,
+    budget: &'a Budget,
+    tries: u32,
+    rng: fastrand::Rng,
+}
+
+impl<'a> RetryState<'a> {
+    /// Before the first try.
+    pub fn new(policy: &'a RetryPolicy, budget: &'a Budget) -> Self {
+        Self {
+            policy,
+            budget,
+            tries: 0,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// Counts a try about to be made; returns its number (1-based).
+    pub fn begin(&mut self) -> u32 {
+        self.tries += 1;
+        self.tries
+    }
+
+    /// The decision after a try that came to `outcome`; `replayable`:
+    /// the request can be sent again.
+    pub fn after(&mut self, outcome: Outcome, replayable: bool) -> Next<'a> {
+        let retriable = self.policy.on.retriable(outcome);
+        if retriable && replayable && self.tries <= self.policy.retries {
+            if let Some(slot) = self.budget.try_retry() {
+                return Next::Retry(backoff(self.tries, &mut self.rng), slot);
+            }
+            return Next::Stop { exhausted: true };
+        }
+        Next::Stop {
+            exhausted: retriable && self.tries > 1,
+        }
+    }
+}
+
 /// Caps retries in flight at `percent` of the requests in flight, never
 /// below `min_concurrency` (Envoy's retry budget; defaults 20% and 3).
 #[derive(Debug)]
@@ -300,6 +356,89 @@ mod tests {
             assert!(waits.iter().any(|w| *w >= ceiling / 2));
             assert!(waits.iter().any(|w| *w != waits[0]));
         }
+    }
+
+    /// Drives the state machine as the data path does: each try bounded
+    /// by the per-try timeout, waits between tries; `results` are the
+    /// tries' outcomes (`None`: the try hangs).
+    async fn drive(
+        policy: &RetryPolicy,
+        budget: &Budget,
+        results: &[Option<Outcome>],
+    ) -> (u32, bool, Outcome) {
+        let mut state = RetryState::new(policy, budget);
+        let mut _slot = None;
+        loop {
+            let n = state.begin();
+            let result = results[usize::try_from(n).unwrap() - 1];
+            let attempt = async move {
+                match result {
+                    Some(o) => o,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = match policy.per_try_timeout {
+                Some(t) => tokio::time::timeout(t, attempt)
+                    .await
+                    .unwrap_or(Outcome::Timeout),
+                None => attempt.await,
+            };
+            match state.after(outcome, true) {
+                Next::Retry(wait, slot) => {
+                    _slot = Some(slot);
+                    tokio::time::sleep(wait).await;
+                }
+                Next::Stop { exhausted } => return (n, exhausted, outcome),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_seed_policy_retries_three_times_within_its_timeouts() {
+        let seeded: HttpRetry = serde_yaml_ng::from_str(
+            "{attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,retriable-4xx'}",
+        )
+        .unwrap();
+        let policy = RetryPolicy::compile(Some(&seeded), "r").unwrap();
+        let budget = Budget::new(None);
+        // Every try hangs: four tries of 2 s, with backoff between them.
+        let start = tokio::time::Instant::now();
+        let (tries, exhausted, last) = drive(&policy, &budget, &[None; 4]).await;
+        let took = start.elapsed();
+        assert_eq!((tries, exhausted, last), (4, true, Outcome::Timeout));
+        assert!(took >= Duration::from_secs(8), "{took:?}");
+        // Backoff: under 25 + 50 + 100 ms in all.
+        assert!(took < Duration::from_millis(8175), "{took:?}");
+
+        // A 503 then a 200: two tries, no exhaustion.
+        let (tries, exhausted, last) =
+            drive(&policy, &budget, &[Some(resp(503)), Some(resp(200))]).await;
+        assert_eq!((tries, exhausted, last), (2, false, resp(200)));
+
+        // A 404 is not retried at all.
+        let (tries, exhausted, _) = drive(&policy, &budget, &[Some(resp(404))]).await;
+        assert_eq!((tries, exhausted), (1, false));
+
+        // Nothing replayable: no retry whatever the outcome.
+        let mut state = RetryState::new(&policy, &budget);
+        state.begin();
+        assert!(matches!(
+            state.after(resp(503), false),
+            Next::Stop { exhausted: false }
+        ));
+        assert_eq!(budget.retrying(), 0, "slots are given back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_budget_stops_retries_at_once() {
+        let policy = RetryPolicy::compile(None, "r").unwrap();
+        let budget = Budget::new(Some(&RetryBudget {
+            percent: Some(0.0),
+            min_retry_concurrency: Some(0),
+            budget_interval: None,
+        }));
+        let (tries, exhausted, _) = drive(&policy, &budget, &[Some(resp(503)); 3]).await;
+        assert_eq!((tries, exhausted), (1, true));
     }
 
     #[test]
