@@ -20,13 +20,14 @@ use super::replay::{self, Tape};
 use super::{Body, error_response, send};
 use crate::Ctx;
 use crate::detect::Protocol;
+use crate::traffic::backend::Subset;
 use crate::traffic::balance::{HashOn, hash};
 use crate::traffic::cors::Cors;
 use crate::traffic::matching::{Source, StrMatch, authority, query_param};
 use crate::traffic::outlier;
 use crate::traffic::retry::{Next, Outcome, RetryState};
 use crate::traffic::split::{hits, pick_weighted, total};
-use crate::traffic::{Abort, Action, Dest, Redirect, Route, Router, rewrite_path};
+use crate::traffic::{Abort, Action, Backend, Dest, Redirect, Route, Router, rewrite_path};
 
 /// Envoy's response flags that this path sets.
 pub mod flags {
@@ -331,6 +332,23 @@ impl Head {
     }
 }
 
+/// The backend, subset and service port `dest` names, or why none.
+fn cluster<'r>(
+    router: &'r Router,
+    dest: &Dest,
+    app_port: u16,
+) -> Result<(&'r Backend, &'r Subset, u16), String> {
+    let backend = router
+        .backends
+        .get(&dest.host)
+        .ok_or_else(|| format!("unknown destination host {}", dest.host))?;
+    let port = backend.service_port(dest.port, app_port);
+    let sub = backend
+        .subset(&dest.subset, port)
+        .ok_or_else(|| format!("{} has no subset {:?}", dest.host, dest.subset))?;
+    Ok((backend, sub, port))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn tries(
     ctx: &Arc<Ctx>,
@@ -344,17 +362,12 @@ async fn tries(
     tape: &Tape,
     info: &mut Info,
 ) -> Response<Body> {
-    let Some(backend) = router.backends.get(&dest.host) else {
-        info.flags.push(flags::NO_HEALTHY);
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "unknown destination host");
-    };
-    let svc_port = backend.service_port(dest.port, dst.port());
-    let Some(sub) = backend.subset(&dest.subset, svc_port) else {
-        info.flags.push(flags::NO_HEALTHY);
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("{} has no subset {:?}", dest.host, dest.subset),
-        );
+    let (backend, sub, svc_port) = match cluster(router, dest, dst.port()) {
+        Ok(c) => c,
+        Err(e) => {
+            info.flags.push(flags::NO_HEALTHY);
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, &e);
+        }
     };
     let (key, set_cookie) = match (
         sub.balancer.hash_on(),
@@ -588,14 +601,12 @@ async fn upgrade(
     req: Request<Incoming>,
     info: &mut Info,
 ) -> Response<Body> {
-    let Some(backend) = router.backends.get(&dest.host) else {
-        info.flags.push(flags::NO_HEALTHY);
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "unknown destination host");
-    };
-    let svc_port = backend.service_port(dest.port, dst.port());
-    let Some(sub) = backend.subset(&dest.subset, svc_port) else {
-        info.flags.push(flags::NO_HEALTHY);
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no such subset");
+    let (backend, sub, svc_port) = match cluster(router, dest, dst.port()) {
+        Ok(c) => c,
+        Err(e) => {
+            info.flags.push(flags::NO_HEALTHY);
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, &e);
+        }
     };
     let key = sub
         .balancer
