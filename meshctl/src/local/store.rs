@@ -87,8 +87,9 @@ pub struct State {
     pub services: BTreeMap<Key, (Service, Ipv4Addr)>,
     /// Pods.
     pub pods: BTreeMap<Key, PodRecord>,
-    /// Mesh resources (VirtualService, DestinationRule), by (kind, namespace,
-    /// name); kept for the controller, which enforces them in later work.
+    /// Mesh resources (VirtualService, DestinationRule, ...), by (kind,
+    /// namespace, name); the snapshot hands the traffic kinds to the
+    /// controller (security kinds are kept for later work).
     pub mesh: BTreeMap<(String, String, String), Object>,
     /// Version.
     pub version: u64,
