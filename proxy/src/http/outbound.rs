@@ -72,7 +72,7 @@ async fn handle(
         Resolved::Service(svc) => svc.hostname.clone(),
     };
     let grpc = super::is_grpc(&req);
-    let log = access_log::Request::of(&req);
+    let log = ctx.access_log.then(|| access_log::Request::of(&req));
     // The latest routing, also for a connection opened before it changed.
     let router = ctx
         .discovery
@@ -111,7 +111,7 @@ async fn handle(
         ]),
         started.elapsed(),
     );
-    if ctx.access_log {
+    if let Some(log) = log {
         log.write(&resp, &info, &service, started.elapsed());
     }
     resp

@@ -138,19 +138,23 @@ impl Balancer {
         tried: &[usize],
         rng: &mut fastrand::Rng,
     ) -> Option<usize> {
-        let open: Vec<usize> = (0..n).filter(|i| !tried.contains(i)).collect();
-        if open.is_empty() {
+        // The first try excludes nothing: no list to build on that path.
+        let open: Option<Vec<usize>> =
+            (!tried.is_empty()).then(|| (0..n).filter(|i| !tried.contains(i)).collect());
+        let len = open.as_ref().map_or(n, Vec::len);
+        if len == 0 {
             return None;
         }
+        let at = |i: usize| open.as_ref().map_or(i, |o| o[i]);
         Some(match self {
             Self::RoundRobin(cursor) => {
                 let start = cursor.fetch_add(1, Ordering::Relaxed);
-                open[start % open.len()]
+                at(start % len)
             }
-            Self::Random => open[rng.usize(..open.len())],
+            Self::Random => at(rng.usize(..len)),
             Self::LeastRequest => {
-                let a = open[rng.usize(..open.len())];
-                let b = open[rng.usize(..open.len())];
+                let a = at(rng.usize(..len));
+                let b = at(rng.usize(..len));
                 let load = |i: usize| active.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
                 if load(b) < load(a) { b } else { a }
             }
@@ -161,7 +165,7 @@ impl Balancer {
                         .map(|i| ring[(start + i) % ring.len()].1)
                         .find(|m| !tried.contains(m))?
                 }
-                _ => open[rng.usize(..open.len())],
+                _ => at(rng.usize(..len)),
             },
         })
     }
