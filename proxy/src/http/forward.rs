@@ -230,6 +230,9 @@ pub async fn route(
     }
     route.headers.request.apply(req.headers_mut());
     dest.headers.request.apply(req.headers_mut());
+    // Only this proxy names the route to the server's (an app's own value
+    // would pick another rate-limit bucket).
+    req.headers_mut().remove(super::ROUTE);
     if let Some(name) = route
         .name
         .as_deref()
