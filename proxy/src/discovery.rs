@@ -325,4 +325,31 @@ mod tests {
             Lookup::Passthrough
         ));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_waits_for_the_answer() {
+        let d = Arc::new(discovery());
+        let d2 = d.clone();
+        let waiter = tokio::spawn(async move { d2.lookup("10.0.0.1".parse().unwrap()).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        d.apply(&DiscoveryResponse {
+            resources: vec![workload("a", "10.0.0.1")],
+            ..Default::default()
+        });
+        assert!(matches!(waiter.await.unwrap(), Lookup::Mesh(_)));
+    }
+
+    #[test]
+    fn a_current_lookup_never_waits_or_subscribes() {
+        let d = discovery();
+        assert!(d.current("10.0.0.1".parse().unwrap()).is_none());
+        d.apply(&DiscoveryResponse {
+            resources: vec![workload("a", "10.0.0.1")],
+            ..Default::default()
+        });
+        let t = d.current("10.0.0.1".parse().unwrap()).unwrap();
+        assert!(matches!(&t.resolved, Resolved::Workload(w) if w.name == "a"));
+        // Every known target carries its compiled routing.
+        assert_eq!(t.router.routes.len(), 1);
+    }
 }
