@@ -242,17 +242,9 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A namespace with a Deployment and a Service for it; `pod_spec` is put
-/// into the pod spec as is (e.g. a `securityContext` line, indented 6).
-pub fn app(
-    ns: &str,
-    name: &str,
-    replicas: u32,
-    port: u16,
-    argv: &[&str],
-    pod_spec: &str,
-) -> String {
-    let cmd = serde_json::to_string(argv).expect("argv JSON");
+/// A namespace, a ServiceAccount `name` and a Service `name` selecting
+/// `app: name` on `port` (named `port_name`).
+fn service_head(ns: &str, name: &str, port_name: &str, port: u16) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -268,8 +260,25 @@ kind: Service
 metadata: {{name: {name}, namespace: {ns}}}
 spec:
   selector: {{app: {name}}}
-  ports: [{{name: main, port: {port}, targetPort: {port}}}]
----
+  ports: [{{name: {port_name}, port: {port}, targetPort: {port}}}]
+"#
+    )
+}
+
+/// A namespace with a Deployment and a Service for it; `pod_spec` is put
+/// into the pod spec as is (e.g. a `securityContext` line, indented 6).
+pub fn app(
+    ns: &str,
+    name: &str,
+    replicas: u32,
+    port: u16,
+    argv: &[&str],
+    pod_spec: &str,
+) -> String {
+    let cmd = serde_json::to_string(argv).expect("argv JSON");
+    let head = service_head(ns, name, "main", port);
+    format!(
+        r#"{head}---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}, namespace: {ns}}}
@@ -337,24 +346,7 @@ pub fn versioned_on(
     versions: &[(&str, u32, &str)],
 ) -> String {
     let server = server("testserver.py");
-    let mut out = format!(
-        r#"
-apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}, namespace: {ns}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: {port_name}, port: {port}, targetPort: {port}}}]
-"#
-    );
+    let mut out = service_head(ns, name, port_name, port);
     for (v, replicas, env) in versions {
         let env: String = env
             .split(',')
