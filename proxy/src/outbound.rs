@@ -3,7 +3,7 @@
 //! reached over mTLS (their identity checked against discovery), others in
 //! plaintext; addresses outside the mesh pass through unchanged.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::detect::{self, Protocol};
 use crate::discovery::{ATTEMPTS, Lookup, Target};
 use crate::metrics::ConnLabels;
+use crate::traffic::backend::Subset;
 use crate::traffic::outlier::Observed;
 use crate::{Ctx, orig_dst, ports, transport};
 
@@ -149,6 +150,15 @@ fn outbound_labels<'a>(
     ])
 }
 
+/// Counts a try's result for outlier detection; an ejection is logged
+/// and counted.
+pub(crate) fn observe(ctx: &Ctx, sub: &Subset, host: &str, ip: IpAddr, seen: Observed) {
+    if sub.observe(ip, seen) {
+        tracing::info!(%host, endpoint = %ip, "endpoint ejected");
+        ctx.metrics.ejected(host);
+    }
+}
+
 /// Whether this workload's Sidecar says `REGISTRY_ONLY`.
 fn registry_only(ctx: &Ctx) -> bool {
     ctx.discovery
@@ -252,17 +262,12 @@ async fn l4_connect(
         let port = backend.endpoint_port(ep, svc_port);
         let result =
             connect_workload(ctx, w, port, service.clone(), sub.conn.connect_timeout).await;
-        if let Some((cfg, d)) = &sub.outlier {
-            let seen = if result.is_ok() {
-                Observed::Success
-            } else {
-                Observed::LocalFailure
-            };
-            let n = sub.members.len();
-            if d.record(cfg, w.address, seen, n, std::time::Instant::now()) {
-                ctx.metrics.ejected(&dest.host);
-            }
-        }
+        let seen = if result.is_ok() {
+            Observed::Success
+        } else {
+            Observed::LocalFailure
+        };
+        observe(ctx, sub, &dest.host, w.address, seen);
         match result {
             Ok(mut u) => {
                 u.permit = permit;

@@ -26,7 +26,7 @@ use crate::traffic::cors::Cors;
 use crate::traffic::matching::{Source, StrMatch, authority, query_param};
 use crate::traffic::outlier;
 use crate::traffic::retry::{Next, Outcome, RetryState};
-use crate::traffic::split::{hits, pick_weighted, total};
+use crate::traffic::split::{self, hits};
 use crate::traffic::{Abort, Action, Backend, Dest, Redirect, Route, Router, rewrite_path};
 
 /// Envoy's response flags that this path sets.
@@ -215,10 +215,7 @@ pub async fn route(
         info.flags.push(flags::ABORT);
         return (abort_response(abort), info);
     }
-    let weights: Vec<u32> = dests.iter().map(|d| d.weight).collect();
-    let Some(dest) =
-        pick_weighted(&weights, rng.u64(0..total(&weights).max(1))).and_then(|i| dests.get(i))
-    else {
+    let Some(dest) = split::pick(dests, |d| d.weight, &mut rng) else {
         info.flags.push(flags::NO_HEALTHY);
         return (
             error_response(StatusCode::SERVICE_UNAVAILABLE, "no destination has weight"),
@@ -482,25 +479,12 @@ async fn tries(
                 )),
             ),
         };
-        if let Some((cfg, d)) = &sub.outlier {
-            let r = match outcome {
-                Outcome::Response { status, .. } if status >= 500 => {
-                    outlier::Observed::Status(status)
-                }
-                Outcome::Response { .. } => outlier::Observed::Success,
-                _ => outlier::Observed::LocalFailure,
-            };
-            if d.record(
-                cfg,
-                w.address,
-                r,
-                sub.members.len(),
-                std::time::Instant::now(),
-            ) {
-                tracing::info!(host = %dest.host, endpoint = %w.address, "endpoint ejected");
-                ctx.metrics.ejected(&dest.host);
-            }
-        }
+        let seen = match outcome {
+            Outcome::Response { status, .. } if status >= 500 => outlier::Observed::Status(status),
+            Outcome::Response { .. } => outlier::Observed::Success,
+            _ => outlier::Observed::LocalFailure,
+        };
+        crate::outbound::observe(ctx, sub, &dest.host, w.address, seen);
         let replayable = pending.is_some() || tape.replay().is_some();
         let wait = match state.after(outcome, replayable) {
             Next::Retry(wait, slot) => {

@@ -46,6 +46,16 @@ pub struct Subset {
     pub outlier: Option<(outlier::Config, Arc<outlier::Detector>)>,
 }
 
+impl Subset {
+    /// Counts a try's result on endpoint `ip` with outlier detection, if
+    /// any; returns whether it ejected the endpoint.
+    pub fn observe(&self, ip: std::net::IpAddr, seen: outlier::Observed) -> bool {
+        self.outlier.as_ref().is_some_and(|(cfg, d)| {
+            d.record(cfg, ip, seen, self.members.len(), std::time::Instant::now())
+        })
+    }
+}
+
 /// Istio's precedence for one field: the subset's port-level settings,
 /// the subset's policy, the host's port-level settings, the host's policy.
 fn field<'a, T>(

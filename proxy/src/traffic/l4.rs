@@ -175,9 +175,7 @@ impl L4Route {
 
     /// A destination by weight.
     pub fn pick(&self, rng: &mut fastrand::Rng) -> Option<&Dest> {
-        let w: Vec<u32> = self.dests.iter().map(|d| d.weight).collect();
-        split::pick_weighted(&w, rng.u64(0..split::total(&w).max(1)))
-            .and_then(|i| self.dests.get(i))
+        split::pick(&self.dests, |d| d.weight, rng)
     }
 }
 

@@ -1,21 +1,26 @@
 //! Weighted choice among a route's destinations, and percentages (faults,
 //! mirrors) as Istio gives them: 0-100 with fractions.
 
-/// The index whose weight band holds `roll` (in `0..total`).
-pub fn pick_weighted(weights: &[u32], roll: u64) -> Option<usize> {
-    let mut acc = 0u64;
-    for (i, w) in weights.iter().enumerate() {
-        acc += u64::from(*w);
-        if roll < acc {
-            return Some(i);
-        }
+/// One of `items`, with odds in proportion to `weight` (`None`: every
+/// weight is 0).
+pub fn pick<'a, T>(
+    items: &'a [T],
+    weight: impl Fn(&T) -> u32,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a T> {
+    let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
+    if total == 0 {
+        return None;
     }
-    None
-}
-
-/// Sum of weights.
-pub fn total(weights: &[u32]) -> u64 {
-    weights.iter().map(|w| u64::from(*w)).sum()
+    let mut roll = rng.u64(0..total);
+    items.iter().find(|i| {
+        let w = u64::from(weight(i));
+        if roll < w {
+            return true;
+        }
+        roll -= w;
+        false
+    })
 }
 
 /// Whether a request falls within `percent` (0-100).
@@ -31,20 +36,22 @@ mod tests {
     fn weights_split_traffic_in_proportion() {
         let mut rng = fastrand::Rng::with_seed(11);
         for weights in [vec![90, 10], vec![95, 5], vec![50, 30, 20], vec![100, 0]] {
-            let t = total(&weights);
+            let items: Vec<(usize, u32)> = weights.iter().copied().enumerate().collect();
+            let t: u32 = weights.iter().sum();
             let n = 10_000;
             let mut got = vec![0u32; weights.len()];
             for _ in 0..n {
-                got[pick_weighted(&weights, rng.u64(0..t)).unwrap()] += 1;
+                got[pick(&items, |i| i.1, &mut rng).unwrap().0] += 1;
             }
             for (w, g) in weights.iter().zip(&got) {
-                let want = f64::from(*w) / f64::from(u32::try_from(t).unwrap()) * 100.0;
+                let want = f64::from(*w) / f64::from(t) * 100.0;
                 let share = f64::from(*g) / f64::from(n) * 100.0;
                 assert!((share - want).abs() < 1.5, "{weights:?}: {got:?}");
             }
         }
-        assert_eq!(pick_weighted(&[0, 0], 0), None);
-        assert_eq!(pick_weighted(&[0, 5], 0), Some(1));
+        assert_eq!(pick(&[0u32, 0], |w| *w, &mut rng), None);
+        assert_eq!(pick(&[0u32, 5], |w| *w, &mut rng), Some(&5));
+        assert_eq!(pick::<u32>(&[], |w| *w, &mut rng), None);
     }
 
     #[test]
