@@ -10,4 +10,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The scenarios run the binaries: build them before the tests.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace --locked -- --include-ignored --test-threads=2

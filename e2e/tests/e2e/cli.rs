@@ -3,13 +3,12 @@
 
 use std::process::Command;
 
-use e2e::{Cluster, app, bin_dir, can_run, client, server, text};
+use e2e::{Cluster, app, bin_dir, client, needs_root, server, text};
 
 #[test]
+#[ignore = "needs root"]
 fn bad_documents_are_rejected_alone_and_running_pods_are_untouched() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("badinput", &[]);
     c.apply(&client("cli", true));
     c.apply(&app(
@@ -99,10 +98,9 @@ spec:
 }
 
 #[test]
+#[ignore = "needs root"]
 fn demo_serves_traffic_and_down_removes_every_trace() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let state = format!("/tmp/mesh-e2e-demo-{}", std::process::id());
     let _ = std::fs::remove_dir_all(&state);
     let meshctl = bin_dir().join("meshctl");
@@ -117,12 +115,42 @@ fn demo_serves_traffic_and_down_removes_every_trace() {
         .output()
         .unwrap();
     let pods: Vec<serde_json::Value> = serde_json::from_slice(&pods.stdout).unwrap_or_default();
+    // Every proxy of the demo is in sync with the controller (bounded
+    // wait: the last responses may still be on their way).
+    let meshed = pods.iter().filter(|p| p["meshed"] == true).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (synced, table) = loop {
+        let json = Command::new(&meshctl)
+            .args(["proxy-status", "--state-dir", &state, "-o", "json"])
+            .output()
+            .unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap_or_default();
+        let synced = rows.len() == meshed && rows.iter().all(|r| r["status"] == "SYNCED");
+        if synced || std::time::Instant::now() > deadline {
+            let table = Command::new(&meshctl)
+                .args(["proxy-status", "--state-dir", &state])
+                .output()
+                .unwrap();
+            break (
+                synced,
+                format!("{}{}", text(&table.stdout), text(&json.stderr)),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let down = Command::new(&meshctl)
         .args(["local", "--state-dir", &state, "down"])
         .output()
         .unwrap();
     assert!(ok, "demo failed:\n{stdout}\n{}", text(&out.stderr));
     assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(meshed >= 4, "{pods:?}");
+    assert!(synced, "not every proxy is SYNCED:\n{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" SYNCED ")).count(),
+        meshed,
+        "{table}"
+    );
     assert!(
         stdout.contains("frontend -> orders-v1 -> payments"),
         "{stdout}"
@@ -169,10 +197,9 @@ fn demo_serves_traffic_and_down_removes_every_trace() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn istio_traffic_annotations_shape_the_redirect_rules() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("annotations", &[]);
     let annotated = client("ann", true).replace(
         "      labels: {app: client}\n",
@@ -205,10 +232,9 @@ fn istio_traffic_annotations_shape_the_redirect_rules() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_crashed_runtime_is_swept_by_the_next_down() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("crash", &[]);
     c.apply(&client("crash", true));
     let pod = c.wait_ready("crash", "client", 1).remove(0);
@@ -230,7 +256,14 @@ fn a_crashed_runtime_is_swept_by_the_next_down() {
             .unwrap()
             .success()
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon {pid} still alive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = c.meshctl(&["down"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let left = text(
@@ -261,12 +294,14 @@ fn a_crashed_runtime_is_swept_by_the_next_down() {
     );
 }
 
+const GOOD_DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+
 #[test]
 fn validate_reports_every_problem_with_file_document_and_field() {
     let dir = std::path::PathBuf::from(format!("/tmp/mesh-e2e-validate-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("nested")).unwrap();
-    let good = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let good = GOOD_DR;
     let bad = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 70\n    - destination: {host: reviews, subset: v2}\n      weight: 20\n    timeout: 5 seconds\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  hots: ratings\n";
     std::fs::write(dir.join("good.yaml"), good).unwrap();
     std::fs::write(dir.join("nested/bad.yml"), bad).unwrap();
@@ -340,11 +375,14 @@ fn validate_reports_every_problem_with_file_document_and_field() {
         "{yaml}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
 
-    // The runtime takes mesh resources as it takes the rest.
-    if !can_run() {
-        return;
-    }
+/// The runtime takes mesh resources as it takes the rest.
+#[test]
+#[ignore = "needs root"]
+fn the_runtime_stores_mesh_resources() {
+    needs_root();
+    let good = GOOD_DR;
     let c = Cluster::up("meshkinds", &[]);
     let out = c.meshctl_input(&["apply", "-f", "-"], good);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -362,10 +400,9 @@ fn validate_reports_every_problem_with_file_document_and_field() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn analyze_checks_the_runtime_and_files_together() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("analyze", &[]);
     c.apply(&app(
         "an",

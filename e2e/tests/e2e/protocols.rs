@@ -2,13 +2,12 @@
 //! HTTP/1.1 (keep-alive, chunked), HTTP/2, gRPC with trailers, WebSocket,
 //! redis and postgres.
 
-use e2e::{Cluster, app, can_run, client, server};
+use e2e::{Cluster, app, client, needs_root, server};
 
 #[test]
+#[ignore = "needs root"]
 fn http1_http2_grpc_and_websocket_through_the_mesh() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("protocols", &[]);
     let http = server("http_echo.py");
     let grpc = server("grpc_echo.py");
@@ -183,10 +182,9 @@ fn http1_http2_grpc_and_websocket_through_the_mesh() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_server_that_speaks_first_is_not_stalled() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("serverfirst", &[]);
     // A banner before anything is read, on a port nothing declares.
     let banner = "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('', 2525)); s.listen()\nwhile True:\n    c, _ = s.accept(); c.sendall(b'220 ready\\r\\n'); c.close()\n";
@@ -206,10 +204,9 @@ fn a_server_that_speaks_first_is_not_stalled() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn redis_and_postgres_through_the_mesh() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("databases", &[]);
     let pg_bin = std::fs::read_dir("/usr/lib/postgresql")
         .expect("postgresql installed")
@@ -312,10 +309,9 @@ fn id(flag: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn declared_tcp_is_not_parsed_and_addresses_outside_the_mesh_pass_through() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("passthrough", &[]);
     let http = server("http_echo.py");
     c.apply(&client("pt", true));

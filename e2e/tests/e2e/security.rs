@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{Cluster, app, can_run, client, server, text};
+use e2e::{Cluster, app, client, needs_root, server, text};
 
 /// The ServerHello's supported_versions extension selecting TLS 1.3.
 const TLS13_SELECTED: &[u8] = &[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04];
@@ -16,10 +16,9 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("encryption", &[]);
     c.apply(&client("sec", true));
     c.apply(&client("sec", false));
@@ -56,7 +55,15 @@ fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
         .stderr(Stdio::null())
         .spawn()
         .expect("tcpdump (apt-get install tcpdump)");
-    std::thread::sleep(Duration::from_secs(2));
+    // tcpdump writes the file's header once it captures.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&pcap).map_or(0, |m| m.len()) < 24 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let meshed_secret = "meshed-secret-7f3a9c";
     let out = c.exec_ok(
@@ -92,7 +99,13 @@ fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
     );
     assert_eq!(out, plain_secret);
 
-    std::thread::sleep(Duration::from_secs(1));
+    // `-U` writes each packet as it comes: wait for the outsider's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&pcap).is_ok_and(|b| contains(&b, plain_secret.as_bytes()))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = tcpdump.kill();
     let _ = tcpdump.wait();
     let bytes = std::fs::read(&pcap).expect("capture file");
@@ -129,10 +142,9 @@ fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn certificate_rotation_under_traffic_fails_no_request() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("rotation", &["--cert-lifetime", "5s"]);
     c.apply(&client("rot", true));
     c.apply(&app(
@@ -208,10 +220,9 @@ fn openssl_verify(root: &std::path::Path, issuer: &std::path::Path, leaf: &std::
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_root_brought_by_the_user_signs_the_workloads() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     // A root made by someone else's tool.
     let dir = std::path::PathBuf::from(format!("/tmp/mesh-e2e-byo-root-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

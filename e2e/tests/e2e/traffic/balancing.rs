@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, can_run, client, versioned};
+use e2e::{Cluster, client, needs_root, versioned};
 
 use super::*;
 
@@ -71,10 +71,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn balancing_consistent_hash_and_mirroring() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("balancing", &[]);
     c.apply(&client("lb", true));
     c.apply(&versioned("lb", "shard", 8080, &[("v1", 3, "")]));

@@ -7,7 +7,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use e2e::{Cluster, can_run, client, server};
+use e2e::{Cluster, client, needs_root, server};
 
 use super::*;
 
@@ -51,10 +51,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn registry_only_blocks_unknown_hosts_until_a_service_entry_names_them() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("egress", &[]);
     c.apply(&client("ext", true));
     c.wait_ready("ext", "client", 1);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, can_run, client, text, versioned_on};
+use e2e::{Cluster, client, needs_root, text, versioned_on};
 
 use super::*;
 
@@ -51,10 +51,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_routes_split_and_tls_routes_follow_sni() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("opaque", &[]);
     let dir = c.state.join("tls");
     std::fs::create_dir_all(&dir).unwrap();

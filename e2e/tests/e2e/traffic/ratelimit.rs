@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, can_run, client, versioned};
+use e2e::{Cluster, client, needs_root, versioned};
 
 use super::*;
 
@@ -32,10 +32,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn local_rate_limits_per_workload_and_route() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("ratelimit", &[]);
     c.apply(&client("rl", true));
     c.apply(&versioned("rl", "api", 8080, &[("v1", 1, "")]));

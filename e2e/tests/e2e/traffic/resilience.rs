@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, can_run, client, text, versioned};
+use e2e::{Cluster, client, needs_root, text, versioned};
 
 use super::*;
 
@@ -70,10 +70,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn retries_timeouts_and_faults() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("resilience", &[]);
     c.apply(&client("res", true));
     c.apply(&versioned(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, can_run, client, text, versioned};
+use e2e::{Cluster, client, needs_root, text, versioned};
 
 use super::*;
 
@@ -123,10 +123,9 @@ spec:
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn routing_canary_override_rewrites_and_live_changes() {
-    if !can_run() {
-        return;
-    }
+    needs_root();
     let c = Cluster::up("routing", &[]);
     c.apply(&client("route", true));
     c.apply(&versioned(
