@@ -95,6 +95,24 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
     /// Ports.
     pub ports: Vec<ServicePort>,
+    /// Istio's `networking.istio.io/exportTo` annotation, split at commas
+    /// (`None`: exported to every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_to: Option<Vec<String>>,
+}
+
+/// The Service annotation that limits which namespaces see a Service.
+pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+
+/// The namespaces a Service's annotations export it to.
+pub fn export_to_annotation(annotations: Option<&BTreeMap<String, String>>) -> Option<Vec<String>> {
+    let v = annotations?.get(EXPORT_TO_ANNOTATION)?;
+    Some(
+        v.split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    )
 }
 
 /// Where a Service port's traffic goes on a pod.

@@ -19,4 +19,5 @@ pub mod protocol;
 #[cfg(test)]
 mod sample;
 pub mod spiffe;
+pub mod sync;
 pub mod traffic;

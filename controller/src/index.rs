@@ -17,8 +17,53 @@ use api::spiffe::SpiffeId;
 pub struct Entry {
     /// Changes whenever the content does.
     pub version: String,
-    /// The content.
+    /// The content, as every allowed subscriber sees it.
     pub resource: Arc<Resolved>,
+    /// The namespaces it is exported to (`exportTo`, `.` resolved);
+    /// `None`: every namespace.
+    pub export_to: Option<Vec<String>>,
+    /// A workload's own view, with the policy its proxy enforces: served
+    /// only to that pod's proxy.
+    pub own: Option<Box<Entry>>,
+}
+
+impl Entry {
+    /// Whether a proxy in `namespace` may see it.
+    pub fn visible_to(&self, namespace: &str) -> bool {
+        self.export_to
+            .as_ref()
+            .is_none_or(|to| to.iter().any(|n| n == "*" || n == namespace))
+    }
+
+    /// The view a proxy at `ip` with `id` gets: the workload's own view
+    /// when it is that workload, else the shared one.
+    pub fn view_for(&self, ip: IpAddr, id: &SpiffeId) -> &Entry {
+        match (&self.own, &*self.resource) {
+            (Some(own), Resolved::Workload(w))
+                if w.address == ip && w.identity.as_ref() == Some(id) =>
+            {
+                own
+            }
+            _ => self,
+        }
+    }
+}
+
+/// `exportTo` as written, `.` read as `namespace`; `None` when absent or
+/// empty (exported everywhere, Istio's default).
+pub fn export_to(list: Option<&Vec<String>>, namespace: &str) -> Option<Vec<String>> {
+    let list = list.filter(|l| !l.is_empty())?;
+    Some(
+        list.iter()
+            .map(|n| {
+                if n == "." {
+                    namespace.to_string()
+                } else {
+                    n.clone()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Address -> resource, for one snapshot.
@@ -35,26 +80,48 @@ impl Index {
         let mut by_addr = HashMap::new();
         for pod in &snap.pods {
             if let Some(ip) = pod.ip {
-                let mut w = workload(pod, ip, trust_domain);
-                w.policy = crate::workload_policy::for_pod(&snap.config, pod);
-                by_addr.insert(ip, entry(Resolved::Workload(w)));
+                let w = workload(pod, ip, trust_domain);
+                let policy = crate::workload_policy::for_pod(&snap.config, pod);
+                let own = policy.map(|p| {
+                    Box::new(entry(Resolved::Workload(Workload {
+                        policy: Some(p),
+                        ..w.clone()
+                    })))
+                });
+                by_addr.insert(
+                    ip,
+                    Entry {
+                        own,
+                        ..entry(Resolved::Workload(w))
+                    },
+                );
             }
         }
         // Services by their cluster IP, then ServiceEntries by theirs.
-        let services: Vec<(Service, Vec<IpAddr>)> = snap
+        let services: Vec<(Service, Vec<IpAddr>, Option<Vec<String>>)> = snap
             .services
             .iter()
-            .map(|svc| (service(svc, &snap.pods, trust_domain), vec![svc.cluster_ip]))
+            .map(|svc| {
+                let to = export_to(svc.export_to.as_ref(), &svc.namespace);
+                (
+                    service(svc, &snap.pods, trust_domain),
+                    vec![svc.cluster_ip],
+                    to,
+                )
+            })
             .chain(crate::service_entry::services(&snap.config))
             .collect();
         let by_host: HashMap<&str, &Service> = services
             .iter()
-            .map(|(s, _)| (s.hostname.as_str(), s))
+            .map(|(s, _, _)| (s.hostname.as_str(), s))
             .collect();
-        for (s, addrs) in &services {
+        for (s, addrs, to) in &services {
             let mut s = s.clone();
             s.traffic = crate::traffic::for_service(&snap.config, &s, &by_host).map(Box::new);
-            let e = entry(Resolved::Service(s));
+            let e = Entry {
+                export_to: to.clone(),
+                ..entry(Resolved::Service(s))
+            };
             for a in addrs {
                 by_addr.entry(*a).or_insert_with(|| e.clone());
             }
@@ -77,6 +144,8 @@ fn entry(r: Resolved) -> Entry {
     Entry {
         version: format!("{:016x}", h.finish()),
         resource: Arc::new(r),
+        export_to: None,
+        own: None,
     }
 }
 
@@ -175,6 +244,7 @@ mod tests {
                 name: "orders".into(),
                 namespace: "shop".into(),
                 cluster_ip: "10.96.0.5".parse().unwrap(),
+                export_to: None,
                 selector: [("app".to_string(), "orders".to_string())].into(),
                 ports: vec![
                     cluster::ServicePort {

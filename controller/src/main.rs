@@ -15,10 +15,12 @@ use clap::Parser;
 use tokio::sync::watch;
 
 mod ca;
+mod debug;
 mod grpc;
 mod index;
 mod service_entry;
 mod store;
+mod sync;
 mod traffic;
 mod workload_policy;
 
@@ -47,6 +49,16 @@ struct Args {
     /// The local runtime's API socket (the local store backend).
     #[arg(long, env = "MESH_LOCAL_API")]
     local_api: PathBuf,
+    /// Address of the debug API (`/debug/syncz`), Istio's istiod port.
+    #[arg(long, env = "MESH_DEBUG_LISTEN", default_value = "127.0.0.1:15014")]
+    debug_listen: SocketAddr,
+    /// Also serve the debug API on this Unix socket (the local runtime's
+    /// `meshctl proxy-status` reads it there).
+    #[arg(long, env = "MESH_DEBUG_SOCKET")]
+    debug_socket: Option<PathBuf>,
+    /// This instance's name, shown by `meshctl proxy-status`.
+    #[arg(long, env = "POD_NAME", default_value = "mesh-controller")]
+    instance: String,
 }
 
 #[tokio::main]
@@ -76,6 +88,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let sync = Arc::new(sync::Registry::default());
+    debug::serve(
+        args.debug_listen,
+        args.debug_socket.as_deref(),
+        sync.clone(),
+    )
+    .await?;
     tracing::info!(listen = %args.listen, identity = %own_id, "controller serving");
     let tls = own.server_config_optional_client(&[b"h2"])?;
     tonic::transport::Server::builder()
@@ -85,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
             args.trust_domain.clone(),
         )))
         .add_service(DiscoveryServer::new(
-            grpc::discovery::DiscoveryService::new(index_rx),
+            grpc::discovery::DiscoveryService::new(index_rx, sync, args.instance.clone()),
         ))
         .serve_with_incoming_shutdown(grpc::incoming(listener, tls), async {
             let _ = tokio::signal::ctrl_c().await;

@@ -11,8 +11,9 @@ use api::cluster::MeshConfig;
 use api::discovery::{Endpoint, Service, ServicePort, Workload};
 use api::protocol::AppProtocol;
 
-/// One Service per (entry, host), with the addresses that resolve to it.
-pub fn services(config: &MeshConfig) -> Vec<(Service, Vec<IpAddr>)> {
+/// One Service per (entry, host), with the addresses that resolve to it
+/// and the namespaces it is exported to (`None`: all).
+pub fn services(config: &MeshConfig) -> Vec<(Service, Vec<IpAddr>, Option<Vec<String>>)> {
     let mut out = Vec::new();
     for se in &config.service_entries {
         let ns = se.metadata.namespace.as_deref().unwrap_or("default");
@@ -104,6 +105,7 @@ pub fn services(config: &MeshConfig) -> Vec<(Service, Vec<IpAddr>)> {
                     traffic: None,
                 },
                 addresses.clone(),
+                crate::index::export_to(se.spec.export_to.as_ref(), ns),
             ));
         }
     }
@@ -141,7 +143,8 @@ spec:
         }
         let s = services(&c);
         assert_eq!(s.len(), 2);
-        let (legacy, addrs) = &s[0];
+        let (legacy, addrs, to) = &s[0];
+        assert_eq!(to, &None);
         assert_eq!(legacy.hostname, "legacy.example.com");
         assert_eq!(addrs, &["192.0.2.10".parse::<IpAddr>().unwrap()]);
         assert_eq!(legacy.ports[0].protocol, AppProtocol::Http);
@@ -150,7 +153,7 @@ spec:
         assert_eq!(legacy.endpoints[1].ports, [(80, 9090)].into());
         assert_eq!(legacy.endpoints[0].workload.labels["dc"], "a");
         assert!(legacy.endpoints[0].workload.identity.is_none());
-        let (db, addrs) = &s[1];
+        let (db, addrs, _) = &s[1];
         assert_eq!(addrs.len(), 1, "CIDRs are not indexed");
         assert_eq!(db.ports[0].protocol, AppProtocol::Tcp);
         assert_eq!(db.endpoints[0].workload.address.to_string(), "192.0.2.30");

@@ -36,6 +36,23 @@ pub enum Command {
     /// Find problems across resources: the files given, the local
     /// runtime's state, or both (exit 1: errors, 2: warnings only).
     Analyze(AnalyzeArgs),
+    /// Each proxy's config sync state with the controller: what was sent,
+    /// acknowledged or refused (like `istioctl proxy-status`).
+    ProxyStatus(ProxyStatusArgs),
+}
+
+/// `proxy-status`.
+#[derive(Args, Debug)]
+pub struct ProxyStatusArgs {
+    /// Only proxies of this namespace.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// `analyze`.

@@ -36,3 +36,17 @@ pub fn age(secs: u64) -> String {
         s => format!("{}d", s / 86400),
     }
 }
+
+/// Prints `data` as JSON or YAML; false for the table format.
+pub fn print_data<T: serde::Serialize>(
+    output: crate::cli::Output,
+    data: &T,
+) -> anyhow::Result<bool> {
+    use crate::cli::Output;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(data)?),
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(data)?),
+        Output::Table => return Ok(false),
+    }
+    Ok(true)
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use api::discovery::Resolved;
 use api::proto::discovery_client::DiscoveryClient;
-use api::proto::{DiscoveryRequest, DiscoveryResponse, Node};
+use api::proto::{DiscoveryRequest, DiscoveryResponse, Node, ResourceError};
 use arc_swap::ArcSwap;
 use common::backoff::Backoff;
 use common::tls::Identity;
@@ -151,14 +151,20 @@ impl Discovery {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Applies a response; returns the NACK reason if any resource was bad
-    /// (the others are applied, the bad ones keep their previous state).
-    fn apply(&self, resp: &DiscoveryResponse) -> Option<String> {
+    /// Applies a response; returns the resources refused and why (the
+    /// others are applied, the refused ones keep their previous state).
+    fn apply(&self, resp: &DiscoveryResponse) -> Vec<ResourceError> {
         let mut errors = Vec::new();
+        let mut refuse = |name: &str, error: String| {
+            errors.push(ResourceError {
+                name: name.to_string(),
+                error,
+            })
+        };
         self.update(|cache| {
             for r in &resp.resources {
                 let Ok(ip) = r.name.parse::<IpAddr>() else {
-                    errors.push(format!("{}: name is not an IP address", r.name));
+                    refuse(&r.name, "name is not an IP address".into());
                     continue;
                 };
                 match Resolved::try_from(r)
@@ -178,7 +184,7 @@ impl Discovery {
                             },
                         );
                     }
-                    Err(e) => errors.push(format!("{}: {e}", r.name)),
+                    Err(e) => refuse(&r.name, e),
                 }
             }
             for name in &resp.removed {
@@ -187,7 +193,7 @@ impl Discovery {
                 }
             }
         });
-        (!errors.is_empty()).then(|| errors.join("; "))
+        errors
     }
 }
 
@@ -250,13 +256,20 @@ async fn run_stream(
             }
             msg = inbound.message() => {
                 let Some(resp) = msg? else { return Ok(()) };
-                let error = d.apply(&resp);
-                if let Some(e) = &error {
-                    tracing::warn!(nonce = %resp.nonce, error = %e, "NACK");
+                let errors = d.apply(&resp);
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.name, e.error))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if !errors.is_empty() {
+                    tracing::warn!(nonce = %resp.nonce, error = %detail, "NACK");
                 }
                 tx.send(DiscoveryRequest {
                     response_nonce: resp.nonce.clone(),
-                    error_detail: error.unwrap_or_default(),
+                    version_info: resp.system_version.clone(),
+                    error_detail: detail,
+                    errors,
                     ..Default::default()
                 }).await?;
             }
@@ -309,8 +322,10 @@ mod tests {
             nonce: "1".into(),
             ..Default::default()
         };
-        let nack = d.apply(&resp).unwrap();
-        assert!(nack.contains("10.0.0.2: identity"), "{nack}");
+        let nack = d.apply(&resp);
+        assert_eq!(nack.len(), 1, "{nack:?}");
+        assert_eq!(nack[0].name, "10.0.0.2");
+        assert!(nack[0].error.starts_with("identity"), "{nack:?}");
         assert!(matches!(
             d.lookup("10.0.0.1".parse().unwrap()).await,
             Lookup::Mesh(_)

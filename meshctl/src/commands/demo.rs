@@ -76,6 +76,7 @@ pub async fn demo(state: &StateDir, requests: u32) -> anyhow::Result<i32> {
         "\nThe demo is running. Try:
   meshctl local {sd} get pods -n shop
   meshctl local {sd} get services -n shop
+  meshctl proxy-status {sd}      # every proxy's config sync with the controller
   meshctl local {sd} exec deploy/client -n shop -- curl -s http://frontend:8080/
   meshctl local {sd} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15000/config_dump
   meshctl local {sd} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15020/metrics

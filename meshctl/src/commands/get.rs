@@ -1,20 +1,10 @@
 //! `meshctl local get pods|services`.
 
-use crate::cli::{GetArgs, Output, Resource};
+use crate::cli::{GetArgs, Resource};
 use crate::local::StateDir;
 use crate::local::client::Client;
 use crate::local::objects::{PodStatus, ServiceStatus};
-use crate::output::{age, table};
-
-/// Prints `data` as JSON or YAML; false for the table format.
-fn print_data<T: serde::Serialize>(output: Output, data: &T) -> anyhow::Result<bool> {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(data)?),
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(data)?),
-        Output::Table => return Ok(false),
-    }
-    Ok(true)
-}
+use crate::output::{age, print_data, table};
 
 /// Lists pods or services.
 pub async fn get(state: &StateDir, args: &GetArgs) -> anyhow::Result<i32> {

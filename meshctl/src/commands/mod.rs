@@ -9,6 +9,7 @@ pub mod demo;
 pub mod exec;
 pub mod get;
 pub mod local;
+pub mod proxy_status;
 pub mod validate;
 
 /// Runs a parsed command line.
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Demo(d) => demo::demo(&StateDir::resolve(d.state.state_dir), d.requests).await,
         Command::Validate(v) => validate::validate(&v),
         Command::Analyze(a) => analyze::analyze(&a).await,
+        Command::ProxyStatus(p) => proxy_status::proxy_status(&p).await,
     };
     match result {
         Ok(code) => code,

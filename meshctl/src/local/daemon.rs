@@ -212,6 +212,8 @@ async fn serve(cfg: &DaemonConfig, id: &str) -> anyhow::Result<()> {
             format!("--issuer-key={}", ca.join("issuer.key").display()),
             format!("--local-api={}", state.socket().display()),
             format!("--cert-lifetime={}", cfg.cert_lifetime),
+            format!("--debug-socket={}", state.controller_socket().display()),
+            "--instance=mesh-controller".to_string(),
         ],
         ns: node_ns.clone(),
         log: state.controller_log(),

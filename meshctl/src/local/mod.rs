@@ -48,6 +48,11 @@ impl StateDir {
         self.0.join("api.sock")
     }
 
+    /// The controller's debug API (`/debug/syncz`).
+    pub fn controller_socket(&self) -> PathBuf {
+        self.0.join("controller.sock")
+    }
+
     /// The daemon's log.
     pub fn daemon_log(&self) -> PathBuf {
         self.0.join("daemon.log")

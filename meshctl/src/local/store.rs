@@ -546,6 +546,7 @@ fn snapshot(s: &State) -> Snapshot {
             .map(|(k, (svc, ip))| {
                 let spec = svc.spec.clone().unwrap_or_default();
                 cluster::Service {
+                    export_to: cluster::export_to_annotation(svc.metadata.annotations.as_ref()),
                     name: k.1.clone(),
                     namespace: k.0.clone(),
                     cluster_ip: IpAddr::V4(*ip),
