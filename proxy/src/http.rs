@@ -14,6 +14,7 @@ use hyper::{Response, StatusCode};
 
 pub mod forward;
 pub mod inbound;
+pub mod limits;
 pub mod outbound;
 pub mod pool;
 pub mod replay;

@@ -1,7 +1,8 @@
 //! Inbound: mTLS from peer proxies on the mTLS port (the client's SPIFFE
 //! ID verified, the target port read from the transport header), and
-//! plaintext redirected from outside the mesh (accepted: permissive mode).
-//! Both are forwarded to the app on the pod's own address.
+//! plaintext redirected from outside the mesh (accepted: permissive mode;
+//! HTTP is parsed by the same inbound HTTP stack as mTLS requests). Both
+//! are forwarded to the app on the pod's own address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use bytes::BytesMut;
+
+use crate::detect::{self, Protocol};
 use crate::metrics::ConnLabels;
+use crate::prefixed::Prefixed;
 use crate::{Ctx, orig_dst, ports, transport};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,9 +64,11 @@ async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> a
     .await
 }
 
-/// Serves the plaintext inbound port.
+/// Serves the plaintext inbound port: HTTP goes through the inbound HTTP
+/// stack (parsed, limited, rate limited, counted) like mTLS requests do;
+/// anything else is forwarded as bytes.
 pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
-    crate::accept::serve(listener, "inbound", move |tcp| {
+    crate::accept::serve(listener, "inbound", move |mut tcp| {
         let ctx = ctx.clone();
         async move {
             tcp.set_nodelay(true)?;
@@ -70,7 +77,19 @@ pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
                 dst.port() != ports::INBOUND,
                 "connection to the inbound port itself"
             );
-            forward(&ctx, tcp, dst, "unknown", "unknown", false).await
+            let mut buf = BytesMut::new();
+            let proto = if ctx.opaque_ports.contains(&dst.port()) {
+                Protocol::Opaque
+            } else {
+                detect::detect(&mut tcp, &mut buf, ctx.detect_timeout, false).await
+            };
+            let io = Prefixed::new(buf.freeze(), tcp);
+            if proto == Protocol::Opaque {
+                forward(&ctx, io, dst, "unknown", "unknown", false).await
+            } else {
+                crate::http::inbound::serve_plain(ctx, io, dst, proto).await;
+                Ok(())
+            }
         }
     })
     .await;

@@ -26,6 +26,7 @@ mod metrics;
 mod orig_dst;
 mod outbound;
 mod ports;
+mod prefixed;
 mod redirect;
 mod traffic;
 mod transport;

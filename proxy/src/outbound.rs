@@ -10,12 +10,14 @@ use std::time::Duration;
 use api::discovery::{Resolved, Workload};
 use api::protocol::AppProtocol;
 use api::spiffe::SpiffeId;
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::detect::{self, Protocol};
 use crate::discovery::{ATTEMPTS, Lookup, Target};
 use crate::metrics::ConnLabels;
+use crate::prefixed::Prefixed;
 use crate::traffic::backend::Subset;
 use crate::traffic::outlier::Observed;
 use crate::{Ctx, orig_dst, ports, transport};
@@ -50,25 +52,43 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How a connection to a mesh target is handled: a declared opaque port
 /// skips detection, a declared HTTP port is parsed as what it proves to
-/// be, anything else is detected with a bounded wait (well-known
-/// server-speaks-first ports excepted).
-async fn protocol(ctx: &Ctx, app: &TcpStream, target: &Resolved, port: u16) -> Protocol {
+/// be (never opaque), anything else is detected with a bounded wait
+/// (well-known server-speaks-first ports excepted). What detection read
+/// is in `buf`.
+async fn protocol(
+    ctx: &Ctx,
+    app: &mut TcpStream,
+    buf: &mut BytesMut,
+    target: &Resolved,
+    port: u16,
+) -> anyhow::Result<Protocol> {
     let declared = match target {
         Resolved::Service(svc) => svc.port(port).map(|p| p.protocol).unwrap_or_default(),
         Resolved::Workload(_) => AppProtocol::Detect,
     };
-    match declared {
+    Ok(match declared {
         AppProtocol::Tcp => Protocol::Opaque,
         AppProtocol::Http | AppProtocol::Http2 | AppProtocol::Grpc => {
-            detect::detect(app, DECLARED_HTTP_WAIT).await
+            match detect::detect(app, buf, DECLARED_HTTP_WAIT, true).await {
+                Protocol::Opaque => {
+                    // Nothing came: Envoy's request timeout.
+                    let _ = app.write_all(REQUEST_TIMEOUT).await;
+                    let _ = app.shutdown().await;
+                    anyhow::bail!("no request within {DECLARED_HTTP_WAIT:?} on an HTTP port");
+                }
+                p => p,
+            }
         }
         AppProtocol::Detect if ctx.opaque_ports.contains(&port) => Protocol::Opaque,
-        AppProtocol::Detect => detect::detect(app, ctx.detect_timeout).await,
-    }
+        AppProtocol::Detect => detect::detect(app, buf, ctx.detect_timeout, false).await,
+    })
 }
 
 /// How long a port declared HTTP waits for the client's first bytes.
 const DECLARED_HTTP_WAIT: Duration = Duration::from_secs(10);
+
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
     app.set_nodelay(true)?;
@@ -76,16 +96,20 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
     if dst.port() == ports::OUTBOUND && dst.ip() == app.local_addr()?.ip() {
         anyhow::bail!("connection to the outbound port itself");
     }
+    let client_ip = app.peer_addr()?.ip();
     let lookup = ctx.discovery.lookup(dst.ip()).await;
+    let mut buf = BytesMut::new();
     if let Lookup::Mesh(target) = &lookup {
-        let proto = protocol(ctx, &app, &target.resolved, dst.port()).await;
+        let proto = protocol(ctx, &mut app, &mut buf, &target.resolved, dst.port()).await?;
         if proto != Protocol::Opaque {
-            crate::http::outbound::serve(ctx.clone(), app, target.clone(), dst, proto).await;
+            let app = Prefixed::new(buf.freeze(), app);
+            crate::http::outbound::serve(ctx.clone(), app, client_ip, target.clone(), dst, proto)
+                .await;
             return Ok(());
         }
     }
     if matches!(lookup, Lookup::Passthrough) && registry_only(ctx) {
-        return blackhole(ctx, app, dst).await;
+        return blackhole(ctx, app, buf, dst).await;
     }
     let mut up = match lookup {
         Lookup::Passthrough => Upstream {
@@ -97,8 +121,11 @@ async fn handle(ctx: &Arc<Ctx>, mut app: TcpStream) -> anyhow::Result<()> {
             mtls: false,
             permit: None,
         },
-        Lookup::Mesh(target) => l4_connect(ctx, &app, &target, dst).await?,
+        Lookup::Mesh(target) => {
+            l4_connect(ctx, &mut app, &mut buf, client_ip, &target, dst).await?
+        }
     };
+    let mut app = Prefixed::new(buf.freeze(), app);
     let me = ctx.identity.id();
     let principal = me.to_string();
     let labels = outbound_labels(
@@ -176,7 +203,12 @@ fn registry_only(ctx: &Ctx) -> bool {
 
 /// A destination outside the registry under `REGISTRY_ONLY`: Istio's
 /// BlackHoleCluster. HTTP/1 gets a 502, anything else a closed connection.
-async fn blackhole(ctx: &Ctx, mut app: TcpStream, dst: SocketAddr) -> anyhow::Result<()> {
+async fn blackhole(
+    ctx: &Ctx,
+    mut app: TcpStream,
+    mut buf: BytesMut,
+    dst: SocketAddr,
+) -> anyhow::Result<()> {
     let me = ctx.identity.id();
     let principal = me.to_string();
     let labels = outbound_labels(
@@ -188,13 +220,13 @@ async fn blackhole(ctx: &Ctx, mut app: TcpStream, dst: SocketAddr) -> anyhow::Re
     );
     ctx.metrics.opened(&labels);
     ctx.metrics.closed(&labels, 0, 0);
-    if detect::detect(&app, ctx.detect_timeout).await == Protocol::Http1 {
+    if detect::detect(&mut app, &mut buf, ctx.detect_timeout, false).await == Protocol::Http1 {
         // Read the request first: unread bytes would turn the close into
         // a reset that can overtake the answer.
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut rest = vec![0u8; 16 * 1024];
         let _ = tokio::time::timeout(
             Duration::from_millis(100),
-            tokio::io::AsyncReadExt::read(&mut app, &mut buf),
+            tokio::io::AsyncReadExt::read(&mut app, &mut rest),
         )
         .await;
         app.write_all(
@@ -212,7 +244,9 @@ async fn blackhole(ctx: &Ctx, mut app: TcpStream, dst: SocketAddr) -> anyhow::Re
 /// endpoints.
 async fn l4_connect(
     ctx: &Ctx,
-    app: &TcpStream,
+    app: &mut TcpStream,
+    buf: &mut BytesMut,
+    client_ip: IpAddr,
     target: &Target,
     dst: SocketAddr,
 ) -> anyhow::Result<Upstream> {
@@ -221,7 +255,7 @@ async fn l4_connect(
     let sni = if router.tls.is_empty() {
         None
     } else {
-        detect::peek_sni(app, ctx.detect_timeout).await
+        detect::sni(app, buf, ctx.detect_timeout).await
     };
     let src = ctx.source.load();
     let mut rng = fastrand::Rng::new();
@@ -249,10 +283,9 @@ async fn l4_connect(
         .limits
         .connection()
         .map_err(|_| anyhow::anyhow!("{}: maxConnections reached (UO)", dest.host))?;
-    let key = app
-        .peer_addr()
-        .ok()
-        .map(|a| crate::traffic::balance::hash(a.ip().to_string().as_bytes()));
+    let key = Some(crate::traffic::balance::hash(
+        client_ip.to_string().as_bytes(),
+    ));
     let mut tried = Vec::new();
     let mut last = None;
     for _ in 0..ATTEMPTS {

@@ -5,6 +5,7 @@
 
 mod cli;
 mod control;
+mod hostile;
 mod protocols;
 mod security;
 mod traffic;

@@ -1,7 +1,10 @@
-//! Inbound HTTP: requests from peer proxies on their shared HTTP/2 mTLS
-//! connection, forwarded to the app on the port they name, in the protocol
-//! the client app used (HTTP/1.1 through a keep-alive pool, HTTP/2 over one
-//! connection per port).
+//! Inbound HTTP, one path for both ways in: requests from peer proxies on
+//! their shared HTTP/2 mTLS connection (the app port and the client app's
+//! protocol ride in headers), and plaintext HTTP from outside the mesh on
+//! the redirected port (parsed here with the edge's limits, never passed
+//! through as bytes). Each request is rate limited, forwarded to the app
+//! in the protocol the client used (HTTP/1.1 through a keep-alive pool,
+//! HTTP/2 over one connection per port), and counted.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -14,25 +17,38 @@ use hyper::body::Incoming;
 use hyper::header::{HOST, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Body, DST_PORT, ORIG_PROTO, ROUTE, error_response};
+use super::{Body, DST_PORT, ORIG_PROTO, ROUTE, error_response, limits};
+use crate::detect::Protocol;
 use crate::metrics::RequestLabels;
 use crate::traffic::limits::ConnSettings;
 use crate::{Ctx, outbound, ports};
 
-/// Serves one peer's HTTP/2 connection.
+/// Where a connection's requests come from and go.
+#[derive(Clone)]
+enum Origin {
+    /// A peer proxy, over mTLS: the app port is in each request.
+    Peer {
+        identity: Arc<SpiffeId>,
+        local: IpAddr,
+    },
+    /// A client outside the mesh, in plaintext, to `app` in `proto`.
+    Plain { app: SocketAddr, proto: Protocol },
+}
+
+/// Serves one peer proxy's HTTP/2 connection.
 pub async fn serve<IO>(ctx: Arc<Ctx>, io: IO, peer: SpiffeId, local: IpAddr)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer = Arc::new(peer);
-    let svc = service_fn(move |req| {
-        let (ctx, peer) = (ctx.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(&ctx, &peer, local, req).await) }
-    });
-    if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let origin = Origin::Peer {
+        identity: Arc::new(peer),
+        local,
+    };
+    let svc = service(ctx, origin);
+    if let Err(e) = limits::peer_h2_server()
         .serve_connection(TokioIo::new(io), svc)
         .await
     {
@@ -40,16 +56,59 @@ where
     }
 }
 
-async fn handle(
-    ctx: &Ctx,
-    peer: &SpiffeId,
-    local: IpAddr,
-    req: Request<Incoming>,
-) -> Response<Body> {
+/// Serves a plaintext HTTP connection from outside the mesh, redirected
+/// from `app`, with the edge's limits (the parser answers malformed
+/// requests with 400, oversized headers with 431, slow ones with 408).
+pub async fn serve_plain<IO>(ctx: Arc<Ctx>, io: IO, app: SocketAddr, proto: Protocol)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service(ctx, Origin::Plain { app, proto });
+    let io = TokioIo::new(io);
+    let result = match proto {
+        Protocol::Http2 => limits::h2_server().serve_connection(io, svc).await,
+        _ => {
+            limits::h1_server()
+                .serve_connection(io, svc)
+                .with_upgrades()
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "inbound plaintext HTTP connection ended");
+    }
+}
+
+fn service(
+    ctx: Arc<Ctx>,
+    origin: Origin,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let (ctx, origin) = (ctx.clone(), origin.clone());
+        async move { Ok::<_, Infallible>(handle(&ctx, &origin, req).await) }
+    })
+}
+
+async fn handle(ctx: &Ctx, origin: &Origin, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let grpc = super::is_grpc(&req);
     let mut req = req;
+    // Only a peer proxy may name the route or the app port; an outsider's
+    // values are dropped.
     let route = req.headers_mut().remove(ROUTE);
+    let route = match origin {
+        Origin::Peer { .. } => route,
+        Origin::Plain { .. } => {
+            req.headers_mut().remove(DST_PORT);
+            req.headers_mut().remove(ORIG_PROTO);
+            None
+        }
+    };
     let limited = rate_limited(ctx, &req, route.as_ref().and_then(|v| v.to_str().ok()));
     let resp = match limited {
         Some(status) => {
@@ -59,16 +118,24 @@ async fn handle(
                 .insert("x-ratelimit-limited", HeaderValue::from_static("true"));
             r
         }
-        None => forward(ctx, local, req).await,
+        None => forward(ctx, origin, req).await,
     };
     let me = ctx.identity.id();
-    let (principal, peer_s) = (me.to_string(), peer.to_string());
+    let principal = me.to_string();
+    let (peer_ns, peer_s, security) = match origin {
+        Origin::Peer { identity, .. } => (
+            identity.namespace().to_string(),
+            identity.to_string(),
+            "mutual_tls",
+        ),
+        Origin::Plain { .. } => ("unknown".into(), "unknown".into(), "none"),
+    };
     let code = resp.status().as_u16().to_string();
     ctx.metrics.request(
         &RequestLabels([
             "destination",
             "unknown",
-            peer.namespace(),
+            &peer_ns,
             &peer_s,
             "unknown",
             &ctx.workload,
@@ -83,7 +150,7 @@ async fn handle(
             } else {
                 "-"
             },
-            "mutual_tls",
+            security,
         ]),
         started.elapsed(),
     );
@@ -105,24 +172,35 @@ fn rate_limited<B>(ctx: &Ctx, req: &Request<B>, route: Option<&str>) -> Option<S
     })
 }
 
-async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<Body> {
-    let (mut parts, body) = req.into_parts();
-    let port = parts
-        .headers
-        .remove(DST_PORT)
-        .and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
-    let Some(port) = port.filter(|p| ![ports::MTLS, ports::INBOUND, ports::OUTBOUND].contains(p))
-    else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "missing or invalid x-mesh-dst-port",
-        );
+/// The app's address and whether to speak HTTP/1 to it.
+fn app_of<B>(origin: &Origin, req: &mut Request<B>) -> Result<(SocketAddr, bool), &'static str> {
+    match origin {
+        Origin::Plain { app, proto } => Ok((*app, *proto != Protocol::Http2)),
+        Origin::Peer { local, .. } => {
+            let port = req
+                .headers_mut()
+                .remove(DST_PORT)
+                .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+                .filter(|p| ![ports::MTLS, ports::INBOUND, ports::OUTBOUND].contains(p))
+                .ok_or("missing or invalid x-mesh-dst-port")?;
+            let http1 = req
+                .headers_mut()
+                .remove(ORIG_PROTO)
+                .is_some_and(|v| v == "HTTP/1.1");
+            Ok((SocketAddr::new(*local, port), http1))
+        }
+    }
+}
+
+async fn forward(ctx: &Ctx, origin: &Origin, mut req: Request<Incoming>) -> Response<Body> {
+    let (app, http1) = match app_of(origin, &mut req) {
+        Ok(a) => a,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
     };
-    let http1 = parts
-        .headers
-        .remove(ORIG_PROTO)
-        .is_some_and(|v| v == "HTTP/1.1");
-    let app = SocketAddr::new(local, port);
+    if matches!(origin, Origin::Plain { .. }) && super::is_upgrade(&req) {
+        return upgrade(app, req).await;
+    }
+    let (mut parts, body) = req.into_parts();
     if http1 {
         // Keep what the client addressed as the Host header.
         if !parts.headers.contains_key(HOST)
@@ -143,6 +221,7 @@ async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<B
             Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("bad URI: {e}")),
         };
         parts.version = Version::HTTP_11;
+        super::strip_hop_by_hop(&mut parts.headers);
         return match ctx
             .http1
             .request(Request::from_parts(parts, body.boxed()))
@@ -166,6 +245,20 @@ async fn forward(ctx: &Ctx, local: IpAddr, req: Request<Incoming>) -> Response<B
             Ok(r) => r.map(BodyExt::boxed),
             Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}")),
         },
+        Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}")),
+    }
+}
+
+/// A plaintext upgrade (WebSocket) to the app, on a connection of its own.
+async fn upgrade(app: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let io = match outbound::connect_plain(app, crate::traffic::limits::CONNECT_TIMEOUT).await {
+        Ok(io) => io,
+        Err(e) => {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}"));
+        }
+    };
+    match super::send::tunnel_over(Box::new(io), req).await {
+        Ok(r) => r,
         Err(e) => error_response(StatusCode::SERVICE_UNAVAILABLE, &format!("app {app}: {e}")),
     }
 }

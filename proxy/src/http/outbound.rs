@@ -3,7 +3,7 @@
 //! counted in the Istio metrics and the access log.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,8 +11,8 @@ use api::discovery::Resolved;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Body;
 use super::forward::{self, Client};
@@ -22,18 +22,19 @@ use crate::metrics::RequestLabels;
 use crate::{Ctx, access_log};
 
 /// Serves the app's connection until it closes.
-pub async fn serve(
+pub async fn serve<IO>(
     ctx: Arc<Ctx>,
-    app: TcpStream,
+    app: IO,
+    client_ip: IpAddr,
     target: Arc<Target>,
     dst: SocketAddr,
     proto: Protocol,
-) {
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let client = Arc::new(Client {
         source: ctx.source.load_full(),
-        ip: app
-            .peer_addr()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()),
+        ip: client_ip,
     });
     let svc = service_fn(move |req| {
         let (ctx, target, client) = (ctx.clone(), target.clone(), client.clone());
@@ -41,13 +42,9 @@ pub async fn serve(
     });
     let io = TokioIo::new(app);
     let result = match proto {
-        Protocol::Http2 => {
-            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, svc)
-                .await
-        }
+        Protocol::Http2 => super::limits::h2_server().serve_connection(io, svc).await,
         _ => {
-            hyper::server::conn::http1::Builder::new()
+            super::limits::h1_server()
                 .serve_connection(io, svc)
                 .with_upgrades()
                 .await

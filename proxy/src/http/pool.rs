@@ -90,6 +90,7 @@ impl<K: Hash + Eq + Clone> H2Pool<K> {
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(std::time::Duration::from_secs(30))
+            .max_header_list_size(super::limits::PEER_MAX_HEADER_LIST)
             .handshake(TokioIo::new(io))
             .await?;
         tokio::spawn(async move {

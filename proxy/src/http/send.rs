@@ -176,9 +176,8 @@ pub async fn tunnel(
     ctx: &Ctx,
     w: &Workload,
     port: u16,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> anyhow::Result<Response<Body>> {
-    let client_side = hyper::upgrade::on(&mut req);
     let io: Box<dyn outbound::Io> = match &w.identity {
         Some(id) => {
             let mut tls = outbound::connect_mtls(
@@ -200,6 +199,16 @@ pub async fn tunnel(
             .await?,
         ),
     };
+    tunnel_over(io, req).await
+}
+
+/// Sends the upgrade request `req` over `io`; once both sides switched,
+/// copies bytes both ways.
+pub async fn tunnel_over(
+    io: Box<dyn outbound::Io>,
+    mut req: Request<Incoming>,
+) -> anyhow::Result<Response<Body>> {
+    let client_side = hyper::upgrade::on(&mut req);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
