@@ -33,6 +33,9 @@ pub fn admin(ctx: Arc<Ctx>) -> Router {
 }
 
 async fn ready(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> impl IntoResponse {
+    if ctx.drain.draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string());
+    }
     let cert = ctx.identity.credentials().is_some();
     let config = ctx.discovery.synced_once();
     match (cert, config) {

@@ -24,7 +24,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the mTLS port.
 pub async fn serve_mtls(listener: TcpListener, ctx: Arc<Ctx>) {
     let acceptor = TlsAcceptor::from(ctx.server_tls.clone());
-    crate::accept::serve(listener, "inbound mTLS", move |tcp| {
+    let drain = ctx.drain.clone();
+    crate::accept::serve(listener, "inbound mTLS", drain, move |tcp| {
         let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
         async move { handle_mtls(&ctx, acceptor, tcp).await }
     })
@@ -68,7 +69,8 @@ async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> a
 /// stack (parsed, limited, rate limited, counted) like mTLS requests do;
 /// anything else is forwarded as bytes.
 pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
-    crate::accept::serve(listener, "inbound", move |mut tcp| {
+    let drain = ctx.drain.clone();
+    crate::accept::serve(listener, "inbound", drain, move |mut tcp| {
         let ctx = ctx.clone();
         async move {
             tcp.set_nodelay(true)?;

@@ -19,6 +19,7 @@ mod admin;
 mod control;
 mod detect;
 mod discovery;
+mod drain;
 mod http;
 mod identity;
 mod inbound;
@@ -94,6 +95,10 @@ struct RunArgs {
     /// Runtime worker threads.
     #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// How long a SIGTERM waits for open connections to finish (Istio's
+    /// terminationDrainDuration).
+    #[arg(long, env = "MESH_DRAIN_GRACE", default_value = "5s", value_parser = api::duration::parse)]
+    drain_grace: Duration,
     /// The JSON access log on stdout: `on` or `off`.
     #[arg(long, env = "MESH_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
     access_log: String,
@@ -127,6 +132,8 @@ pub struct Ctx {
     pod_ip: IpAddr,
     /// Rate limiters of this workload.
     rate_limits: traffic::ratelimit::Policies,
+    /// Set once SIGTERM starts the drain.
+    drain: drain::Watch,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -212,6 +219,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let discovery =
         discovery::Discovery::start(controller.clone(), ident.clone(), node, args.discovery_wait);
+    let (drainer, drain) = drain::channel();
     let ctx = Arc::new(Ctx {
         client_tls: ident.client_config(&[transport::ALPN_TCP])?,
         client_tls_h2: ident.client_config(&[transport::ALPN_H2])?,
@@ -233,6 +241,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         access_log: args.access_log == "on",
         pod_ip: args.pod_ip,
         rate_limits: traffic::ratelimit::Policies::default(),
+        drain,
     });
     tokio::spawn(own_labels(ctx.clone(), args.pod_ip));
     tokio::spawn({
@@ -261,6 +270,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    tracing::info!("proxy stopping");
+    tracing::info!(grace = ?args.drain_grace, "proxy draining");
+    let left = drainer.run(args.drain_grace).await;
+    tracing::info!(connections_cut = left, "proxy stopping");
     Ok(())
 }

@@ -27,7 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Accepts redirected connections until the process ends.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
-    crate::accept::serve(listener, "outbound", move |tcp| {
+    let drain = ctx.drain.clone();
+    crate::accept::serve(listener, "outbound", drain, move |tcp| {
         let ctx = ctx.clone();
         async move { handle(&ctx, tcp).await }
     })

@@ -5,6 +5,7 @@
 
 mod cli;
 mod control;
+mod drain;
 mod hostile;
 mod protocols;
 mod security;

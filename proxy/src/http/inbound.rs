@@ -47,11 +47,10 @@ where
         identity: Arc::new(peer),
         local,
     };
+    let drain = ctx.drain.clone();
     let svc = service(ctx, origin);
-    if let Err(e) = limits::peer_h2_server()
-        .serve_connection(TokioIo::new(io), svc)
-        .await
-    {
+    let conn = limits::peer_h2_server().serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = crate::drain::serve(conn, &drain).await {
         tracing::debug!(error = %e, "inbound HTTP/2 connection ended");
     }
 }
@@ -63,15 +62,19 @@ pub async fn serve_plain<IO>(ctx: Arc<Ctx>, io: IO, app: SocketAddr, proto: Prot
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let drain = ctx.drain.clone();
     let svc = service(ctx, Origin::Plain { app, proto });
     let io = TokioIo::new(io);
     let result = match proto {
-        Protocol::Http2 => limits::h2_server().serve_connection(io, svc).await,
+        Protocol::Http2 => {
+            let conn = limits::h2_server().serve_connection(io, svc);
+            crate::drain::serve(conn, &drain).await
+        }
         _ => {
-            limits::h1_server()
+            let conn = limits::h1_server()
                 .serve_connection(io, svc)
-                .with_upgrades()
-                .await
+                .with_upgrades();
+            crate::drain::serve(conn, &drain).await
         }
     };
     if let Err(e) = result {

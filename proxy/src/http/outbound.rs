@@ -36,18 +36,22 @@ pub async fn serve<IO>(
         source: ctx.source.load_full(),
         ip: client_ip,
     });
+    let drain = ctx.drain.clone();
     let svc = service_fn(move |req| {
         let (ctx, target, client) = (ctx.clone(), target.clone(), client.clone());
         async move { Ok::<_, Infallible>(handle(&ctx, &target, &client, dst, proto, req).await) }
     });
     let io = TokioIo::new(app);
     let result = match proto {
-        Protocol::Http2 => super::limits::h2_server().serve_connection(io, svc).await,
+        Protocol::Http2 => {
+            let conn = super::limits::h2_server().serve_connection(io, svc);
+            crate::drain::serve(conn, &drain).await
+        }
         _ => {
-            super::limits::h1_server()
+            let conn = super::limits::h1_server()
                 .serve_connection(io, svc)
-                .with_upgrades()
-                .await
+                .with_upgrades();
+            crate::drain::serve(conn, &drain).await
         }
     };
     if let Err(e) = result {
