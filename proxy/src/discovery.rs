@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::control::{self, ControllerAddr};
-use crate::traffic::{Router, outlier};
+use crate::traffic::{Router, state};
 
 /// A resolved address plus the data path's per-target state.
 #[derive(Debug, Serialize)]
@@ -67,8 +67,9 @@ pub struct Discovery {
     connected: AtomicBool,
     synced_once: AtomicBool,
     wait: Duration,
-    /// Outlier detection state by destination host, kept across updates.
-    outliers: outlier::Registry,
+    /// Per-destination state (outlier detection, pool limits, retry
+    /// budgets, requests in flight), kept across updates.
+    state: state::Registry,
 }
 
 impl Discovery {
@@ -87,7 +88,7 @@ impl Discovery {
             connected: AtomicBool::new(false),
             synced_once: AtomicBool::new(false),
             wait,
-            outliers: outlier::Registry::default(),
+            state: state::Registry::default(),
         });
         tokio::spawn(stream_loop(d.clone(), ctl, ident, node, rx));
         d
@@ -171,7 +172,7 @@ impl Discovery {
                     .map_err(|e| e.to_string())
                     .and_then(|resolved| {
                         Ok(Target {
-                            router: Arc::new(Router::for_resolved(&resolved, &self.outliers)?),
+                            router: Arc::new(Router::for_resolved(&resolved, &self.state)?),
                             resolved,
                             version: r.version.clone(),
                         })
@@ -292,7 +293,7 @@ mod tests {
             connected: AtomicBool::new(true),
             synced_once: AtomicBool::new(true),
             wait: Duration::from_millis(50),
-            outliers: outlier::Registry::default(),
+            state: state::Registry::default(),
         }
     }
 

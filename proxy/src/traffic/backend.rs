@@ -12,7 +12,7 @@ use api::traffic::Backend as BackendSpec;
 
 use super::balance::Balancer;
 use super::retry::Budget;
-use super::{limits, outlier};
+use super::{limits, outlier, state};
 
 /// A destination host's endpoints, subsets and policy.
 #[derive(Debug)]
@@ -24,8 +24,8 @@ pub struct Backend {
     /// By (subset, service port): `None` is every endpoint; port 0 is
     /// the policy without port-level settings.
     subsets: HashMap<(Option<String>, u16), Subset>,
-    /// Retries in flight to this host.
-    pub budget: Budget,
+    /// Retries in flight to this host (kept across pushes).
+    pub budget: Arc<Budget>,
 }
 
 /// A group of endpoints, how to choose among them, and the policy that
@@ -34,12 +34,12 @@ pub struct Backend {
 pub struct Subset {
     /// Indexes into the backend's endpoints.
     pub members: Vec<usize>,
-    /// Requests in flight per member.
-    pub active: Vec<AtomicU32>,
+    /// Requests in flight per member (kept across pushes).
+    pub active: Vec<Arc<AtomicU32>>,
     /// The policy.
     pub balancer: Balancer,
-    /// Connection pool limits (`connectionPool`).
-    pub limits: limits::Limits,
+    /// Connection pool limits (`connectionPool`, kept across pushes).
+    pub limits: Arc<limits::Limits>,
     /// Connection settings.
     pub conn: limits::ConnSettings,
     /// Outlier detection, when asked for (state shared by the host).
@@ -97,7 +97,7 @@ impl Backend {
         host: &str,
         spec: &BackendSpec,
         at: &str,
-        outliers: &outlier::Registry,
+        state: &state::Registry,
     ) -> Result<Self, String> {
         let dr = spec.policy.as_ref();
         let top = dr.and_then(|d| d.traffic_policy.as_ref());
@@ -115,10 +115,14 @@ impl Backend {
         let mut subsets = HashMap::new();
         for (name, labels, policy, at) in groups {
             for port in std::iter::once(0).chain(tuned_ports(&[top, policy])) {
-                let sub = subset(&spec.endpoints, labels, top, policy, port, || {
-                    outliers.detector(host)
-                })
-                .map_err(|e| format!("{at}: {e}"))?;
+                let place = Place {
+                    host,
+                    subset: name.as_deref(),
+                    port,
+                    state,
+                };
+                let sub = subset(&spec.endpoints, labels, top, policy, &place)
+                    .map_err(|e| format!("{at}: {e}"))?;
                 subsets.insert((name.clone(), port), sub);
             }
         }
@@ -126,7 +130,7 @@ impl Backend {
             ports: spec.ports.clone(),
             endpoints: spec.endpoints.clone(),
             subsets,
-            budget: Budget::new(top.and_then(|p| p.retry_budget.as_ref())),
+            budget: state.budget(host, top.and_then(|p| p.retry_budget.as_ref())),
         })
     }
 
@@ -207,14 +211,22 @@ impl Backend {
     }
 }
 
+/// Which subset is compiled, and where its lasting state lives.
+struct Place<'a> {
+    host: &'a str,
+    subset: Option<&'a str>,
+    port: u16,
+    state: &'a state::Registry,
+}
+
 fn subset(
     endpoints: &[Endpoint],
     labels: Option<&std::collections::BTreeMap<String, String>>,
     top: Option<&TrafficPolicy>,
     policy: Option<&TrafficPolicy>,
-    port: u16,
-    detector: impl FnOnce() -> Arc<outlier::Detector>,
+    place: &Place<'_>,
 ) -> Result<Subset, String> {
+    let port = place.port;
     let members: Vec<usize> = endpoints
         .iter()
         .enumerate()
@@ -247,16 +259,23 @@ fn subset(
         |p| p.outlier_detection.as_ref(),
     );
     Ok(Subset {
-        active: members.iter().map(|_| AtomicU32::new(0)).collect(),
+        active: members
+            .iter()
+            .map(|i| {
+                place
+                    .state
+                    .active(place.host, endpoints[*i].workload.address)
+            })
+            .collect(),
         balancer: Balancer::new(lb, &names)
             .map_err(|e| format!("trafficPolicy.loadBalancer.{e}"))?,
         members,
-        limits: limits::Limits::new(pool),
+        limits: place.state.limits(place.host, place.subset, port, pool),
         conn: limits::ConnSettings::compile(pool, "trafficPolicy.connectionPool")?,
         outlier: od
             .map(|od| {
                 outlier::Config::compile(od, "trafficPolicy.outlierDetection")
-                    .map(|c| (c, detector()))
+                    .map(|c| (c, place.state.detector(place.host)))
             })
             .transpose()?,
     })

@@ -68,10 +68,17 @@ pub fn hash(bytes: &[u8]) -> u64 {
 }
 
 impl Balancer {
+    /// Round robin from a random start, so that the proxies of a
+    /// workload (and one proxy after a config push) do not all send
+    /// their next request to the same first endpoint.
+    fn round_robin() -> Self {
+        Self::RoundRobin(AtomicUsize::new(fastrand::usize(..)))
+    }
+
     /// The policy `lb` names over `members` (stable names, e.g. addresses).
     pub fn new(lb: Option<&LoadBalancerSettings>, members: &[String]) -> Result<Self, String> {
         let Some(lb) = lb else {
-            return Ok(Self::RoundRobin(AtomicUsize::new(0)));
+            return Ok(Self::round_robin());
         };
         if let Some(ch) = &lb.consistent_hash {
             let on = if let Some(h) = &ch.http_header_name {
@@ -116,7 +123,7 @@ impl Balancer {
         Ok(match lb.simple.as_deref() {
             Some("RANDOM") => Self::Random,
             Some("LEAST_REQUEST" | "LEAST_CONN") => Self::LeastRequest,
-            _ => Self::RoundRobin(AtomicUsize::new(0)),
+            _ => Self::round_robin(),
         })
     }
 
@@ -133,7 +140,7 @@ impl Balancer {
     pub fn pick(
         &self,
         n: usize,
-        active: &[AtomicU32],
+        active: &[std::sync::Arc<AtomicU32>],
         key: Option<u64>,
         tried: &[usize],
         rng: &mut fastrand::Rng,
@@ -202,7 +209,12 @@ mod tests {
         (0..n).map(|i| format!("10.244.0.{}", i + 2)).collect()
     }
 
-    fn counts(b: &Balancer, n: usize, active: &[AtomicU32], picks: usize) -> Vec<usize> {
+    fn counts(
+        b: &Balancer,
+        n: usize,
+        active: &[std::sync::Arc<AtomicU32>],
+        picks: usize,
+    ) -> Vec<usize> {
         let mut rng = fastrand::Rng::with_seed(1);
         let mut c = vec![0; n];
         for _ in 0..picks {
@@ -232,7 +244,7 @@ mod tests {
     #[test]
     fn least_request_avoids_the_busy_endpoint() {
         let b = Balancer::new(Some(&lb("simple: LEAST_REQUEST")), &members(3)).unwrap();
-        let active = [AtomicU32::new(50), AtomicU32::new(0), AtomicU32::new(0)];
+        let active = [50, 0, 0].map(|n| std::sync::Arc::new(AtomicU32::new(n)));
         let c = counts(&b, 3, &active, 3000);
         // The busy one wins only when both choices land on it: about 1/9.
         assert!(c[0] < 450, "{c:?}");

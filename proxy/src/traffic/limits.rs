@@ -20,10 +20,42 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Caps for one host.
 #[derive(Debug, Default)]
 pub struct Limits {
+    caps: Caps,
     requests: Option<Arc<Semaphore>>,
-    max_pending: Option<u32>,
     pending: AtomicU32,
     connections: Option<Arc<Semaphore>>,
+}
+
+/// The numbers a `connectionPool` sets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Requests in flight (`http2MaxRequests`, bounded by `maxConnections`).
+    requests: Option<usize>,
+    /// Requests waiting for a slot (`http1MaxPendingRequests`).
+    max_pending: Option<u32>,
+    /// Opaque connections (`tcp.maxConnections`).
+    connections: Option<usize>,
+}
+
+impl Caps {
+    /// The caps `pool` sets (none when absent).
+    pub fn of(pool: Option<&ConnectionPoolSettings>) -> Self {
+        let http = pool.and_then(|p| p.http.as_ref());
+        let conns = positive(
+            pool.and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.max_connections),
+        );
+        let reqs = positive(http.and_then(|h| h.http2_max_requests));
+        Self {
+            requests: match (reqs, conns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            max_pending: positive(http.and_then(|h| h.http1_max_pending_requests))
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            connections: conns,
+        }
+    }
 }
 
 /// Over the limit: answer 503 with `UO`.
@@ -35,25 +67,20 @@ fn positive(v: Option<i32>) -> Option<usize> {
 }
 
 impl Limits {
-    /// The caps `pool` sets (none when absent).
-    pub fn new(pool: Option<&ConnectionPoolSettings>) -> Self {
-        let http = pool.and_then(|p| p.http.as_ref());
-        let conns = positive(
-            pool.and_then(|p| p.tcp.as_ref())
-                .and_then(|t| t.max_connections),
-        );
-        let reqs = positive(http.and_then(|h| h.http2_max_requests));
-        let cap = match (reqs, conns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+    /// Limits with `caps`.
+    pub fn new(caps: Caps) -> Self {
+        let sem = |n: usize| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
         Self {
-            requests: cap.map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),
-            max_pending: positive(http.and_then(|h| h.http1_max_pending_requests))
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            caps,
+            requests: caps.requests.map(sem),
             pending: AtomicU32::new(0),
-            connections: conns.map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))),
+            connections: caps.connections.map(sem),
         }
+    }
+
+    /// The caps they enforce.
+    pub fn caps(&self) -> Caps {
+        self.caps
     }
 
     /// A slot for one request: at once, after a bounded wait in the pending
@@ -65,7 +92,7 @@ impl Limits {
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Ok(Some(p));
         }
-        let max = self.max_pending.unwrap_or(u32::MAX);
+        let max = self.caps.max_pending.unwrap_or(u32::MAX);
         if self
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -151,9 +178,9 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_cap_requests_queue_then_overflow() {
-        let l = Arc::new(Limits::new(Some(&pool(
+        let l = Arc::new(Limits::new(Caps::of(Some(&pool(
             "{tcp: {maxConnections: 5}, http: {http2MaxRequests: 2, http1MaxPendingRequests: 1}}",
-        ))));
+        )))));
         let a = l.admit().await.unwrap();
         let _b = l.admit().await.unwrap();
         // The third waits in the queue...
@@ -173,15 +200,15 @@ mod tests {
 
     #[tokio::test]
     async fn max_connections_caps_requests_too_and_no_settings_no_caps() {
-        let l = Limits::new(Some(&pool("{tcp: {maxConnections: 1}}")));
+        let l = Limits::new(Caps::of(Some(&pool("{tcp: {maxConnections: 1}}"))));
         let _a = l.admit().await.unwrap();
-        let l2 = Limits::new(Some(&pool(
+        let l2 = Limits::new(Caps::of(Some(&pool(
             "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}",
-        )));
+        ))));
         let _x = l2.admit().await.unwrap();
         let _c = l2.connection().unwrap();
         assert_eq!(l2.connection().unwrap_err(), Overflow);
-        let none = Limits::new(None);
+        let none = Limits::new(Caps::of(None));
         for _ in 0..100 {
             assert!(none.admit().await.unwrap().is_none());
         }

@@ -24,6 +24,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod split;
+pub mod state;
 
 pub use backend::Backend;
 use matching::{Source, StrMatch};
@@ -50,10 +51,10 @@ impl Router {
     /// pod address, every request to that pod.
     pub fn for_resolved(
         r: &api::discovery::Resolved,
-        outliers: &outlier::Registry,
+        state: &state::Registry,
     ) -> Result<Self, String> {
         match r {
-            api::discovery::Resolved::Service(s) => Self::compile(s, outliers),
+            api::discovery::Resolved::Service(s) => Self::compile(s, state),
             api::discovery::Resolved::Workload(w) => {
                 let host = w.address.to_string();
                 let spec = BackendSpec {
@@ -67,7 +68,7 @@ impl Router {
                     routes: vec![default_route(&host)],
                     backends: [(
                         host.clone(),
-                        Backend::compile(&host, &spec, "workload", outliers)?,
+                        Backend::compile(&host, &spec, "workload", state)?,
                     )]
                     .into(),
                     tcp: Vec::new(),
@@ -79,7 +80,7 @@ impl Router {
     }
 
     /// Compiles the routing of `svc`.
-    pub fn compile(svc: &Service, outliers: &outlier::Registry) -> Result<Self, String> {
+    pub fn compile(svc: &Service, state: &state::Registry) -> Result<Self, String> {
         let Some(t) = svc.traffic.as_deref() else {
             let spec = BackendSpec {
                 ports: svc.ports.clone(),
@@ -90,7 +91,7 @@ impl Router {
                 routes: vec![default_route(&svc.hostname)],
                 backends: [(
                     svc.hostname.clone(),
-                    Backend::compile(&svc.hostname, &spec, "traffic", outliers)?,
+                    Backend::compile(&svc.hostname, &spec, "traffic", state)?,
                 )]
                 .into(),
                 tcp: Vec::new(),
@@ -98,13 +99,13 @@ impl Router {
                 default: default_dest(&svc.hostname),
             });
         };
-        Self::from_traffic(t, &svc.hostname, outliers)
+        Self::from_traffic(t, &svc.hostname, state)
     }
 
     fn from_traffic(
         t: &ServiceTraffic,
         own_host: &str,
-        outliers: &outlier::Registry,
+        state: &state::Registry,
     ) -> Result<Self, String> {
         let mut routes = t
             .http
@@ -121,7 +122,7 @@ impl Router {
             .map(|(h, b)| {
                 Ok((
                     h.clone(),
-                    Backend::compile(h, b, &format!("backends[{h}]"), outliers)?,
+                    Backend::compile(h, b, &format!("backends[{h}]"), state)?,
                 ))
             })
             .collect::<Result<HashMap<_, _>, String>>()?;

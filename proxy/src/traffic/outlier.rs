@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use api::istio::destination_rule::OutlierDetection;
@@ -265,24 +265,6 @@ impl Detector {
 
 fn hit(threshold: u32, count: u32) -> bool {
     threshold > 0 && count >= threshold
-}
-
-/// Detectors by destination host, shared by every compiled router.
-#[derive(Debug, Default)]
-pub struct Registry {
-    hosts: Mutex<HashMap<String, Arc<Detector>>>,
-}
-
-impl Registry {
-    /// The detector of `host`, made on first use.
-    pub fn detector(&self, host: &str) -> Arc<Detector> {
-        self.hosts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(host.to_string())
-            .or_default()
-            .clone()
-    }
 }
 
 #[cfg(test)]

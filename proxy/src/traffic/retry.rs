@@ -245,6 +245,11 @@ impl Budget {
         }
     }
 
+    /// Whether `other` has the same percent and minimum.
+    pub fn same_bounds(&self, other: &Budget) -> bool {
+        self.percent == other.percent && self.min_concurrency == other.min_concurrency
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn request(&self) -> Active<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);

@@ -92,7 +92,7 @@ fn the_first_matching_route_wins_and_an_unmatched_one_is_the_default() {
     let r = Router::from_traffic(
         &traffic(SEED, Some(SUBSETS)),
         HOST,
-        &outlier::Registry::default(),
+        &state::Registry::default(),
     )
     .unwrap();
     let src = Source::default();
@@ -125,7 +125,7 @@ fn no_route_matches_when_every_route_has_conditions() {
             None,
         ),
         HOST,
-        &outlier::Registry::default(),
+        &state::Registry::default(),
     )
     .unwrap();
     assert!(
@@ -143,7 +143,7 @@ fn subsets_select_by_labels_with_their_own_balancer() {
     let r = Router::from_traffic(
         &traffic(SEED, Some(SUBSETS)),
         HOST,
-        &outlier::Registry::default(),
+        &state::Registry::default(),
     )
     .unwrap();
     let b = &r.backends[HOST];
@@ -189,12 +189,8 @@ subsets:
     - port: {number: 9000}
       loadBalancer: {simple: LEAST_REQUEST}
 ";
-    let r = Router::from_traffic(
-        &traffic(SEED, Some(dr)),
-        HOST,
-        &outlier::Registry::default(),
-    )
-    .unwrap();
+    let r =
+        Router::from_traffic(&traffic(SEED, Some(dr)), HOST, &state::Registry::default()).unwrap();
     let b = &r.backends[HOST];
     let sub = |name: Option<&str>, port| b.subset(&name.map(str::to_string), port).unwrap();
     // The host's policy, and its port-level settings on their port.
@@ -228,7 +224,7 @@ fn bad_fields_are_named() {
             None,
         ),
         HOST,
-        &outlier::Registry::default(),
+        &state::Registry::default(),
     )
     .unwrap_err();
     assert!(err.starts_with("http[0].retries.retryOn:"), "{err}");
@@ -238,7 +234,7 @@ fn bad_fields_are_named() {
             None,
         ),
         HOST,
-        &outlier::Registry::default(),
+        &state::Registry::default(),
     )
     .unwrap_err();
     assert!(
@@ -308,4 +304,64 @@ fn header_operations_remove_set_add() {
     assert_eq!(h["x-a"], "1");
     assert_eq!(h.get_all("x-b").iter().count(), 2);
     assert!(!h.contains_key("x-c"));
+}
+
+const POOL: &str = "
+host: orders
+trafficPolicy:
+  connectionPool: {tcp: {maxConnections: 1}}
+  loadBalancer: {simple: LEAST_REQUEST}
+";
+
+#[test]
+fn limits_and_counts_hold_while_endpoints_churn() {
+    let state = state::Registry::default();
+    let before = Router::from_traffic(&traffic(SEED, Some(POOL)), HOST, &state).unwrap();
+    let sub = before.backends[HOST].subset(&None, 8080).unwrap();
+    let held = sub.limits.connection().unwrap();
+    sub.active[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A push: one endpoint gone, one new, same pool settings.
+    let mut t = traffic(SEED, Some(POOL));
+    let b = t.backends.get_mut(HOST).unwrap();
+    b.endpoints.remove(2);
+    b.endpoints.push(endpoint("10.244.0.9", "v1"));
+    let after = Router::from_traffic(&t, HOST, &state).unwrap();
+    let sub2 = after.backends[HOST].subset(&None, 8080).unwrap();
+    assert!(
+        sub2.limits.connection().is_err(),
+        "the connection opened before the push still counts"
+    );
+    assert_eq!(
+        sub2.active[0].load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "requests in flight to a kept endpoint still count"
+    );
+    drop(held);
+    assert!(sub2.limits.connection().is_ok());
+    // New caps start afresh.
+    let wider = POOL.replace("maxConnections: 1", "maxConnections: 2");
+    let changed = Router::from_traffic(&traffic(SEED, Some(&wider)), HOST, &state).unwrap();
+    let sub3 = changed.backends[HOST].subset(&None, 8080).unwrap();
+    let _a = sub3.limits.connection().unwrap();
+    let _b = sub3.limits.connection().unwrap();
+    assert!(sub3.limits.connection().is_err());
+    assert!(std::sync::Arc::ptr_eq(
+        &before.backends[HOST].budget,
+        &after.backends[HOST].budget
+    ));
+}
+
+#[test]
+fn after_a_push_the_next_requests_spread_over_the_endpoints() {
+    let state = state::Registry::default();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut first = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let r = Router::from_traffic(&traffic(SEED, None), HOST, &state).unwrap();
+        let b = &r.backends[HOST];
+        let sub = b.subset(&None, 8080).unwrap();
+        let (_, w, _) = b.choose(sub, None, &mut Vec::new(), &mut rng).unwrap();
+        first.insert(w.address);
+    }
+    assert_eq!(first.len(), 3, "each compile starts round robin anywhere");
 }
