@@ -96,6 +96,23 @@ impl SyncStatus {
 }
 
 impl ProxySync {
+    /// A stream that just opened at `now`: nothing sent or answered yet.
+    pub fn opened(pod: &str, namespace: &str, ip: &str, identity: &str, now: u64) -> Self {
+        Self {
+            pod: pod.into(),
+            namespace: namespace.into(),
+            ip: ip.into(),
+            identity: identity.into(),
+            controller: String::new(),
+            subscriptions: 0,
+            connected_at: now,
+            last_seen: now,
+            sent: None,
+            acked: None,
+            nacked: None,
+        }
+    }
+
     /// `pod.namespace`, the name `istioctl` shows.
     pub fn name(&self) -> String {
         format!("{}.{}", self.pod, self.namespace)
@@ -135,19 +152,13 @@ mod tests {
     }
 
     fn proxy() -> ProxySync {
-        ProxySync {
-            pod: "web-1".into(),
-            namespace: "shop".into(),
-            ip: "10.244.0.3".into(),
-            identity: "spiffe://cluster.local/ns/shop/sa/web".into(),
-            controller: "ctl".into(),
-            subscriptions: 0,
-            connected_at: 0,
-            last_seen: 0,
-            sent: None,
-            acked: None,
-            nacked: None,
-        }
+        ProxySync::opened(
+            "web-1",
+            "shop",
+            "10.244.0.3",
+            "spiffe://cluster.local/ns/shop/sa/web",
+            0,
+        )
     }
 
     #[test]

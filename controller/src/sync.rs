@@ -111,19 +111,7 @@ mod tests {
     use super::*;
 
     fn proxy(pod: &str) -> ProxySync {
-        ProxySync {
-            pod: pod.into(),
-            namespace: "ns".into(),
-            ip: String::new(),
-            identity: String::new(),
-            controller: String::new(),
-            subscriptions: 0,
-            connected_at: 0,
-            last_seen: 0,
-            sent: None,
-            acked: None,
-            nacked: None,
-        }
+        ProxySync::opened(pod, "ns", "", "", 0)
     }
 
     #[test]

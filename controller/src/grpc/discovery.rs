@@ -156,22 +156,15 @@ impl Session {
     /// The sync record of this stream; the pod is named by the proxy, the
     /// identity and address are what the connection proves.
     fn proxy(&self, node: Option<&Node>, instance: &str) -> ProxySync {
-        let now = sync::now();
-        ProxySync {
-            pod: node.map(|n| n.pod.clone()).unwrap_or_default(),
-            namespace: node
-                .map(|n| n.namespace.clone())
-                .unwrap_or_else(|| self.identity.namespace().to_string()),
-            ip: self.ip.to_string(),
-            identity: self.identity.to_string(),
-            controller: instance.to_string(),
-            subscriptions: 0,
-            connected_at: now,
-            last_seen: now,
-            sent: None,
-            acked: None,
-            nacked: None,
-        }
+        let mut p = ProxySync::opened(
+            node.map_or("", |n| n.pod.as_str()),
+            node.map_or(self.identity.namespace(), |n| n.namespace.as_str()),
+            &self.ip.to_string(),
+            &self.identity.to_string(),
+            sync::now(),
+        );
+        p.controller = instance.to_string();
+        p
     }
 
     /// Applies a request; returns the names newly subscribed.

@@ -252,6 +252,7 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
             "MESH_DETECT_TIMEOUT",
             "MESH_OPAQUE_PORTS",
             "MESH_ACCESS_LOG",
+            "MESH_DRAIN_GRACE",
         ] {
             if let Ok(v) = std::env::var(var) {
                 env.push((var.into(), v));
