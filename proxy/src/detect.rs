@@ -99,18 +99,32 @@ pub async fn detect<S: AsyncRead + Unpin>(
         if let Some(p) = classify(buf, declared) {
             return p;
         }
-        let room = MAX_REQUEST_LINE.saturating_sub(buf.len());
-        if room == 0 {
+        // Full, closed, failed or silent: decide on what there is.
+        if !read_more(io, buf, MAX_REQUEST_LINE, deadline).await {
             return settle(buf, declared);
         }
-        buf.reserve(room);
-        let mut limited = (&mut *buf).limit(room);
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut limited)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            // Closed, failed or silent: decide on what there is.
-            _ => return settle(buf, declared),
-        }
     }
+}
+
+/// Reads what the client sends next into `buf`, keeping it at most `max`
+/// bytes; false when `buf` is full, the client closed or failed, or
+/// nothing came before `deadline`.
+async fn read_more<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let room = max.saturating_sub(buf.len());
+    if room == 0 {
+        return false;
+    }
+    buf.reserve(room);
+    let mut limited = (&mut *buf).limit(room);
+    matches!(
+        tokio::time::timeout_at(deadline, io.read_buf(&mut limited)).await,
+        Ok(Ok(n)) if n > 0
+    )
 }
 
 /// The SNI of a TLS ClientHello the client is sending, read into `buf`,
@@ -132,15 +146,8 @@ pub async fn sni<S: AsyncRead + Unpin>(
                 return None;
             }
         }
-        let room = MAX_HELLO.saturating_sub(buf.len());
-        if room == 0 {
+        if !read_more(io, buf, MAX_HELLO, deadline).await {
             return None;
-        }
-        buf.reserve(room);
-        let mut limited = (&mut *buf).limit(room);
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut limited)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return None,
         }
     }
 }
