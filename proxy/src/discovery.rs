@@ -194,6 +194,8 @@ impl Discovery {
                 }
             }
         });
+        // The routing just replaced has let go of what it alone held.
+        self.state.sweep();
         errors
     }
 }

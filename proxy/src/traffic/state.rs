@@ -86,4 +86,28 @@ impl Registry {
             .or_default()
             .clone()
     }
+
+    /// Forgets the in-flight counts of endpoints no compiled routing holds
+    /// any more, so that pod churn does not grow the registry for ever.
+    /// (Hosts, subsets and ports are bounded by the config and stay.)
+    pub fn sweep(&self) {
+        lock(&self.active).retain(|_, count| Arc::strong_count(count) > 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_of_endpoints_no_router_holds_are_forgotten() {
+        let r = Registry::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let held = r.active("a", ip);
+        held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(r.active("a", "10.0.0.2".parse().unwrap()));
+        r.sweep();
+        assert_eq!(lock(&r.active).len(), 1);
+        assert!(Arc::ptr_eq(&held, &r.active("a", ip)));
+    }
 }
