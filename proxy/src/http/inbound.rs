@@ -64,20 +64,7 @@ where
 {
     let drain = ctx.drain.clone();
     let svc = service(ctx, Origin::Plain { app, proto });
-    let io = TokioIo::new(io);
-    let result = match proto {
-        Protocol::Http2 => {
-            let conn = limits::h2_server().serve_connection(io, svc);
-            crate::drain::serve(conn, &drain).await
-        }
-        _ => {
-            let conn = limits::h1_server()
-                .serve_connection(io, svc)
-                .with_upgrades();
-            crate::drain::serve(conn, &drain).await
-        }
-    };
-    if let Err(e) = result {
+    if let Err(e) = limits::serve(io, svc, proto, &drain).await {
         tracing::debug!(error = %e, "inbound plaintext HTTP connection ended");
     }
 }

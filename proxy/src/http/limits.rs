@@ -45,3 +45,30 @@ pub fn peer_h2_server() -> hyper::server::conn::http2::Builder<TokioExecutor> {
     b.max_header_list_size(PEER_MAX_HEADER_LIST);
     b
 }
+
+/// Serves an app's or outsider's connection in `proto` (HTTP/2, else
+/// HTTP/1 with upgrades) with the limits above, until it ends or the drain
+/// has let it finish.
+pub async fn serve<IO, S>(
+    io: IO,
+    svc: S,
+    proto: crate::detect::Protocol,
+    drain: &crate::drain::Watch,
+) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = super::Body>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    match proto {
+        crate::detect::Protocol::Http2 => {
+            crate::drain::serve(h2_server().serve_connection(io, svc), drain).await
+        }
+        _ => {
+            let conn = h1_server().serve_connection(io, svc).with_upgrades();
+            crate::drain::serve(conn, drain).await
+        }
+    }
+}

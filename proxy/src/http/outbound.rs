@@ -11,7 +11,6 @@ use api::discovery::Resolved;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Body;
@@ -41,20 +40,7 @@ pub async fn serve<IO>(
         let (ctx, target, client) = (ctx.clone(), target.clone(), client.clone());
         async move { Ok::<_, Infallible>(handle(&ctx, &target, &client, dst, proto, req).await) }
     });
-    let io = TokioIo::new(app);
-    let result = match proto {
-        Protocol::Http2 => {
-            let conn = super::limits::h2_server().serve_connection(io, svc);
-            crate::drain::serve(conn, &drain).await
-        }
-        _ => {
-            let conn = super::limits::h1_server()
-                .serve_connection(io, svc)
-                .with_upgrades();
-            crate::drain::serve(conn, &drain).await
-        }
-    };
-    if let Err(e) = result {
+    if let Err(e) = super::limits::serve(app, svc, proto, &drain).await {
         tracing::debug!(error = %e, "outbound HTTP connection ended");
     }
 }
