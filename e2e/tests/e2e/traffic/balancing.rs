@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Cluster, client, needs_root, versioned};
+use e2e::{Cluster, client, needs_root, text, versioned};
 
 use super::*;
 
@@ -218,10 +218,16 @@ fn balancing_consistent_hash_and_mirroring() {
         "lb",
         &["-w", " %{http_code}\n", "http://mir:8080/[1-20]"],
     );
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "mirror slowed the caller"
-    );
+    let took = start.elapsed();
+    if took >= Duration::from_secs(10) {
+        let log = c.meshctl(&["logs", "deploy/client", "-n", "lb", "-c", "proxy"]);
+        let ctl = std::fs::read_to_string(c.state.join("controller.log")).unwrap_or_default();
+        let daemon = std::fs::read_to_string(c.state.join("daemon.log")).unwrap_or_default();
+        panic!(
+            "mirror slowed the caller: 20 requests took {took:?}\n{out}\nclient proxy log:\n{}\ncontroller log:\n{ctl}\ndaemon log:\n{daemon}",
+            text(&log.stdout)
+        );
+    }
     assert_eq!(count(&out, "mir-v1"), 20, "{out}");
     assert_eq!(
         out.lines().filter(|l| l.ends_with(" 200")).count(),
