@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/mesh/v1/identity.proto",
         "proto/mesh/v1/discovery.proto",
+        "proto/mesh/v1/resources.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
@@ -11,6 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Maps encode in key order, so that equal content encodes to
+        // equal bytes (and versions).
+        .btree_map(".")
+        // Encoded once, shared by every subscriber's response.
+        .bytes(".mesh.v1.Resource.body")
+        .type_attribute(".mesh.v1", "#[derive(serde::Serialize)]")
+        .field_attribute(".mesh.v1.Resource.body", "#[serde(skip)]")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -1,16 +1,40 @@
 //! Domain types of what a proxy learns from discovery, converted from the
 //! wire ([`crate::proto`]) at the edge. A bad resource is rejected alone,
 //! with the field that is wrong.
+//!
+//! Resources travel encoded ([`proto::Resource`] holds a type URL and the
+//! bytes): the controller encodes each once per change with [`encode`] and
+//! shares the bytes with every subscriber; a proxy reads them with
+//! [`decode`]. Fields unknown to the decoder are skipped, so an older
+//! proxy reads what a newer controller sends.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hasher};
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use prost::Message;
+use serde::Serialize;
 
 use crate::proto;
 use crate::protocol::AppProtocol;
 use crate::spiffe::SpiffeId;
-use crate::traffic::{ServiceTraffic, WorkloadPolicy};
+
+/// Type URL of a Service resource.
+pub const SERVICE_TYPE: &str = "type.mesh.io/mesh.v1.Service";
+/// Type URL of a Workload resource.
+pub const WORKLOAD_TYPE: &str = "type.mesh.io/mesh.v1.Workload";
+/// Type URL of an Endpoints resource.
+pub const ENDPOINTS_TYPE: &str = "type.mesh.io/mesh.v1.Endpoints";
+
+/// The resource name of `host`'s endpoints.
+pub fn endpoints_name(host: &str) -> String {
+    format!("endpoints/{host}")
+}
+
+/// The host an endpoints resource name is for.
+pub fn endpoints_host(name: &str) -> Option<&str> {
+    name.strip_prefix("endpoints/")
+}
 
 /// A resource that fails conversion: which field, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,7 +54,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidResou
 }
 
 /// A pod as seen by proxies.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Workload {
     /// Pod name.
     pub name: String,
@@ -46,11 +70,11 @@ pub struct Workload {
     pub workload: String,
     /// What its own proxy enforces (on the pod's own resource only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<Box<WorkloadPolicy>>,
+    pub policy: Option<Box<proto::WorkloadPolicy>>,
 }
 
 /// A Service port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ServicePort {
     /// Port name (may be empty).
     pub name: String,
@@ -61,7 +85,7 @@ pub struct ServicePort {
 }
 
 /// One backend of a Service.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Endpoint {
     /// The pod.
     pub workload: Workload,
@@ -69,7 +93,8 @@ pub struct Endpoint {
     pub ports: BTreeMap<u16, u16>,
 }
 
-/// A Service with its ready endpoints.
+/// A Service and how clients route to it (its endpoints are a resource
+/// of their own).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Service {
     /// Name.
@@ -82,10 +107,8 @@ pub struct Service {
     pub addresses: Vec<IpAddr>,
     /// Ports.
     pub ports: Vec<ServicePort>,
-    /// Ready endpoints.
-    pub endpoints: Vec<Endpoint>,
-    /// How clients route to it; `None`: plain balancing over `endpoints`.
-    pub traffic: Option<Box<ServiceTraffic>>,
+    /// How clients route to it; `None`: plain balancing over its endpoints.
+    pub routing: Option<Box<proto::Routing>>,
 }
 
 impl Service {
@@ -141,13 +164,7 @@ impl TryFrom<&proto::Workload> for Workload {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             workload: w.workload_name.clone(),
-            policy: if w.policy.is_empty() {
-                None
-            } else {
-                Some(Box::new(serde_json::from_str(&w.policy).map_err(|e| {
-                    invalid("policy", format!("not a WorkloadPolicy document: {e}"))
-                })?))
-            },
+            policy: w.policy.clone().map(Box::new),
         })
     }
 }
@@ -174,11 +191,7 @@ impl From<&Workload> for proto::Workload {
                 .map(|i| i.service_account().to_string())
                 .unwrap_or_default(),
             workload_name: w.workload.clone(),
-            policy: w
-                .policy
-                .as_ref()
-                .and_then(|p| serde_json::to_string(p).ok())
-                .unwrap_or_default(),
+            policy: w.policy.as_deref().cloned(),
         }
     }
 }
@@ -217,53 +230,15 @@ impl TryFrom<&proto::Service> for Service {
             .ports
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                Ok(ServicePort {
-                    name: p.name.clone(),
-                    port: port(p.port, &format!("ports[{i}].port"))?,
-                    protocol: protocol_from_wire(p.protocol),
-                })
-            })
+            .map(|(i, p)| ServicePort::try_from(p).map_err(|e| at(&format!("ports[{i}]"), e)))
             .collect::<Result<_, _>>()?;
-        let endpoints = s
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let w = e
-                    .workload
-                    .as_ref()
-                    .ok_or_else(|| invalid(format!("endpoints[{i}].workload"), "missing"))?;
-                let workload = Workload::try_from(w).map_err(|err| InvalidResource {
-                    field: format!("endpoints[{i}].workload.{}", err.field),
-                    message: err.message,
-                })?;
-                let ports = e
-                    .ports
-                    .iter()
-                    .map(|(sp, tp)| {
-                        let f = format!("endpoints[{i}].ports[{sp}]");
-                        Ok((port(*sp, &f)?, port(*tp, &f)?))
-                    })
-                    .collect::<Result<_, _>>()?;
-                Ok(Endpoint { workload, ports })
-            })
-            .collect::<Result<_, _>>()?;
-        let traffic = if s.traffic.is_empty() {
-            None
-        } else {
-            Some(Box::new(serde_json::from_str(&s.traffic).map_err(|e| {
-                invalid("traffic", format!("not a ServiceTraffic document: {e}"))
-            })?))
-        };
         Ok(Self {
             name: s.name.clone(),
             namespace: s.namespace.clone(),
             hostname: s.hostname.clone(),
             addresses,
             ports,
-            endpoints,
-            traffic,
+            routing: s.routing.clone().map(Box::new),
         })
     }
 }
@@ -275,16 +250,89 @@ impl From<&Service> for proto::Service {
             namespace: s.namespace.clone(),
             hostname: s.hostname.clone(),
             addresses: s.addresses.iter().map(ToString::to_string).collect(),
-            ports: s
-                .ports
-                .iter()
-                .map(|p| proto::ServicePort {
-                    name: p.name.clone(),
-                    port: u32::from(p.port),
-                    protocol: protocol_to_wire(p.protocol).into(),
-                })
-                .collect(),
-            endpoints: s
+            ports: s.ports.iter().map(Into::into).collect(),
+            routing: s.routing.as_deref().cloned(),
+        }
+    }
+}
+
+impl From<&ServicePort> for proto::ServicePort {
+    fn from(p: &ServicePort) -> Self {
+        Self {
+            name: p.name.clone(),
+            port: u32::from(p.port),
+            protocol: protocol_to_wire(p.protocol).into(),
+        }
+    }
+}
+
+impl TryFrom<&proto::ServicePort> for ServicePort {
+    type Error = InvalidResource;
+
+    fn try_from(p: &proto::ServicePort) -> Result<Self, Self::Error> {
+        Ok(Self {
+            name: p.name.clone(),
+            port: port(p.port, "port")?,
+            protocol: protocol_from_wire(p.protocol),
+        })
+    }
+}
+
+/// `err` as a field of the resource at `prefix`.
+fn at(prefix: &str, err: InvalidResource) -> InvalidResource {
+    InvalidResource {
+        field: format!("{prefix}.{}", err.field),
+        message: err.message,
+    }
+}
+
+/// The ready endpoints of one destination host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Endpoints {
+    /// The host (FQDN).
+    pub host: String,
+    /// Its ready endpoints, in address order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl TryFrom<&proto::Endpoints> for Endpoints {
+    type Error = InvalidResource;
+
+    fn try_from(e: &proto::Endpoints) -> Result<Self, Self::Error> {
+        let endpoints = e
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let w = e
+                    .workload
+                    .as_ref()
+                    .ok_or_else(|| invalid(format!("endpoints[{i}].workload"), "missing"))?;
+                let workload = Workload::try_from(w)
+                    .map_err(|err| at(&format!("endpoints[{i}].workload"), err))?;
+                let ports = e
+                    .ports
+                    .iter()
+                    .map(|(sp, tp)| {
+                        let f = format!("endpoints[{i}].ports[{sp}]");
+                        Ok((port(*sp, &f)?, port(*tp, &f)?))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Endpoint { workload, ports })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            host: e.host.clone(),
+            endpoints,
+        })
+    }
+}
+
+impl From<&Endpoints> for proto::Endpoints {
+    fn from(e: &Endpoints) -> Self {
+        Self {
+            host: e.host.clone(),
+            endpoints: e
                 .endpoints
                 .iter()
                 .map(|e| proto::Endpoint {
@@ -296,101 +344,58 @@ impl From<&Service> for proto::Service {
                         .collect(),
                 })
                 .collect(),
-            traffic: s
-                .traffic
-                .as_ref()
-                .and_then(|t| serde_json::to_string(t).ok())
-                .unwrap_or_default(),
         }
     }
 }
 
-impl TryFrom<&proto::Resource> for Resolved {
-    type Error = InvalidResource;
+/// A resource as read from the wire.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Decoded {
+    /// What an address resolves to.
+    Address(Resolved),
+    /// A host's endpoints.
+    Endpoints(Endpoints),
+}
 
-    fn try_from(r: &proto::Resource) -> Result<Self, Self::Error> {
-        match &r.kind {
-            Some(proto::resource::Kind::Service(s)) => Service::try_from(s).map(Resolved::Service),
-            Some(proto::resource::Kind::Workload(w)) => {
-                Workload::try_from(w).map(Resolved::Workload)
-            }
-            None => Err(invalid("kind", "missing: expected service or workload")),
+/// Encodes a resource for the wire; its version is a digest of the bytes,
+/// so equal content has equal versions.
+pub fn encode(name: String, r: &Decoded) -> proto::Resource {
+    let (type_url, body) = match r {
+        Decoded::Address(Resolved::Service(s)) => {
+            (SERVICE_TYPE, proto::Service::from(s).encode_to_vec())
         }
+        Decoded::Address(Resolved::Workload(w)) => {
+            (WORKLOAD_TYPE, proto::Workload::from(w).encode_to_vec())
+        }
+        Decoded::Endpoints(e) => (ENDPOINTS_TYPE, proto::Endpoints::from(e).encode_to_vec()),
+    };
+    let mut h = DefaultHasher::new();
+    h.write(type_url.as_bytes());
+    h.write(&body);
+    proto::Resource {
+        name,
+        version: format!("{:016x}", h.finish()),
+        type_url: type_url.to_string(),
+        body: body.into(),
     }
 }
 
-impl From<&Resolved> for proto::resource::Kind {
-    fn from(r: &Resolved) -> Self {
-        match r {
-            Resolved::Service(s) => Self::Service(s.into()),
-            Resolved::Workload(w) => Self::Workload(w.into()),
+/// Reads a resource from the wire.
+pub fn decode(r: &proto::Resource) -> Result<Decoded, InvalidResource> {
+    let bad = |e: prost::DecodeError| invalid("body", e.to_string());
+    match r.type_url.as_str() {
+        SERVICE_TYPE => Service::try_from(&proto::Service::decode(r.body.clone()).map_err(bad)?)
+            .map(|s| Decoded::Address(Resolved::Service(s))),
+        WORKLOAD_TYPE => Workload::try_from(&proto::Workload::decode(r.body.clone()).map_err(bad)?)
+            .map(|w| Decoded::Address(Resolved::Workload(w))),
+        ENDPOINTS_TYPE => {
+            Endpoints::try_from(&proto::Endpoints::decode(r.body.clone()).map_err(bad)?)
+                .map(Decoded::Endpoints)
         }
+        t => Err(invalid("type_url", format!("unknown resource type {t:?}"))),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn workload() -> Workload {
-        Workload {
-            name: "orders-1".into(),
-            namespace: "shop".into(),
-            address: "10.244.0.7".parse().unwrap(),
-            identity: Some("spiffe://cluster.local/ns/shop/sa/orders".parse().unwrap()),
-            labels: [("app".to_string(), "orders".to_string())].into(),
-            workload: "orders".into(),
-            policy: None,
-        }
-    }
-
-    fn service() -> Service {
-        Service {
-            name: "orders".into(),
-            namespace: "shop".into(),
-            hostname: "orders.shop.svc.cluster.local".into(),
-            addresses: vec!["10.96.0.3".parse().unwrap()],
-            ports: vec![ServicePort {
-                name: "http".into(),
-                port: 8080,
-                protocol: AppProtocol::Http,
-            }],
-            endpoints: vec![Endpoint {
-                workload: workload(),
-                ports: [(8080, 9090)].into(),
-            }],
-            traffic: None,
-        }
-    }
-
-    #[test]
-    fn round_trips_through_the_wire() {
-        for r in [Resolved::Service(service()), Resolved::Workload(workload())] {
-            let wire = proto::Resource {
-                name: "x".into(),
-                version: "1".into(),
-                kind: Some((&r).into()),
-            };
-            assert_eq!(Resolved::try_from(&wire).unwrap(), r);
-        }
-    }
-
-    #[test]
-    fn rejects_bad_fields_with_their_path() {
-        let mut s = proto::Service::from(&service());
-        s.endpoints[0].workload.as_mut().unwrap().identity = "spiffe://x/bad".into();
-        let err = Service::try_from(&s).unwrap_err();
-        assert_eq!(err.field, "endpoints[0].workload.identity");
-
-        let mut s = proto::Service::from(&service());
-        s.ports[0].port = 70000;
-        assert_eq!(Service::try_from(&s).unwrap_err().field, "ports[0].port");
-
-        let mut s = proto::Service::from(&service());
-        s.addresses[0] = "nope".into();
-        assert_eq!(Service::try_from(&s).unwrap_err().field, "addresses[0]");
-
-        let empty = proto::Resource::default();
-        assert_eq!(Resolved::try_from(&empty).unwrap_err().field, "kind");
-    }
-}
+mod tests;

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod policy;
 pub mod proto;
 pub mod protocol;
+pub mod routing;
 #[cfg(test)]
 mod sample;
 pub mod spiffe;

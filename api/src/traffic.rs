@@ -1,15 +1,14 @@
 //! How clients reach one Service: the routes of the VirtualService that
-//! owns its host and, for every host those routes name, the endpoints and
-//! the DestinationRule. The controller resolves hosts (short names to
-//! FQDNs, FQDNs to endpoints); proxies compile and apply it. It travels as
-//! JSON inside the discovery protobuf, so that proxies apply exactly the
-//! Istio API's fields, validated once by [`crate::istio::validate`].
+//! owns its host and, for every host those routes name, its ports and the
+//! DestinationRule. The controller resolves hosts (short names to FQDNs)
+//! and compiles this into the typed wire with [`crate::routing`]; proxies
+//! never see it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::{Endpoint, ServicePort};
+use crate::discovery::ServicePort;
 use crate::istio::destination_rule::DestinationRuleSpec;
 use crate::istio::virtual_service::{HttpRoute, TcpRoute, TlsRoute};
 use crate::policy::LocalRateLimitSpec;
@@ -35,16 +34,13 @@ pub struct ServiceTraffic {
     pub backends: BTreeMap<String, Backend>,
 }
 
-/// A destination host: its endpoints and the DestinationRule for it.
+/// A destination host: its ports and the DestinationRule for it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Backend {
     /// Ports, to resolve a route's port to endpoint ports.
     #[serde(default)]
     pub ports: Vec<ServicePort>,
-    /// Ready endpoints (none when the host is unknown: requests get 503).
-    #[serde(default)]
-    pub endpoints: Vec<Endpoint>,
     /// `namespace/name` of the DestinationRule that applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_rule: Option<String>,

@@ -1,24 +1,48 @@
 //! Pure translation of a cluster snapshot into what proxies ask for: each
 //! address (a Service's cluster IP or a pod IP) resolves to a versioned
-//! resource. Endpoints are the ready pods that the selector picks.
+//! resource, and each destination host those Services route to has an
+//! endpoints resource of its own (the ready pods that the selector picks,
+//! or a ServiceEntry's endpoints). Every resource is encoded once here and
+//! its bytes are shared by every subscriber.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use api::cluster::{self, Snapshot, TargetPort};
-use api::discovery::{Endpoint, Resolved, Service, ServicePort, Workload};
+use api::discovery::{
+    Decoded, Endpoint, Endpoints, Resolved, Service, ServicePort, Workload, encode,
+};
+use api::proto;
 use api::protocol::AppProtocol;
 use api::spiffe::SpiffeId;
 
-/// A resource with its content version.
+/// A Service as the index receives it: from a Kubernetes Service or a
+/// ServiceEntry host, with its endpoints, the addresses that resolve to
+/// it and the namespaces it is exported to.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The Service, without routing yet.
+    pub service: Service,
+    /// Its ready endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// The addresses that resolve to it.
+    pub addresses: Vec<IpAddr>,
+    /// `exportTo`, `None`: every namespace.
+    pub export_to: Option<Vec<String>>,
+}
+
+/// A resource with its content version and its encoded form.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Changes whenever the content does.
     pub version: String,
     /// The content, as every allowed subscriber sees it.
-    pub resource: Arc<Resolved>,
+    pub resource: Arc<Decoded>,
+    /// Its encoding (the name is set per subscription).
+    wire: proto::Resource,
+    /// The hosts whose endpoints a subscriber needs with it.
+    pub needs: Arc<[String]>,
     /// The namespaces it is exported to (`exportTo`, `.` resolved);
     /// `None`: every namespace.
     pub export_to: Option<Vec<String>>,
@@ -39,12 +63,20 @@ impl Entry {
     /// when it is that workload, else the shared one.
     pub fn view_for(&self, ip: IpAddr, id: &SpiffeId) -> &Entry {
         match (&self.own, &*self.resource) {
-            (Some(own), Resolved::Workload(w))
+            (Some(own), Decoded::Address(Resolved::Workload(w)))
                 if w.address == ip && w.identity.as_ref() == Some(id) =>
             {
                 own
             }
             _ => self,
+        }
+    }
+
+    /// The resource as sent under `name`; the bytes are shared.
+    pub fn wire(&self, name: &str) -> proto::Resource {
+        proto::Resource {
+            name: name.to_string(),
+            ..self.wire.clone()
         }
     }
 }
@@ -66,12 +98,13 @@ pub fn export_to(list: Option<&Vec<String>>, namespace: &str) -> Option<Vec<Stri
     )
 }
 
-/// Address -> resource, for one snapshot.
+/// Address -> resource, and host -> endpoints, for one snapshot.
 #[derive(Debug, Default)]
 pub struct Index {
     /// The snapshot version it reflects.
     pub version: u64,
     by_addr: HashMap<IpAddr, Entry>,
+    endpoints: HashMap<String, Entry>,
 }
 
 impl Index {
@@ -83,52 +116,66 @@ impl Index {
                 let w = workload(pod, ip, trust_domain);
                 let policy = crate::workload_policy::for_pod(&snap.config, pod);
                 let own = policy.map(|p| {
-                    Box::new(entry(Resolved::Workload(Workload {
-                        policy: Some(p),
-                        ..w.clone()
-                    })))
+                    Box::new(entry(
+                        Decoded::Address(Resolved::Workload(Workload {
+                            policy: Some(Box::new(p)),
+                            ..w.clone()
+                        })),
+                        Vec::new(),
+                    ))
                 });
                 by_addr.insert(
                     ip,
                     Entry {
                         own,
-                        ..entry(Resolved::Workload(w))
+                        ..entry(Decoded::Address(Resolved::Workload(w)), Vec::new())
                     },
                 );
             }
         }
         // Services by their cluster IP, then ServiceEntries by theirs.
-        let services: Vec<(Service, Vec<IpAddr>, Option<Vec<String>>)> = snap
+        let services: Vec<Registered> = snap
             .services
             .iter()
-            .map(|svc| {
-                let to = export_to(svc.export_to.as_ref(), &svc.namespace);
-                (
-                    service(svc, &snap.pods, trust_domain),
-                    vec![svc.cluster_ip],
-                    to,
-                )
-            })
+            .map(|svc| service(svc, &snap.pods, trust_domain))
             .chain(crate::service_entry::services(&snap.config))
             .collect();
-        let by_host: HashMap<&str, &Service> = services
+        let by_host: HashMap<&str, &Registered> = services
             .iter()
-            .map(|(s, _, _)| (s.hostname.as_str(), s))
+            .map(|r| (r.service.hostname.as_str(), r))
             .collect();
-        for (s, addrs, to) in &services {
-            let mut s = s.clone();
-            s.traffic = crate::traffic::for_service(&snap.config, &s, &by_host).map(Box::new);
-            let e = Entry {
-                export_to: to.clone(),
-                ..entry(Resolved::Service(s))
+        let mut endpoints = HashMap::new();
+        for r in &services {
+            let mut s = r.service.clone();
+            s.routing = crate::traffic::routing(&snap.config, &s, &by_host).map(Box::new);
+            let needs: Vec<String> = match &s.routing {
+                Some(routing) => routing.backends.iter().map(|b| b.host.clone()).collect(),
+                None => vec![s.hostname.clone()],
             };
-            for a in addrs {
+            for host in &needs {
+                endpoints.entry(host.clone()).or_insert_with(|| {
+                    let list = by_host.get(host.as_str()).map(|r| r.endpoints.clone());
+                    entry(
+                        Decoded::Endpoints(Endpoints {
+                            host: host.clone(),
+                            endpoints: list.unwrap_or_default(),
+                        }),
+                        Vec::new(),
+                    )
+                });
+            }
+            let e = Entry {
+                export_to: r.export_to.clone(),
+                ..entry(Decoded::Address(Resolved::Service(s)), needs)
+            };
+            for a in &r.addresses {
                 by_addr.entry(*a).or_insert_with(|| e.clone());
             }
         }
         Self {
             version: snap.version,
             by_addr,
+            endpoints,
         }
     }
 
@@ -136,14 +183,20 @@ impl Index {
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.by_addr.get(&name.parse().ok()?)
     }
+
+    /// The endpoints of `host`, if a routed-to host.
+    pub fn endpoints(&self, host: &str) -> Option<&Entry> {
+        self.endpoints.get(host)
+    }
 }
 
-fn entry(r: Resolved) -> Entry {
-    let mut h = DefaultHasher::new();
-    serde_json::to_string(&r).unwrap_or_default().hash(&mut h);
+fn entry(r: Decoded, needs: Vec<String>) -> Entry {
+    let wire = encode(String::new(), &r);
     Entry {
-        version: format!("{:016x}", h.finish()),
+        version: wire.version.clone(),
         resource: Arc::new(r),
+        wire,
+        needs: needs.into(),
         export_to: None,
         own: None,
     }
@@ -170,7 +223,7 @@ fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {
         && cluster::labels_match(&svc.selector, &pod.labels)
 }
 
-fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) -> Service {
+fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) -> Registered {
     let mut endpoints: Vec<Endpoint> = pods
         .iter()
         .filter(|p| p.ready && selects(svc, p))
@@ -194,7 +247,7 @@ fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) ->
         })
         .collect();
     endpoints.sort_by_key(|e| e.workload.address);
-    Service {
+    let service = Service {
         name: svc.name.clone(),
         namespace: svc.namespace.clone(),
         hostname: format!("{}.{}.svc.cluster.local", svc.name, svc.namespace),
@@ -208,8 +261,13 @@ fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) ->
                 protocol: AppProtocol::declared(p.app_protocol.as_deref(), Some(&p.name)),
             })
             .collect(),
+        routing: None,
+    };
+    Registered {
+        service,
         endpoints,
-        traffic: None,
+        addresses: vec![svc.cluster_ip],
+        export_to: export_to(svc.export_to.as_ref(), &svc.namespace),
     }
 }
 
@@ -268,19 +326,23 @@ mod tests {
     #[test]
     fn service_has_ready_selected_endpoints_in_order() {
         let idx = Index::build(&snapshot(), "cluster.local");
-        let Resolved::Service(s) = &*idx.get("10.96.0.5").unwrap().resource else {
+        let Decoded::Address(Resolved::Service(s)) = &*idx.get("10.96.0.5").unwrap().resource
+        else {
             panic!()
         };
-        let names: Vec<_> = s
+        let Decoded::Endpoints(e) = &*idx.endpoints(&s.hostname).unwrap().resource else {
+            panic!()
+        };
+        let names: Vec<_> = e
             .endpoints
             .iter()
             .map(|e| e.workload.name.as_str())
             .collect();
         assert_eq!(names, ["orders-a", "orders-b"]);
-        assert_eq!(s.endpoints[0].ports, [(80, 9090), (5432, 5432)].into());
-        assert_eq!(s.endpoints[0].workload.identity, None);
+        assert_eq!(e.endpoints[0].ports, [(80, 9090), (5432, 5432)].into());
+        assert_eq!(e.endpoints[0].workload.identity, None);
         assert_eq!(
-            s.endpoints[1]
+            e.endpoints[1]
                 .workload
                 .identity
                 .as_ref()
@@ -297,24 +359,31 @@ mod tests {
     fn pods_resolve_and_unknown_addresses_do_not() {
         let idx = Index::build(&snapshot(), "cluster.local");
         assert!(
-            matches!(&*idx.get("10.244.0.11").unwrap().resource, Resolved::Workload(w) if w.name == "pay-a")
+            matches!(&*idx.get("10.244.0.11").unwrap().resource, Decoded::Address(Resolved::Workload(w)) if w.name == "pay-a")
         );
         assert!(idx.get("10.1.2.3").is_none());
         assert!(idx.get("not-an-ip").is_none());
     }
 
     #[test]
-    fn version_changes_with_content_only() {
+    fn version_changes_with_content_only_and_endpoints_alone() {
+        const HOST: &str = "orders.shop.svc.cluster.local";
         let a = Index::build(&snapshot(), "cluster.local");
         let b = Index::build(&snapshot(), "cluster.local");
         assert_eq!(
             a.get("10.96.0.5").unwrap().version,
             b.get("10.96.0.5").unwrap().version
         );
+        assert_eq!(&*a.get("10.96.0.5").unwrap().needs, [HOST]);
         let mut snap = snapshot();
         snap.pods[2].ready = true;
         let c = Index::build(&snap, "cluster.local");
+        // A pod became ready: the endpoints change, the Service does not.
         assert_ne!(
+            a.endpoints(HOST).unwrap().version,
+            c.endpoints(HOST).unwrap().version
+        );
+        assert_eq!(
             a.get("10.96.0.5").unwrap().version,
             c.get("10.96.0.5").unwrap().version
         );

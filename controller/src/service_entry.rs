@@ -9,11 +9,13 @@ use std::net::IpAddr;
 
 use api::cluster::MeshConfig;
 use api::discovery::{Endpoint, Service, ServicePort, Workload};
+
+use crate::index::Registered;
 use api::protocol::AppProtocol;
 
-/// One Service per (entry, host), with the addresses that resolve to it
-/// and the namespaces it is exported to (`None`: all).
-pub fn services(config: &MeshConfig) -> Vec<(Service, Vec<IpAddr>, Option<Vec<String>>)> {
+/// One Service per (entry, host), with its endpoints, the addresses that
+/// resolve to it and the namespaces it is exported to (`None`: all).
+pub fn services(config: &MeshConfig) -> Vec<Registered> {
     let mut out = Vec::new();
     for se in &config.service_entries {
         let ns = se.metadata.namespace.as_deref().unwrap_or("default");
@@ -94,19 +96,19 @@ pub fn services(config: &MeshConfig) -> Vec<(Service, Vec<IpAddr>, Option<Vec<St
                 .collect();
         }
         for host in se.spec.hosts.iter().flatten() {
-            out.push((
-                Service {
+            out.push(Registered {
+                service: Service {
                     name: host.clone(),
                     namespace: ns.to_string(),
                     hostname: host.clone(),
                     addresses: addresses.clone(),
                     ports: ports.clone(),
-                    endpoints: endpoints.clone(),
-                    traffic: None,
+                    routing: None,
                 },
-                addresses.clone(),
-                crate::index::export_to(se.spec.export_to.as_ref(), ns),
-            ));
+                endpoints: endpoints.clone(),
+                addresses: addresses.clone(),
+                export_to: crate::index::export_to(se.spec.export_to.as_ref(), ns),
+            });
         }
     }
     out
@@ -143,19 +145,19 @@ spec:
         }
         let s = services(&c);
         assert_eq!(s.len(), 2);
-        let (legacy, addrs, to) = &s[0];
-        assert_eq!(to, &None);
-        assert_eq!(legacy.hostname, "legacy.example.com");
-        assert_eq!(addrs, &["192.0.2.10".parse::<IpAddr>().unwrap()]);
-        assert_eq!(legacy.ports[0].protocol, AppProtocol::Http);
+        let legacy = &s[0];
+        assert_eq!(legacy.export_to, None);
+        assert_eq!(legacy.service.hostname, "legacy.example.com");
+        assert_eq!(legacy.addresses, ["192.0.2.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(legacy.service.ports[0].protocol, AppProtocol::Http);
         assert_eq!(legacy.endpoints.len(), 2);
         assert_eq!(legacy.endpoints[0].ports, [(80, 8080)].into());
         assert_eq!(legacy.endpoints[1].ports, [(80, 9090)].into());
         assert_eq!(legacy.endpoints[0].workload.labels["dc"], "a");
         assert!(legacy.endpoints[0].workload.identity.is_none());
-        let (db, addrs, _) = &s[1];
-        assert_eq!(addrs.len(), 1, "CIDRs are not indexed");
-        assert_eq!(db.ports[0].protocol, AppProtocol::Tcp);
+        let db = &s[1];
+        assert_eq!(db.addresses.len(), 1, "CIDRs are not indexed");
+        assert_eq!(db.service.ports[0].protocol, AppProtocol::Tcp);
         assert_eq!(db.endpoints[0].workload.address.to_string(), "192.0.2.30");
     }
 }

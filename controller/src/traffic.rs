@@ -1,7 +1,8 @@
 //! Pure translation of VirtualServices and DestinationRules into what a
-//! client's proxy needs for one Service ([`ServiceTraffic`]): the routes of
-//! the VirtualService that owns the host, with every destination host made
-//! an FQDN, and each such host's endpoints and DestinationRule.
+//! client's proxy needs for one Service: the routes of the VirtualService
+//! that owns the host, with every destination host made an FQDN, and each
+//! such host's ports and DestinationRule ([`ServiceTraffic`]), compiled
+//! into the wire's [`proto::Routing`] by [`api::routing`].
 //!
 //! Selection follows Istio for sidecars: a VirtualService applies when its
 //! `gateways` are empty or name `mesh`; an exact host beats a wildcard;
@@ -17,13 +18,34 @@ use api::istio::Resource;
 use api::istio::destination_rule::DestinationRuleSpec;
 use api::istio::shared::Destination;
 use api::istio::virtual_service::VirtualServiceSpec;
+use api::proto;
 use api::traffic::{Backend, ServiceTraffic, fqdn, host_matches};
+
+use crate::index::Registered;
+
+/// The wire routing of `svc`, or `None` when no resource concerns it (or
+/// the one that does fails to compile: the Service is then served with
+/// plain balancing, and the error logged with its field path).
+pub fn routing(
+    config: &MeshConfig,
+    svc: &Service,
+    by_host: &HashMap<&str, &Registered>,
+) -> Option<proto::Routing> {
+    let t = for_service(config, svc, by_host)?;
+    match api::routing::routing(&t, &svc.hostname) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(service = %svc.hostname, virtual_service = ?t.virtual_service, error = %e, "routing not compiled; serving plain balancing");
+            None
+        }
+    }
+}
 
 /// The routing for `svc`, or `None` when no resource concerns it.
 pub fn for_service(
     config: &MeshConfig,
     svc: &Service,
-    by_host: &HashMap<&str, &Service>,
+    by_host: &HashMap<&str, &Registered>,
 ) -> Option<ServiceTraffic> {
     let vs = virtual_service(config, &svc.hostname);
     let own_rule = destination_rule(config, &svc.hostname, &svc.namespace);
@@ -66,7 +88,7 @@ pub fn for_service(
         if t.backends.contains_key(&host) {
             continue;
         }
-        let target = by_host.get(host.as_str());
+        let target = by_host.get(host.as_str()).map(|r| &r.service);
         let rule = destination_rule(
             config,
             &host,
@@ -76,7 +98,6 @@ pub fn for_service(
             host,
             Backend {
                 ports: target.map(|s| s.ports.clone()).unwrap_or_default(),
-                endpoints: target.map(|s| s.endpoints.clone()).unwrap_or_default(),
                 destination_rule: rule.map(|r| format!("{}/{}", namespace(r), name(r))),
                 policy: rule.map(|r| r.spec.clone()),
             },
@@ -161,15 +182,19 @@ mod tests {
         serde_yaml_ng::from_str(yaml).unwrap()
     }
 
-    fn svc(name: &str, ns: &str) -> Service {
-        Service {
-            name: name.into(),
-            namespace: ns.into(),
-            hostname: fqdn(name, ns),
-            addresses: vec![],
-            ports: vec![],
+    fn svc(name: &str, ns: &str) -> Registered {
+        Registered {
+            service: Service {
+                name: name.into(),
+                namespace: ns.into(),
+                hostname: fqdn(name, ns),
+                addresses: vec![],
+                ports: vec![],
+                routing: None,
+            },
             endpoints: vec![],
-            traffic: None,
+            addresses: vec![],
+            export_to: None,
         }
     }
 
@@ -240,12 +265,12 @@ spec:
     #[test]
     fn exact_hosts_beat_wildcards_and_gateway_only_services_are_skipped() {
         let (orders, canary) = (svc("orders", "shop"), svc("orders-canary", "other"));
-        let by_host: HashMap<&str, &Service> = [
-            (orders.hostname.as_str(), &orders),
-            (canary.hostname.as_str(), &canary),
+        let by_host: HashMap<&str, &Registered> = [
+            (orders.service.hostname.as_str(), &orders),
+            (canary.service.hostname.as_str(), &canary),
         ]
         .into();
-        let t = for_service(&config(), &orders, &by_host).unwrap();
+        let t = for_service(&config(), &orders.service, &by_host).unwrap();
         assert_eq!(t.virtual_service.as_deref(), Some("shop/b-orders"));
         let route = t.http[0].route.as_ref().unwrap();
         assert_eq!(
@@ -273,8 +298,11 @@ spec:
         );
 
         let pay = svc("payments", "shop");
-        let t = for_service(&config(), &pay, &HashMap::new()).unwrap();
+        let t = for_service(&config(), &pay.service, &HashMap::new()).unwrap();
         assert_eq!(t.virtual_service.as_deref(), Some("shop/a-wild"));
-        assert!(for_service(&config(), &svc("payments", "x"), &HashMap::new()).is_none());
+        assert!(for_service(&config(), &svc("payments", "x").service, &HashMap::new()).is_none());
+        let wire = routing(&config(), &orders.service, &by_host).unwrap();
+        assert_eq!(wire.backends.len(), 3);
+        assert_eq!(wire.http.len(), 1);
     }
 }

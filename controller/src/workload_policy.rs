@@ -17,7 +17,7 @@ fn namespace<S>(r: &Resource<S>) -> &str {
 }
 
 /// The policy of `pod`, `None` when nothing applies.
-pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<Box<WorkloadPolicy>> {
+pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::WorkloadPolicy> {
     let rate_limits: Vec<RateLimit> = config
         .rate_limits
         .iter()
@@ -41,12 +41,20 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<Box<WorkloadPo
     let outbound_traffic_policy = sidecar(config, pod)
         .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
         .and_then(|o| o.mode.clone());
-    (!rate_limits.is_empty() || outbound_traffic_policy.is_some()).then(|| {
-        Box::new(WorkloadPolicy {
-            rate_limits,
-            outbound_traffic_policy,
-        })
-    })
+    if rate_limits.is_empty() && outbound_traffic_policy.is_none() {
+        return None;
+    }
+    let policy = WorkloadPolicy {
+        rate_limits,
+        outbound_traffic_policy,
+    };
+    match api::routing::workload_policy(&policy) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!(pod = %pod.name, namespace = %pod.namespace, error = %e, "workload policy not compiled");
+            None
+        }
+    }
 }
 
 fn sidecar<'a>(config: &'a MeshConfig, pod: &cluster::Pod) -> Option<&'a Resource<SidecarSpec>> {
@@ -137,11 +145,11 @@ spec:
     #[test]
     fn the_closest_sidecar_and_the_selecting_rate_limits_apply() {
         let c = config(CONFIG);
-        let mode =
-            |ns, app| for_pod(&c, &pod(ns, app)).and_then(|p| p.outbound_traffic_policy.clone());
-        assert_eq!(mode("shop", "web").as_deref(), Some("REGISTRY_ONLY"));
-        assert_eq!(mode("shop", "api").as_deref(), Some("ALLOW_ANY"));
-        assert_eq!(mode("other", "api").as_deref(), Some("REGISTRY_ONLY"));
+        let mode = |ns, app| for_pod(&c, &pod(ns, app)).map(|p| p.outbound());
+        use api::proto::OutboundMode::{AllowAny, RegistryOnly};
+        assert_eq!(mode("shop", "web"), Some(RegistryOnly));
+        assert_eq!(mode("shop", "api"), Some(AllowAny));
+        assert_eq!(mode("other", "api"), Some(RegistryOnly));
         let api = for_pod(&c, &pod("shop", "api")).unwrap();
         assert_eq!(api.rate_limits.len(), 1);
         assert_eq!(api.rate_limits[0].name, "shop/api");

@@ -60,7 +60,7 @@ async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> i
 /// Every endpoint circuit the routers hold, by destination host.
 fn circuits(ctx: &Ctx) -> std::collections::BTreeMap<String, Vec<EndpointState>> {
     let mut out = std::collections::BTreeMap::new();
-    for slot in ctx.discovery.dump().values() {
+    for slot in ctx.discovery.dump().addresses.values() {
         if let Slot::Known { target } = slot {
             for (host, states) in target.router.circuits() {
                 out.entry(host.to_string()).or_insert(states);
@@ -109,9 +109,9 @@ async fn config_dump(
             "not_after_unix": secs(c.info.not_after),
         })
     });
-    let discovery: serde_json::Map<String, serde_json::Value> = ctx
-        .discovery
-        .dump()
+    let cache = ctx.discovery.dump();
+    let discovery: serde_json::Map<String, serde_json::Value> = cache
+        .addresses
         .iter()
         .map(|(ip, slot)| {
             (
@@ -131,6 +131,7 @@ async fn config_dump(
             "connected": ctx.discovery.connected(),
         },
         "discovery": discovery,
+        "endpoints": cache.endpoints,
         "outlier_detection": circuits(&ctx),
     }))
 }

@@ -1,6 +1,10 @@
 //! On-demand discovery: the first connection to an address subscribes to
 //! it; the controller's answers fill a cache that the data path reads
 //! without locks. The cache survives controller outages.
+//!
+//! A Service arrives with the endpoints of every host it routes to, as
+//! resources of their own; when only endpoints change, the routers that
+//! use them are recompiled from the routing already held.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use api::discovery::Resolved;
+use api::discovery::{Decoded, Resolved, endpoints_host};
 use api::proto::discovery_client::DiscoveryClient;
 use api::proto::{DiscoveryRequest, DiscoveryResponse, Node, ResourceError};
 use arc_swap::ArcSwap;
@@ -19,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::control::{self, ControllerAddr};
-use crate::traffic::{Router, state};
+use crate::traffic::{EndpointsByHost, Router, state};
 
 /// A resolved address plus the data path's per-target state.
 #[derive(Debug, Serialize)]
@@ -59,9 +63,18 @@ pub enum Lookup {
     Passthrough,
 }
 
+/// What the controller told this proxy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cache {
+    /// By subscribed address.
+    pub addresses: HashMap<IpAddr, Slot>,
+    /// The endpoints of the hosts the known Services route to.
+    pub endpoints: EndpointsByHost,
+}
+
 /// The cache and the handle to the stream task.
 pub struct Discovery {
-    cache: ArcSwap<HashMap<IpAddr, Slot>>,
+    cache: ArcSwap<Cache>,
     generation: watch::Sender<u64>,
     subscribe: mpsc::UnboundedSender<IpAddr>,
     connected: AtomicBool,
@@ -82,7 +95,7 @@ impl Discovery {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let d = Arc::new(Self {
-            cache: ArcSwap::from_pointee(HashMap::new()),
+            cache: ArcSwap::from_pointee(Cache::default()),
             generation: watch::channel(0).0,
             subscribe: tx,
             connected: AtomicBool::new(false),
@@ -105,14 +118,14 @@ impl Discovery {
     }
 
     /// The cache, for `/config_dump`.
-    pub fn dump(&self) -> Arc<HashMap<IpAddr, Slot>> {
+    pub fn dump(&self) -> Arc<Cache> {
         self.cache.load_full()
     }
 
     /// What `ip` resolves to now, without waiting (requests on a kept-alive
     /// connection follow configuration changes through this).
     pub fn current(&self, ip: IpAddr) -> Option<Arc<Target>> {
-        match self.cache.load().get(&ip) {
+        match self.cache.load().addresses.get(&ip) {
             Some(Slot::Known { target }) => Some(target.clone()),
             _ => None,
         }
@@ -125,7 +138,7 @@ impl Discovery {
         let deadline = tokio::time::Instant::now() + self.wait;
         let mut asked = false;
         loop {
-            match self.cache.load().get(&ip) {
+            match self.cache.load().addresses.get(&ip) {
                 Some(Slot::Known { target }) => return Lookup::Mesh(target.clone()),
                 Some(Slot::Absent) => return Lookup::Passthrough,
                 Some(Slot::Pending) => {}
@@ -145,8 +158,8 @@ impl Discovery {
         }
     }
 
-    fn update(&self, f: impl FnOnce(&mut HashMap<IpAddr, Slot>)) {
-        let mut next = HashMap::clone(&self.cache.load());
+    fn update(&self, f: impl FnOnce(&mut Cache)) {
+        let mut next = Cache::clone(&self.cache.load());
         f(&mut next);
         self.cache.store(Arc::new(next));
         self.generation.send_modify(|g| *g += 1);
@@ -162,41 +175,100 @@ impl Discovery {
                 error,
             })
         };
+        let mut addresses = Vec::new();
+        let mut endpoints = Vec::new();
+        for r in &resp.resources {
+            match api::discovery::decode(r) {
+                Ok(Decoded::Endpoints(e)) => endpoints.push(e),
+                Ok(Decoded::Address(resolved)) => match r.name.parse::<IpAddr>() {
+                    Ok(ip) => addresses.push((ip, resolved, r)),
+                    Err(_) => refuse(&r.name, "name is not an IP address".into()),
+                },
+                Err(e) => refuse(&r.name, e.to_string()),
+            }
+        }
         self.update(|cache| {
-            for r in &resp.resources {
-                let Ok(ip) = r.name.parse::<IpAddr>() else {
-                    refuse(&r.name, "name is not an IP address".into());
-                    continue;
-                };
-                match Resolved::try_from(r)
-                    .map_err(|e| e.to_string())
-                    .and_then(|resolved| {
-                        Ok(Target {
-                            router: Arc::new(Router::for_resolved(&resolved, &self.state)?),
+            let mut changed: Vec<String> = Vec::new();
+            for e in endpoints {
+                changed.push(e.host.clone());
+                cache.endpoints.insert(e.host, e.endpoints.into());
+            }
+            for name in &resp.removed {
+                if let Some(host) = endpoints_host(name) {
+                    cache.endpoints.remove(host);
+                    changed.push(host.to_string());
+                } else if let Ok(ip) = name.parse() {
+                    cache.addresses.insert(ip, Slot::Absent);
+                }
+            }
+            let mut fresh = std::collections::HashSet::new();
+            for (ip, resolved, r) in addresses {
+                match Router::for_resolved(&resolved, &cache.endpoints, &self.state) {
+                    Ok(router) => {
+                        let target = Target {
+                            router: Arc::new(router),
                             resolved,
                             version: r.version.clone(),
-                        })
-                    }) {
-                    Ok(target) => {
-                        cache.insert(
+                        };
+                        cache.addresses.insert(
                             ip,
                             Slot::Known {
                                 target: Arc::new(target),
                             },
                         );
+                        fresh.insert(ip);
                     }
                     Err(e) => refuse(&r.name, e),
                 }
             }
-            for name in &resp.removed {
-                if let Ok(ip) = name.parse() {
-                    cache.insert(ip, Slot::Absent);
-                }
+            if !changed.is_empty() {
+                self.reroute(cache, &changed, &fresh);
             }
         });
         // The routing just replaced has let go of what it alone held.
         self.state.sweep();
         errors
+    }
+
+    /// Recompiles the routers (other than `fresh` ones) that use the
+    /// endpoints of a `changed` host.
+    fn reroute(
+        &self,
+        cache: &mut Cache,
+        changed: &[String],
+        fresh: &std::collections::HashSet<IpAddr>,
+    ) {
+        let Cache {
+            addresses,
+            endpoints,
+        } = cache;
+        for (ip, slot) in addresses.iter_mut() {
+            let Slot::Known { target } = slot else {
+                continue;
+            };
+            let Resolved::Service(svc) = &target.resolved else {
+                continue;
+            };
+            if fresh.contains(ip)
+                || !Router::hosts(svc)
+                    .iter()
+                    .any(|h| changed.iter().any(|c| c == h))
+            {
+                continue;
+            }
+            match Router::compile(svc, endpoints, &self.state) {
+                Ok(router) => {
+                    *target = Arc::new(Target {
+                        router: Arc::new(router),
+                        resolved: target.resolved.clone(),
+                        version: target.version.clone(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%ip, error = %e, "routing kept: new endpoints do not compile")
+                }
+            }
+        }
     }
 }
 
@@ -220,7 +292,7 @@ async fn stream_loop(
         // Pending subscriptions made while away are sent on reconnect.
         while let Ok(ip) = subs.try_recv() {
             d.update(|c| {
-                c.entry(ip).or_insert(Slot::Pending);
+                c.addresses.entry(ip).or_insert(Slot::Pending);
             });
         }
         tokio::time::sleep(backoff.next_delay()).await;
@@ -235,7 +307,13 @@ async fn run_stream(
     subs: &mut mpsc::UnboundedReceiver<IpAddr>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(64);
-    let known: Vec<String> = d.cache.load().keys().map(ToString::to_string).collect();
+    let known: Vec<String> = d
+        .cache
+        .load()
+        .addresses
+        .keys()
+        .map(ToString::to_string)
+        .collect();
     tx.send(DiscoveryRequest {
         node: Some(node.clone()),
         subscribe: known,
@@ -251,10 +329,10 @@ async fn run_stream(
         tokio::select! {
             ip = subs.recv() => {
                 let Some(ip) = ip else { return Ok(()) };
-                if d.cache.load().contains_key(&ip) {
+                if d.cache.load().addresses.contains_key(&ip) {
                     continue;
                 }
-                d.update(|c| { c.insert(ip, Slot::Pending); });
+                d.update(|c| { c.addresses.insert(ip, Slot::Pending); });
                 tx.send(DiscoveryRequest { subscribe: vec![ip.to_string()], ..Default::default() }).await?;
             }
             msg = inbound.message() => {
@@ -282,14 +360,16 @@ async fn run_stream(
 
 #[cfg(test)]
 mod tests {
-    use api::proto::{Resource, Workload, resource::Kind};
+    use api::discovery::{Endpoint, Endpoints, Service, WORKLOAD_TYPE, encode};
+    use api::proto::{Resource, Workload};
+    use prost::Message;
 
     use super::*;
 
     fn discovery() -> Discovery {
         let (tx, _rx) = mpsc::unbounded_channel();
         Discovery {
-            cache: ArcSwap::from_pointee(HashMap::new()),
+            cache: ArcSwap::from_pointee(Cache::default()),
             generation: watch::channel(0).0,
             subscribe: tx,
             connected: AtomicBool::new(true),
@@ -299,26 +379,35 @@ mod tests {
         }
     }
 
-    fn workload(name: &str, address: &str) -> Resource {
-        Resource {
-            name: address.into(),
-            version: "1".into(),
-            kind: Some(Kind::Workload(Workload {
-                name: name.into(),
-                namespace: "ns".into(),
-                address: address.into(),
-                ..Default::default()
-            })),
+    fn wire_workload(name: &str, address: &str) -> Workload {
+        Workload {
+            name: name.into(),
+            namespace: "ns".into(),
+            address: address.into(),
+            ..Default::default()
         }
+    }
+
+    fn resource(w: &Workload) -> Resource {
+        Resource {
+            name: w.address.clone(),
+            version: "1".into(),
+            type_url: WORKLOAD_TYPE.into(),
+            body: w.encode_to_vec().into(),
+        }
+    }
+
+    fn workload(name: &str, address: &str) -> Resource {
+        resource(&wire_workload(name, address))
     }
 
     #[tokio::test(start_paused = true)]
     async fn applies_good_resources_and_nacks_bad_ones() {
         let d = discovery();
-        let mut bad = workload("b", "10.0.0.2");
-        if let Some(Kind::Workload(w)) = &mut bad.kind {
-            w.identity = "not-spiffe".into();
-        }
+        let bad = resource(&Workload {
+            identity: "not-spiffe".into(),
+            ..wire_workload("b", "10.0.0.2")
+        });
         let resp = DiscoveryResponse {
             resources: vec![workload("a", "10.0.0.1"), bad],
             removed: vec!["10.0.0.3".into()],
@@ -369,5 +458,70 @@ mod tests {
         assert!(matches!(&t.resolved, Resolved::Workload(w) if w.name == "a"));
         // Every known target carries its compiled routing.
         assert_eq!(t.router.routes.len(), 1);
+    }
+
+    #[test]
+    fn new_endpoints_reroute_the_services_that_use_them() {
+        let d = discovery();
+        let host = "web.ns.svc.cluster.local";
+        let svc = Service {
+            name: "web".into(),
+            namespace: "ns".into(),
+            hostname: host.into(),
+            addresses: vec!["10.96.0.1".parse().unwrap()],
+            ports: vec![],
+            routing: None,
+        };
+        let eps = |ips: &[&str]| Endpoints {
+            host: host.into(),
+            endpoints: ips
+                .iter()
+                .map(|ip| Endpoint {
+                    workload: api::discovery::Workload::try_from(&wire_workload("w", ip)).unwrap(),
+                    ports: Default::default(),
+                })
+                .collect(),
+        };
+        let members = |d: &Discovery| {
+            let t = d.current("10.96.0.1".parse().unwrap()).unwrap();
+            t.router.backends[host].endpoints.len()
+        };
+        d.apply(&DiscoveryResponse {
+            resources: vec![
+                encode(
+                    api::discovery::endpoints_name(host),
+                    &Decoded::Endpoints(eps(&["10.244.0.1"])),
+                ),
+                encode(
+                    "10.96.0.1".into(),
+                    &Decoded::Address(Resolved::Service(svc)),
+                ),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(members(&d), 1);
+        let version = d
+            .current("10.96.0.1".parse().unwrap())
+            .unwrap()
+            .version
+            .clone();
+        // The endpoints alone change: the Service keeps its version.
+        d.apply(&DiscoveryResponse {
+            resources: vec![encode(
+                api::discovery::endpoints_name(host),
+                &Decoded::Endpoints(eps(&["10.244.0.1", "10.244.0.2"])),
+            )],
+            ..Default::default()
+        });
+        assert_eq!(members(&d), 2);
+        assert_eq!(
+            d.current("10.96.0.1".parse().unwrap()).unwrap().version,
+            version
+        );
+        d.apply(&DiscoveryResponse {
+            removed: vec![api::discovery::endpoints_name(host)],
+            ..Default::default()
+        });
+        assert_eq!(members(&d), 0);
     }
 }

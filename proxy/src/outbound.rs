@@ -192,12 +192,10 @@ fn registry_only(ctx: &Ctx) -> bool {
     ctx.discovery
         .current(ctx.pod_ip)
         .is_some_and(|t| match &t.resolved {
-            Resolved::Workload(w) => {
-                w.policy
-                    .as_ref()
-                    .and_then(|p| p.outbound_traffic_policy.as_deref())
-                    == Some("REGISTRY_ONLY")
-            }
+            Resolved::Workload(w) => w
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.outbound() == api::proto::OutboundMode::RegistryOnly),
             Resolved::Service(_) => false,
         })
 }

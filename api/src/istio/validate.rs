@@ -18,24 +18,6 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The `retryOn` conditions Envoy and Istio accept (besides status codes).
-pub const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
-
 /// Collects problems.
 #[derive(Default)]
 pub(crate) struct Check(pub(crate) Vec<Problem>);

@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use api::discovery::{endpoints_host, endpoints_name};
 use api::proto::discovery_server::Discovery;
 use api::proto::{DiscoveryRequest, DiscoveryResponse, Node, Resource};
 use api::spiffe::SpiffeId;
@@ -226,25 +227,60 @@ impl Session {
             .map(|e| e.view_for(self.ip, &self.identity))
     }
 
-    /// A response with what changed among `names`, if anything did.
+    /// Adds `name` to the response if what the proxy was last sent of it
+    /// is not `current`.
+    fn push(
+        &mut self,
+        name: &str,
+        current: Option<&Entry>,
+        resources: &mut Vec<Resource>,
+        removed: &mut Vec<String>,
+    ) {
+        let version = current.map(|e| e.version.clone());
+        if self.sent.get(name) == Some(&version) {
+            return;
+        }
+        match current {
+            Some(e) => resources.push(e.wire(name)),
+            None => removed.push(name.to_string()),
+        }
+        self.sent.insert(name.to_string(), version);
+    }
+
+    /// A response with what changed among `names`, and among the
+    /// endpoints of the hosts the subscribed Services route to, if
+    /// anything did.
     fn diff(&mut self, idx: &Index, names: &[String]) -> Option<DiscoveryResponse> {
         let mut resources = Vec::new();
         let mut removed = Vec::new();
+        let needed: BTreeSet<&str> = self
+            .subscribed
+            .iter()
+            .filter_map(|n| self.visible(idx, n))
+            .flat_map(|e| e.needs.iter().map(String::as_str))
+            .collect();
+        // Endpoints first: the Services that arrive with them use them.
+        for host in &needed {
+            self.push(
+                &endpoints_name(host),
+                idx.endpoints(host),
+                &mut resources,
+                &mut removed,
+            );
+        }
+        let unneeded: Vec<String> = self
+            .sent
+            .keys()
+            .filter(|n| endpoints_host(n).is_some_and(|h| !needed.contains(h)))
+            .cloned()
+            .collect();
+        for name in unneeded {
+            self.sent.remove(&name);
+            removed.push(name);
+        }
         for name in names {
             let current = self.visible(idx, name);
-            let version = current.map(|e| e.version.clone());
-            if self.sent.get(name) == Some(&version) {
-                continue;
-            }
-            match current {
-                Some(e) => resources.push(Resource {
-                    name: name.clone(),
-                    version: e.version.clone(),
-                    kind: Some((&*e.resource).into()),
-                }),
-                None => removed.push(name.clone()),
-            }
-            self.sent.insert(name.clone(), version);
+            self.push(name, current, &mut resources, &mut removed);
         }
         if resources.is_empty() && removed.is_empty() {
             return None;
@@ -314,9 +350,11 @@ spec:
         )
     }
 
-    fn policy_of(r: &DiscoveryResponse) -> Option<String> {
-        match r.resources[0].kind.as_ref().unwrap() {
-            api::proto::resource::Kind::Workload(w) => Some(w.policy.clone()),
+    fn policy_of(r: &DiscoveryResponse) -> Option<Option<api::proto::WorkloadPolicy>> {
+        match api::discovery::decode(&r.resources[0]).unwrap() {
+            api::discovery::Decoded::Address(api::discovery::Resolved::Workload(w)) => {
+                Some(w.policy.map(|p| *p))
+            }
             _ => None,
         }
     }
@@ -327,20 +365,23 @@ spec:
         let mut own = session("10.244.0.2");
         let new = own.on_request(sub(&["10.244.0.2"]));
         let r = own.diff(&idx, &new).unwrap();
-        assert!(policy_of(&r).unwrap().contains("REGISTRY_ONLY"), "{r:?}");
+        assert_eq!(
+            policy_of(&r).unwrap().unwrap().outbound(),
+            api::proto::OutboundMode::RegistryOnly
+        );
         // Another pod with the same identity, or the same address with
         // another identity: the workload without its policy.
         let mut other = session("10.244.0.7");
         let new = other.on_request(sub(&["10.244.0.2"]));
         let r = other.diff(&idx, &new).unwrap();
-        assert_eq!(policy_of(&r).unwrap(), "", "{r:?}");
+        assert_eq!(policy_of(&r).unwrap(), None, "{r:?}");
         let mut impostor = Session::new(
             SpiffeId::new("cluster.local", "ns", "other").unwrap(),
             "10.244.0.2".parse().unwrap(),
         );
         let new = impostor.on_request(sub(&["10.244.0.2"]));
         let r = impostor.diff(&idx, &new).unwrap();
-        assert_eq!(policy_of(&r).unwrap(), "", "{r:?}");
+        assert_eq!(policy_of(&r).unwrap(), None, "{r:?}");
         assert_ne!(own.sent["10.244.0.2"], impostor.sent["10.244.0.2"]);
     }
 
@@ -351,7 +392,15 @@ spec:
         let new = s.on_request(sub(&["10.96.0.1", "10.96.0.2", "10.96.0.3"]));
         let r = s.diff(&idx, &new).unwrap();
         let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["10.96.0.2", "10.96.0.3"]);
+        assert_eq!(
+            names,
+            [
+                "endpoints/open.other.svc.cluster.local",
+                "endpoints/shared.other.svc.cluster.local",
+                "10.96.0.2",
+                "10.96.0.3"
+            ]
+        );
         assert_eq!(r.removed, ["10.96.0.1"]);
     }
 
@@ -415,6 +464,64 @@ spec:
             subscribe: names.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    /// A Service selecting pod `a`, ready or not.
+    fn served(ready: bool) -> Index {
+        let pod = Pod {
+            name: "a".into(),
+            namespace: "ns".into(),
+            labels: [("app".to_string(), "a".to_string())].into(),
+            service_account: "sa".into(),
+            ip: Some("10.244.0.2".parse().unwrap()),
+            meshed: true,
+            ready,
+            named_ports: Default::default(),
+            owner: "a".into(),
+        };
+        let svc = api::cluster::Service {
+            name: "a".into(),
+            namespace: "ns".into(),
+            cluster_ip: "10.96.0.9".parse().unwrap(),
+            selector: pod.labels.clone(),
+            ports: vec![],
+            export_to: None,
+        };
+        Index::build(
+            &Snapshot {
+                version: u64::from(ready),
+                pods: vec![pod],
+                services: vec![svc],
+                config: Default::default(),
+            },
+            "cluster.local",
+        )
+    }
+
+    #[test]
+    fn an_endpoint_change_sends_the_endpoints_only() {
+        let mut s = session("10.244.0.7");
+        let new = s.on_request(sub(&["10.96.0.9"]));
+        let r = s.diff(&served(false), &new).unwrap();
+        let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["endpoints/a.ns.svc.cluster.local", "10.96.0.9"]);
+        let all: Vec<_> = s.subscribed.iter().cloned().collect();
+        let r = s.diff(&served(true), &all).unwrap();
+        let names: Vec<_> = r.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["endpoints/a.ns.svc.cluster.local"]);
+        let api::discovery::Decoded::Endpoints(e) =
+            api::discovery::decode(&r.resources[0]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.endpoints.len(), 1);
+        // Unsubscribed from the Service: its endpoints go too.
+        s.on_request(DiscoveryRequest {
+            unsubscribe: vec!["10.96.0.9".into()],
+            ..Default::default()
+        });
+        let r = s.diff(&served(true), &[]).unwrap();
+        assert_eq!(r.removed, ["endpoints/a.ns.svc.cluster.local"]);
     }
 
     #[test]

@@ -82,18 +82,9 @@ fn endpoints_within_a_second(c: &Cluster, want: usize) -> usize {
             ],
         );
         let v: serde_json::Value = serde_json::from_str(&dump).expect("config_dump JSON");
-        let n = v["discovery"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-            .filter(|slot| slot["target"]["resolved"]["name"] == "web")
-            .filter_map(|slot| {
-                slot["target"]["resolved"]["endpoints"]
-                    .as_array()
-                    .map(Vec::len)
-            })
-            .next()
-            .unwrap_or(0);
+        let n = v["endpoints"]["web.ctl.svc.cluster.local"]
+            .as_array()
+            .map_or(0, Vec::len);
         if n == want || Instant::now() > deadline {
             return n;
         }

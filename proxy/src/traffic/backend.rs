@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use api::discovery::{Endpoint, ServicePort};
-use api::istio::destination_rule::{PortTrafficPolicy, TrafficPolicy};
-use api::traffic::Backend as BackendSpec;
+use api::proto;
 
 use super::balance::Balancer;
 use super::retry::Budget;
@@ -20,7 +19,7 @@ pub struct Backend {
     /// Ports, for resolving a route's port.
     pub ports: Vec<ServicePort>,
     /// Ready endpoints.
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Arc<[Endpoint]>,
     /// By (subset, service port): `None` is every endpoint; port 0 is
     /// the policy without port-level settings.
     subsets: HashMap<(Option<String>, u16), Subset>,
@@ -56,81 +55,50 @@ impl Subset {
     }
 }
 
-/// Istio's precedence for one field: the subset's port-level settings,
-/// the subset's policy, the host's port-level settings, the host's policy.
-fn field<'a, T>(
-    top: Option<&'a TrafficPolicy>,
-    sub: Option<&'a TrafficPolicy>,
-    port: u16,
-    of: impl Fn(&'a TrafficPolicy) -> Option<&'a T>,
-    of_port: impl Fn(&'a PortTrafficPolicy) -> Option<&'a T>,
-) -> Option<&'a T> {
-    let at_port = |p: Option<&'a TrafficPolicy>| {
-        p.and_then(|p| p.port_level_settings.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|s| port != 0 && s.port.as_ref().and_then(|p| p.number) == Some(u32::from(port)))
-            .and_then(&of_port)
-    };
-    at_port(sub)
-        .or_else(|| sub.and_then(&of))
-        .or_else(|| at_port(top))
-        .or_else(|| top.and_then(&of))
-}
-
-/// Ports with port-level settings in `policies`.
-fn tuned_ports(policies: &[Option<&TrafficPolicy>]) -> Vec<u16> {
-    let mut ports: Vec<u16> = policies
-        .iter()
-        .flatten()
-        .flat_map(|p| p.port_level_settings.iter().flatten())
-        .filter_map(|s| s.port.as_ref()?.number.and_then(|n| u16::try_from(n).ok()))
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
-}
-
 impl Backend {
-    /// Compiles a backend; `at` names it in errors.
+    /// Compiles a backend over `endpoints`; `at` names it in errors.
     pub fn compile(
-        host: &str,
-        spec: &BackendSpec,
+        spec: &proto::Backend,
+        endpoints: Arc<[Endpoint]>,
         at: &str,
         state: &state::Registry,
     ) -> Result<Self, String> {
-        let dr = spec.policy.as_ref();
-        let top = dr.and_then(|d| d.traffic_policy.as_ref());
-        let named = dr.and_then(|d| d.subsets.as_ref()).into_iter().flatten();
-        let groups = std::iter::once((None, None, None, at.to_string())).chain(
-            named.enumerate().map(|(i, s)| {
-                (
-                    s.name.clone(),
-                    s.labels.as_ref(),
-                    s.traffic_policy.as_ref(),
-                    format!("{at}.subsets[{i}]"),
-                )
-            }),
-        );
+        let host = spec.host.as_str();
         let mut subsets = HashMap::new();
-        for (name, labels, policy, at) in groups {
-            for port in std::iter::once(0).chain(tuned_ports(&[top, policy])) {
-                let place = Place {
-                    host,
-                    subset: name.as_deref(),
-                    port,
-                    state,
-                };
-                let sub = subset(&spec.endpoints, labels, top, policy, &place)
-                    .map_err(|e| format!("{at}: {e}"))?;
-                subsets.insert((name.clone(), port), sub);
-            }
+        for (i, sub) in spec.subsets.iter().enumerate() {
+            let name = Some(sub.name.clone()).filter(|n| !n.is_empty());
+            let port = u16::try_from(sub.port).unwrap_or(0);
+            let place = Place {
+                host,
+                subset: name.as_deref(),
+                port,
+                state,
+            };
+            let compiled =
+                subset(&endpoints, sub, &place).map_err(|e| format!("{at}.subsets[{i}]: {e}"))?;
+            subsets.insert((name, port), compiled);
+        }
+        // Every endpoint, with the defaults, when the controller sent no
+        // policy for the whole host.
+        if let std::collections::hash_map::Entry::Vacant(v) = subsets.entry((None, 0)) {
+            let place = Place {
+                host,
+                subset: None,
+                port: 0,
+                state,
+            };
+            v.insert(subset(&endpoints, &proto::Subset::default(), &place)?);
         }
         Ok(Self {
-            ports: spec.ports.clone(),
-            endpoints: spec.endpoints.clone(),
+            ports: spec
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| ServicePort::try_from(p).map_err(|e| format!("{at}.ports[{i}].{e}")))
+                .collect::<Result<_, _>>()?,
+            endpoints,
             subsets,
-            budget: state.budget(host, top.and_then(|p| p.retry_budget.as_ref())),
+            budget: state.budget(host, spec.retry_budget.as_ref()),
         })
     }
 
@@ -221,43 +189,20 @@ struct Place<'a> {
 
 fn subset(
     endpoints: &[Endpoint],
-    labels: Option<&std::collections::BTreeMap<String, String>>,
-    top: Option<&TrafficPolicy>,
-    policy: Option<&TrafficPolicy>,
+    spec: &proto::Subset,
     place: &Place<'_>,
 ) -> Result<Subset, String> {
-    let port = place.port;
     let members: Vec<usize> = endpoints
         .iter()
         .enumerate()
-        .filter(|(_, e)| labels.is_none_or(|l| api::cluster::labels_match(l, &e.workload.labels)))
+        .filter(|(_, e)| api::cluster::labels_match(&spec.labels, &e.workload.labels))
         .map(|(i, _)| i)
         .collect();
     let names: Vec<String> = members
         .iter()
         .map(|i| endpoints[*i].workload.address.to_string())
         .collect();
-    let lb = field(
-        top,
-        policy,
-        port,
-        |p| p.load_balancer.as_ref(),
-        |p| p.load_balancer.as_ref(),
-    );
-    let pool = field(
-        top,
-        policy,
-        port,
-        |p| p.connection_pool.as_ref(),
-        |p| p.connection_pool.as_ref(),
-    );
-    let od = field(
-        top,
-        policy,
-        port,
-        |p| p.outlier_detection.as_ref(),
-        |p| p.outlier_detection.as_ref(),
-    );
+    let pool = spec.connection_pool.as_ref();
     Ok(Subset {
         active: members
             .iter()
@@ -267,16 +212,18 @@ fn subset(
                     .active(place.host, endpoints[*i].workload.address)
             })
             .collect(),
-        balancer: Balancer::new(lb, &names)
-            .map_err(|e| format!("trafficPolicy.loadBalancer.{e}"))?,
+        balancer: Balancer::new(spec.load_balancer.as_ref(), &names)
+            .map_err(|e| format!("loadBalancer.{e}"))?,
         members,
-        limits: place.state.limits(place.host, place.subset, port, pool),
-        conn: limits::ConnSettings::compile(pool, "trafficPolicy.connectionPool")?,
-        outlier: od
-            .map(|od| {
-                outlier::Config::compile(od, "trafficPolicy.outlierDetection")
-                    .map(|c| (c, place.state.detector(place.host)))
-            })
-            .transpose()?,
+        limits: place
+            .state
+            .limits(place.host, place.subset, place.port, pool),
+        conn: limits::ConnSettings::compile(pool),
+        outlier: spec.outlier_detection.as_ref().map(|od| {
+            (
+                outlier::Config::compile(od),
+                place.state.detector(place.host),
+            )
+        }),
     })
 }

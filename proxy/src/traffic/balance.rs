@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use api::istio::destination_rule::LoadBalancerSettings;
+use api::proto;
 
 /// What a consistent hash reads from a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,55 +76,45 @@ impl Balancer {
     }
 
     /// The policy `lb` names over `members` (stable names, e.g. addresses).
-    pub fn new(lb: Option<&LoadBalancerSettings>, members: &[String]) -> Result<Self, String> {
-        let Some(lb) = lb else {
-            return Ok(Self::round_robin());
-        };
-        if let Some(ch) = &lb.consistent_hash {
-            let on = if let Some(h) = &ch.http_header_name {
-                HashOn::Header(
-                    hyper::header::HeaderName::try_from(h.to_ascii_lowercase())
-                        .map_err(|e| format!("consistentHash.httpHeaderName: {e}"))?,
-                )
-            } else if let Some(c) = &ch.http_cookie {
-                HashOn::Cookie {
-                    name: c.name.clone().unwrap_or_default(),
-                    ttl: c
-                        .ttl
-                        .as_deref()
-                        .map(api::duration::parse)
-                        .transpose()
-                        .map_err(|e| format!("consistentHash.httpCookie.ttl: {e}"))?
-                        .filter(|t| !t.is_zero()),
-                    path: c.path.clone(),
-                }
-            } else if ch.use_source_ip == Some(true) {
-                HashOn::SourceIp
-            } else if let Some(q) = &ch.http_query_parameter_name {
-                HashOn::Query(q.clone())
-            } else {
-                return Err(
-                    "consistentHash: give a header, cookie, source IP or query parameter".into(),
-                );
-            };
-            let size = ch
-                .ring_hash
-                .as_ref()
-                .and_then(|r| r.minimum_ring_size)
-                .or(ch.minimum_ring_size)
-                .or_else(|| ch.maglev.as_ref().and_then(|m| m.table_size))
-                .unwrap_or(DEFAULT_RING)
-                .clamp(1, MAX_RING);
-            return Ok(Self::Hash {
-                on,
-                ring: ring(members, size),
-            });
+    pub fn new(lb: Option<&proto::LoadBalancer>, members: &[String]) -> Result<Self, String> {
+        use proto::consistent_hash::Key;
+        use proto::load_balancer::Policy;
+        match lb.and_then(|lb| lb.policy.as_ref()) {
+            Some(Policy::ConsistentHash(ch)) => {
+                let on = match &ch.key {
+                    Some(Key::Header(h)) => HashOn::Header(
+                        hyper::header::HeaderName::try_from(h.to_ascii_lowercase())
+                            .map_err(|e| format!("consistentHash.httpHeaderName: {e}"))?,
+                    ),
+                    Some(Key::Cookie(c)) => HashOn::Cookie {
+                        name: c.name.clone(),
+                        ttl: c
+                            .ttl
+                            .as_ref()
+                            .map(api::routing::from_wire)
+                            .filter(|t| !t.is_zero()),
+                        path: Some(c.path.clone()).filter(|p| !p.is_empty()),
+                    },
+                    Some(Key::SourceIp(_)) => HashOn::SourceIp,
+                    Some(Key::QueryParameter(q)) => HashOn::Query(q.clone()),
+                    None => return Err("consistentHash: no key".into()),
+                };
+                let size = match ch.ring_size {
+                    0 => DEFAULT_RING,
+                    n => n.clamp(1, MAX_RING),
+                };
+                Ok(Self::Hash {
+                    on,
+                    ring: ring(members, size),
+                })
+            }
+            Some(Policy::Simple(p)) => Ok(match proto::SimpleLb::try_from(*p) {
+                Ok(proto::SimpleLb::Random) => Self::Random,
+                Ok(proto::SimpleLb::LeastRequest) => Self::LeastRequest,
+                _ => Self::round_robin(),
+            }),
+            None => Ok(Self::round_robin()),
         }
-        Ok(match lb.simple.as_deref() {
-            Some("RANDOM") => Self::Random,
-            Some("LEAST_REQUEST" | "LEAST_CONN") => Self::LeastRequest,
-            _ => Self::round_robin(),
-        })
     }
 
     /// The hash key source, if this is a hash balancer.
@@ -201,8 +191,8 @@ mod tests {
 
     use super::*;
 
-    fn lb(yaml: &str) -> LoadBalancerSettings {
-        serde_yaml_ng::from_str(yaml).unwrap()
+    fn lb(yaml: &str) -> proto::LoadBalancer {
+        api::routing::load_balancer(&serde_yaml_ng::from_str(yaml).unwrap()).unwrap()
     }
 
     fn members(n: usize) -> Vec<String> {
@@ -290,7 +280,16 @@ mod tests {
 
     #[test]
     fn hash_needs_a_key_source() {
-        let err = Balancer::new(Some(&lb("consistentHash: {}")), &members(2)).unwrap_err();
+        let err =
+            api::routing::load_balancer(&serde_yaml_ng::from_str("consistentHash: {}").unwrap())
+                .unwrap_err();
+        assert!(err.contains("consistentHash"), "{err}");
+        let keyless = proto::LoadBalancer {
+            policy: Some(proto::load_balancer::Policy::ConsistentHash(
+                proto::ConsistentHash::default(),
+            )),
+        };
+        let err = Balancer::new(Some(&keyless), &members(2)).unwrap_err();
         assert!(err.contains("consistentHash"), "{err}");
         for (yaml, want) in [
             ("consistentHash: {useSourceIp: true}", HashOn::SourceIp),

@@ -4,7 +4,7 @@
 //! pass through untouched (Istio's default for unmatched preflights:
 //! forward).
 
-use api::istio::virtual_service::CorsPolicy;
+use api::proto;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request};
 
@@ -21,48 +21,34 @@ pub struct Cors {
     credentials: bool,
 }
 
-fn joined(v: Option<&Vec<String>>, at: &str) -> Result<Option<HeaderValue>, String> {
-    match v {
-        Some(v) if !v.is_empty() => HeaderValue::try_from(v.join(","))
-            .map(Some)
-            .map_err(|e| format!("{at}: {e}")),
-        _ => Ok(None),
+fn joined(v: &[String], at: &str) -> Result<Option<HeaderValue>, String> {
+    if v.is_empty() {
+        return Ok(None);
     }
+    HeaderValue::try_from(v.join(","))
+        .map(Some)
+        .map_err(|e| format!("{at}: {e}"))
 }
 
 impl Cors {
     /// Compiles `c`; `at` names it in errors.
-    pub fn compile(c: &CorsPolicy, at: &str) -> Result<Self, String> {
-        let mut origins = c
+    pub fn compile(c: &proto::Cors, at: &str) -> Result<Self, String> {
+        let origins = c
             .allow_origins
             .iter()
-            .flatten()
             .enumerate()
             .map(|(i, m)| StrMatch::compile(m, &format!("{at}.allowOrigins[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        origins.extend(c.allow_origin.iter().flatten().map(|o| {
-            if o == "*" {
-                StrMatch::Present
-            } else {
-                StrMatch::Exact(o.clone())
-            }
-        }));
-        let max_age = c
-            .max_age
-            .as_deref()
-            .map(|m| {
-                api::duration::parse(m)
-                    .map(|d| HeaderValue::from(d.as_secs()))
-                    .map_err(|e| format!("{at}.maxAge: {e}"))
-            })
-            .transpose()?;
         Ok(Self {
             origins,
-            methods: joined(c.allow_methods.as_ref(), &format!("{at}.allowMethods"))?,
-            headers: joined(c.allow_headers.as_ref(), &format!("{at}.allowHeaders"))?,
-            expose: joined(c.expose_headers.as_ref(), &format!("{at}.exposeHeaders"))?,
-            max_age,
-            credentials: c.allow_credentials.unwrap_or(false),
+            methods: joined(&c.allow_methods, &format!("{at}.allowMethods"))?,
+            headers: joined(&c.allow_headers, &format!("{at}.allowHeaders"))?,
+            expose: joined(&c.expose_headers, &format!("{at}.exposeHeaders"))?,
+            max_age: c
+                .max_age
+                .as_ref()
+                .map(|d| HeaderValue::from(api::routing::from_wire(d).as_secs())),
+            credentials: c.allow_credentials,
         })
     }
 
@@ -125,11 +111,10 @@ mod tests {
 
     #[test]
     fn allowed_origins_get_headers_and_others_none() {
-        let c: CorsPolicy = serde_yaml_ng::from_str(
-            "{allowOrigins: [{exact: 'https://shop.example'}, {regex: 'https://.*\\.dev\\.example'}], allowMethods: [GET, POST], allowHeaders: [x-token], maxAge: 24h, allowCredentials: true}",
-        )
-        .unwrap();
-        let c = Cors::compile(&c, "corsPolicy").unwrap();
+        let r = super::super::tests::wire_route(
+            "{corsPolicy: {allowOrigins: [{exact: 'https://shop.example'}, {regex: 'https://.*\\.dev\\.example'}], allowMethods: [GET, POST], allowHeaders: [x-token], maxAge: 24h, allowCredentials: true}}",
+        );
+        let c = Cors::compile(r.cors.as_ref().unwrap(), "corsPolicy").unwrap();
         let req = |origin: &str| {
             Request::builder()
                 .method(Method::OPTIONS)

@@ -7,10 +7,10 @@
 
 use std::net::IpAddr;
 
-use api::istio::virtual_service::{RouteDestination, TcpRoute, TlsRoute};
+use api::proto;
 
 use super::matching::Source;
-use super::{Dest, Headers, split};
+use super::{Dest, split};
 
 /// One compiled L4 condition.
 #[derive(Debug, Default)]
@@ -62,96 +62,31 @@ fn in_subnet(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
     }
 }
 
-fn dests(route: Option<&Vec<RouteDestination>>, at: &str) -> Result<Vec<Dest>, String> {
-    let ds = route.ok_or_else(|| format!("{at}.route: required"))?;
-    let n = ds.len();
-    Ok(ds
-        .iter()
-        .map(|d| {
-            let (host, subset, port) = d
-                .destination
-                .as_ref()
-                .map(super::route::dest_of)
-                .unwrap_or_default();
-            Dest {
-                host,
-                subset,
-                port,
-                weight: super::route::weight(d.weight, n),
-                headers: Headers::default(),
-            }
-        })
-        .collect())
-}
-
-/// The fields `tcp` and `tls` matches share.
-struct Common<'a> {
-    port: Option<u32>,
-    subnets: Option<&'a Vec<String>>,
-    source_labels: Option<&'a std::collections::BTreeMap<String, String>>,
-    source_namespace: Option<&'a String>,
-}
-
-fn l4_match(c: Common<'_>, sni: Vec<String>, at: &str) -> Result<L4Match, String> {
-    Ok(L4Match {
-        port: c.port.and_then(|p| u16::try_from(p).ok()),
-        subnets: c
-            .subnets
-            .into_iter()
-            .flatten()
-            .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
-            .collect::<Result<_, _>>()?,
-        source_labels: c.source_labels.cloned().unwrap_or_default(),
-        source_namespace: c.source_namespace.filter(|s| !s.is_empty()).cloned(),
-        sni,
-    })
-}
-
 impl L4Route {
-    fn compile<M>(
-        matches: Option<&Vec<M>>,
-        route: Option<&Vec<RouteDestination>>,
-        at: &str,
-        fields: impl Fn(&M) -> (Common<'_>, Vec<String>),
-    ) -> Result<Self, String> {
-        let matches = matches
-            .into_iter()
-            .flatten()
+    /// Compiles a `tcp` or `tls` route.
+    pub fn compile(r: &proto::L4Route, at: &str) -> Result<Self, String> {
+        let matches = r
+            .matches
+            .iter()
             .enumerate()
             .map(|(i, m)| {
-                let (common, sni) = fields(m);
-                l4_match(common, sni, &format!("{at}.match[{i}]"))
+                let at = format!("{at}.match[{i}]");
+                Ok(L4Match {
+                    port: u16::try_from(m.port).ok().filter(|p| *p != 0),
+                    subnets: m
+                        .destination_subnets
+                        .iter()
+                        .map(|s| subnet(s, &format!("{at}.destinationSubnets")))
+                        .collect::<Result<_, _>>()?,
+                    source_labels: m.source_labels.clone(),
+                    source_namespace: Some(m.source_namespace.clone()).filter(|s| !s.is_empty()),
+                    sni: m.sni_hosts.clone(),
+                })
             })
             .collect::<Result<_, String>>()?;
         Ok(Self {
             matches,
-            dests: dests(route, at)?,
-        })
-    }
-
-    /// Compiles a `tcp` route.
-    pub fn tcp(r: &TcpRoute, at: &str) -> Result<Self, String> {
-        Self::compile(r.r#match.as_ref(), r.route.as_ref(), at, |m| {
-            let common = Common {
-                port: m.port,
-                subnets: m.destination_subnets.as_ref(),
-                source_labels: m.source_labels.as_ref(),
-                source_namespace: m.source_namespace.as_ref(),
-            };
-            (common, Vec::new())
-        })
-    }
-
-    /// Compiles a `tls` route: `tcp`'s conditions plus the SNI.
-    pub fn tls(r: &TlsRoute, at: &str) -> Result<Self, String> {
-        Self::compile(r.r#match.as_ref(), r.route.as_ref(), at, |m| {
-            let common = Common {
-                port: m.port,
-                subnets: m.destination_subnets.as_ref(),
-                source_labels: m.source_labels.as_ref(),
-                source_namespace: m.source_namespace.as_ref(),
-            };
-            (common, m.sni_hosts.clone().unwrap_or_default())
+            dests: super::route::dests(&r.destinations, &format!("{at}.route"))?,
         })
     }
 
@@ -193,13 +128,17 @@ pub fn sni(bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn tcp(route: &str) -> Result<L4Route, String> {
+        let wire = super::super::tests::wire(&format!("tcp: [{route}]"));
+        L4Route::compile(&wire.tcp[0], "tcp[0]")
+    }
+
     #[test]
     fn tcp_routes_match_port_subnet_and_source() {
-        let r: TcpRoute = serde_yaml_ng::from_str(
+        let r = tcp(
             "{match: [{port: 5432, destinationSubnets: [10.96.0.0/16], sourceLabels: {app: api}}], route: [{destination: {host: db}}]}",
         )
         .unwrap();
-        let r = L4Route::tcp(&r, "tcp[0]").unwrap();
         let api = Source {
             labels: [("app".to_string(), "api".to_string())].into(),
             namespace: "shop".into(),
@@ -210,11 +149,10 @@ mod tests {
         assert!(!r.matches("10.97.0.1".parse().unwrap(), 5432, &api, None));
         assert!(!r.matches(vip, 5432, &Source::default(), None));
         assert_eq!(r.dests[0].weight, 100);
-        let bad: TcpRoute = serde_yaml_ng::from_str(
+        let err = tcp(
             "{match: [{destinationSubnets: [10.0.0.0/40]}], route: [{destination: {host: db}}]}",
         )
-        .unwrap();
-        let err = L4Route::tcp(&bad, "tcp[0]").unwrap_err();
+        .unwrap_err();
         assert!(
             err.starts_with("tcp[0].match[0].destinationSubnets"),
             "{err}"
@@ -223,11 +161,10 @@ mod tests {
 
     #[test]
     fn tls_routes_match_sni_from_a_real_client_hello() {
-        let r: TlsRoute = serde_yaml_ng::from_str(
-            "{match: [{port: 443, sniHosts: ['*.example.com']}], route: [{destination: {host: a}}]}",
-        )
-        .unwrap();
-        let r = L4Route::tls(&r, "tls[0]").unwrap();
+        let wire = super::super::tests::wire(
+            "tls: [{match: [{port: 443, sniHosts: ['*.example.com']}], route: [{destination: {host: a}}]}]",
+        );
+        let r = L4Route::compile(&wire.tls[0], "tls[0]").unwrap();
         let hello = client_hello("api.example.com");
         let name = sni(&hello).unwrap();
         assert_eq!(name, "api.example.com");
@@ -261,11 +198,10 @@ mod tests {
 
     #[test]
     fn weights_pick_destinations() {
-        let r: TcpRoute = serde_yaml_ng::from_str(
+        let r = tcp(
             "{route: [{destination: {host: a}, weight: 80}, {destination: {host: b}, weight: 20}]}",
         )
         .unwrap();
-        let r = L4Route::tcp(&r, "tcp[0]").unwrap();
         let mut rng = fastrand::Rng::with_seed(2);
         let b = (0..10_000)
             .filter(|_| r.pick(&mut rng).unwrap().host == "b")

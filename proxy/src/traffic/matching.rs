@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use api::istio::shared::StringMatch;
-use api::istio::virtual_service::HttpMatchRequest;
+use api::proto;
 use hyper::Request;
 use hyper::header::{HOST, HeaderName};
 use regex::Regex;
@@ -26,19 +25,24 @@ pub enum StrMatch {
 
 impl StrMatch {
     /// Compiles a match; `field` names it in the error.
-    pub fn compile(m: &StringMatch, field: &str) -> Result<Self, String> {
-        if let Some(e) = &m.exact {
-            return Ok(Self::Exact(e.clone()));
-        }
-        if let Some(p) = &m.prefix {
-            return Ok(Self::Prefix(p.clone()));
-        }
-        if let Some(r) = &m.regex {
-            return Regex::new(&format!("^(?:{r})$"))
+    pub fn compile(m: &proto::StringMatch, field: &str) -> Result<Self, String> {
+        use proto::string_match::Kind;
+        match &m.kind {
+            Some(Kind::Exact(e)) => Ok(Self::Exact(e.clone())),
+            Some(Kind::Prefix(p)) => Ok(Self::Prefix(p.clone())),
+            Some(Kind::Regex(r)) => Regex::new(&format!("^(?:{r})$"))
                 .map(Self::Regex)
-                .map_err(|e| format!("{field}.regex: {e}"));
+                .map_err(|e| format!("{field}.regex: {e}")),
+            None => Ok(Self::Present),
         }
-        Ok(Self::Present)
+    }
+
+    /// Compiles an optional match (`None` stays `None`).
+    pub fn compile_opt(
+        m: Option<&proto::StringMatch>,
+        field: &str,
+    ) -> Result<Option<Self>, String> {
+        m.map(|m| Self::compile(m, field)).transpose()
     }
 
     /// Whether `v` matches; `ignore_case` applies to exact and prefix.
@@ -68,8 +72,6 @@ pub struct Source {
 /// One compiled `HTTPMatchRequest`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMatch {
-    /// Applies to sidecars at all (its `gateways`, if any, name `mesh`).
-    pub for_mesh: bool,
     /// Against the path without the query.
     pub uri: Option<StrMatch>,
     ignore_uri_case: bool,
@@ -84,66 +86,54 @@ pub struct RequestMatch {
     source_namespace: Option<String>,
 }
 
+fn named(at: &str, m: &[proto::NamedMatch]) -> Result<Vec<(String, StrMatch)>, String> {
+    m.iter()
+        .map(|n| {
+            let f = format!("{at}.{}", n.name);
+            let m = StrMatch::compile_opt(n.r#match.as_ref(), &f)?.unwrap_or(StrMatch::Present);
+            Ok((n.name.clone(), m))
+        })
+        .collect()
+}
+
 fn header_matches(
     at: &str,
-    m: &BTreeMap<String, StringMatch>,
+    m: &[proto::NamedMatch],
 ) -> Result<Vec<(HeaderName, StrMatch)>, String> {
-    m.iter()
-        .map(|(k, v)| {
+    named(at, m)?
+        .into_iter()
+        .map(|(k, m)| {
             let name = HeaderName::try_from(k.to_ascii_lowercase())
                 .map_err(|e| format!("{at}.{k}: {e}"))?;
-            Ok((name, StrMatch::compile(v, &format!("{at}.{k}"))?))
+            Ok((name, m))
         })
         .collect()
 }
 
 impl RequestMatch {
     /// Compiles `m`; `at` is its field path for errors.
-    pub fn compile(m: &HttpMatchRequest, at: &str) -> Result<Self, String> {
-        let one = |s: &Option<StringMatch>, f: &str| {
-            s.as_ref()
-                .map(|s| StrMatch::compile(s, &format!("{at}.{f}")))
-                .transpose()
+    pub fn compile(m: &proto::RequestMatch, at: &str) -> Result<Self, String> {
+        let one = |s: &Option<proto::StringMatch>, f: &str| {
+            StrMatch::compile_opt(s.as_ref(), &format!("{at}.{f}"))
         };
         Ok(Self {
-            for_mesh: m
-                .gateways
-                .as_ref()
-                .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh")),
             uri: one(&m.uri, "uri")?,
-            ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+            ignore_uri_case: m.ignore_uri_case,
             scheme: one(&m.scheme, "scheme")?,
             method: one(&m.method, "method")?,
             authority: one(&m.authority, "authority")?,
-            headers: header_matches(
-                &format!("{at}.headers"),
-                m.headers.as_ref().unwrap_or(&BTreeMap::new()),
-            )?,
-            without_headers: header_matches(
-                &format!("{at}.withoutHeaders"),
-                m.without_headers.as_ref().unwrap_or(&BTreeMap::new()),
-            )?,
-            query: m
-                .query_params
-                .iter()
-                .flatten()
-                .map(|(k, v)| {
-                    Ok((
-                        k.clone(),
-                        StrMatch::compile(v, &format!("{at}.queryParams.{k}"))?,
-                    ))
-                })
-                .collect::<Result<_, String>>()?,
-            port: m.port.and_then(|p| u16::try_from(p).ok()),
-            source_labels: m.source_labels.clone().unwrap_or_default(),
-            source_namespace: m.source_namespace.clone().filter(|s| !s.is_empty()),
+            headers: header_matches(&format!("{at}.headers"), &m.headers)?,
+            without_headers: header_matches(&format!("{at}.withoutHeaders"), &m.without_headers)?,
+            query: named(&format!("{at}.queryParams"), &m.query_params)?,
+            port: u16::try_from(m.port).ok().filter(|p| *p != 0),
+            source_labels: m.source_labels.clone(),
+            source_namespace: Some(m.source_namespace.clone()).filter(|s| !s.is_empty()),
         })
     }
 
     /// Whether every condition holds for `req` to `port` from `src`.
     pub fn matches<B>(&self, req: &Request<B>, port: u16, src: &Source) -> bool {
-        if !self.for_mesh
-            || self.port.is_some_and(|p| p != port)
+        if self.port.is_some_and(|p| p != port)
             || !api::cluster::labels_match(&self.source_labels, &src.labels)
             || self
                 .source_namespace
@@ -215,8 +205,12 @@ pub fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn wire(yaml: &str) -> proto::RequestMatch {
+        api::routing::request_match(&serde_yaml_ng::from_str(yaml).unwrap())
+    }
+
     fn compile(yaml: &str) -> RequestMatch {
-        RequestMatch::compile(&serde_yaml_ng::from_str(yaml).unwrap(), "m").unwrap()
+        RequestMatch::compile(&wire(yaml), "m").unwrap()
     }
 
     fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
@@ -286,11 +280,9 @@ mod tests {
     }
 
     #[test]
-    fn gateway_only_matches_never_apply_and_bad_regex_is_named() {
-        let m = compile("gateways: [ingress]");
-        assert!(!m.matches(&req("/", &[]), 80, &Source::default()));
-        let bad: HttpMatchRequest = serde_yaml_ng::from_str("uri: {regex: '('}").unwrap();
-        let err = RequestMatch::compile(&bad, "spec.http[0].match[0]").unwrap_err();
+    fn a_bad_regex_is_named() {
+        let err =
+            RequestMatch::compile(&wire("uri: {regex: '('}"), "spec.http[0].match[0]").unwrap_err();
         assert!(err.starts_with("spec.http[0].match[0].uri.regex:"), "{err}");
     }
 }

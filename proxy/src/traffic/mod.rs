@@ -8,9 +8,10 @@
 //! Pure and synchronous: the I/O is in [`crate::http::forward`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use api::discovery::{Endpoint, Service};
-use api::traffic::{Backend as BackendSpec, ServiceTraffic};
+use api::proto;
 use hyper::Request;
 
 pub mod backend;
@@ -28,8 +29,11 @@ pub mod state;
 
 pub use backend::Backend;
 use matching::{Source, StrMatch};
-pub use route::{Abort, Action, Dest, Headers, Mirror, Redirect, Rewrite, Route, rewrite_path};
+pub use route::{Abort, Action, Dest, Mirror, Redirect, Rewrite, Route, rewrite_path};
 use route::{default_dest, default_route, route};
+
+/// The endpoints of destination hosts, as discovery last delivered them.
+pub type EndpointsByHost = HashMap<String, Arc<[Endpoint]>>;
 
 /// The compiled routing of one Service.
 #[derive(Debug)]
@@ -51,24 +55,26 @@ impl Router {
     /// pod address, every request to that pod.
     pub fn for_resolved(
         r: &api::discovery::Resolved,
+        endpoints: &EndpointsByHost,
         state: &state::Registry,
     ) -> Result<Self, String> {
         match r {
-            api::discovery::Resolved::Service(s) => Self::compile(s, state),
+            api::discovery::Resolved::Service(s) => Self::compile(s, endpoints, state),
             api::discovery::Resolved::Workload(w) => {
                 let host = w.address.to_string();
-                let spec = BackendSpec {
-                    endpoints: vec![Endpoint {
-                        workload: w.clone(),
-                        ports: Default::default(),
-                    }],
-                    ..BackendSpec::default()
+                let own: Arc<[Endpoint]> = Arc::new([Endpoint {
+                    workload: w.clone(),
+                    ports: Default::default(),
+                }]);
+                let spec = proto::Backend {
+                    host: host.clone(),
+                    ..Default::default()
                 };
                 Ok(Self {
                     routes: vec![default_route(&host)],
                     backends: [(
                         host.clone(),
-                        Backend::compile(&host, &spec, "workload", state)?,
+                        Backend::compile(&spec, own, "workload", state)?,
                     )]
                     .into(),
                     tcp: Vec::new(),
@@ -79,32 +85,40 @@ impl Router {
         }
     }
 
-    /// Compiles the routing of `svc`.
-    pub fn compile(svc: &Service, state: &state::Registry) -> Result<Self, String> {
-        let Some(t) = svc.traffic.as_deref() else {
-            let spec = BackendSpec {
-                ports: svc.ports.clone(),
-                endpoints: svc.endpoints.clone(),
-                ..BackendSpec::default()
-            };
-            return Ok(Self {
-                routes: vec![default_route(&svc.hostname)],
-                backends: [(
-                    svc.hostname.clone(),
-                    Backend::compile(&svc.hostname, &spec, "traffic", state)?,
-                )]
-                .into(),
-                tcp: Vec::new(),
-                tls: Vec::new(),
-                default: default_dest(&svc.hostname),
-            });
-        };
-        Self::from_traffic(t, &svc.hostname, state)
+    /// The hosts whose endpoints the routing of `svc` uses.
+    pub fn hosts(svc: &Service) -> Vec<&str> {
+        match &svc.routing {
+            Some(r) => r.backends.iter().map(|b| b.host.as_str()).collect(),
+            None => vec![svc.hostname.as_str()],
+        }
     }
 
-    fn from_traffic(
-        t: &ServiceTraffic,
+    /// Compiles the routing of `svc` over the endpoints known now.
+    pub fn compile(
+        svc: &Service,
+        endpoints: &EndpointsByHost,
+        state: &state::Registry,
+    ) -> Result<Self, String> {
+        match svc.routing.as_deref() {
+            Some(r) => Self::from_routing(r, &svc.hostname, endpoints, state),
+            None => {
+                let plain = proto::Routing {
+                    backends: vec![proto::Backend {
+                        host: svc.hostname.clone(),
+                        ports: svc.ports.iter().map(Into::into).collect(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                Self::from_routing(&plain, &svc.hostname, endpoints, state)
+            }
+        }
+    }
+
+    fn from_routing(
+        t: &proto::Routing,
         own_host: &str,
+        endpoints: &EndpointsByHost,
         state: &state::Registry,
     ) -> Result<Self, String> {
         let mut routes = t
@@ -119,11 +133,13 @@ impl Router {
         let backends = t
             .backends
             .iter()
-            .map(|(h, b)| {
-                Ok((
-                    h.clone(),
-                    Backend::compile(h, b, &format!("backends[{h}]"), state)?,
-                ))
+            .map(|b| {
+                let eps = endpoints
+                    .get(&b.host)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new([]));
+                let at = format!("backends[{}]", b.host);
+                Ok((b.host.clone(), Backend::compile(b, eps, &at, state)?))
             })
             .collect::<Result<HashMap<_, _>, String>>()?;
         for (i, r) in routes.iter().enumerate() {
@@ -142,13 +158,13 @@ impl Router {
             .tcp
             .iter()
             .enumerate()
-            .map(|(i, r)| l4::L4Route::tcp(r, &format!("tcp[{i}]")))
+            .map(|(i, r)| l4::L4Route::compile(r, &format!("tcp[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         let tls = t
             .tls
             .iter()
             .enumerate()
-            .map(|(i, r)| l4::L4Route::tls(r, &format!("tls[{i}]")))
+            .map(|(i, r)| l4::L4Route::compile(r, &format!("tls[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         for (kind, list) in [("tcp", &tcp), ("tls", &tls)] {
             for (i, r) in list.iter().enumerate() {

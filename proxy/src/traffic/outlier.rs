@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use api::istio::destination_rule::OutlierDetection;
+use api::proto;
 use serde::Serialize;
 
 /// Envoy's cap on one ejection.
@@ -39,32 +39,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Istio's defaults for what `od` leaves out; `at` names it in errors.
-    pub fn compile(od: &OutlierDetection, at: &str) -> Result<Self, String> {
-        let dur = |v: &Option<String>, f: &str, default: u64| {
-            v.as_deref()
-                .map(|s| api::duration::parse(s).map_err(|e| format!("{at}.{f}: {e}")))
-                .transpose()
-                .map(|d| d.unwrap_or(Duration::from_secs(default)))
+    /// From the wire (Istio's defaults filled by the controller).
+    pub fn compile(od: &proto::OutlierDetection) -> Self {
+        let dur = |d: Option<&proto::Duration>, default: u64| {
+            d.map(api::routing::from_wire)
+                .unwrap_or(Duration::from_secs(default))
         };
-        let pct = |v: Option<i32>, default: u32| {
-            v.and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(default)
-                .min(100)
-        };
-        Ok(Self {
-            consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(5),
-            consecutive_gateway: od
-                .consecutive_gateway_errors
-                .or(od.consecutive_errors.and_then(|v| u32::try_from(v).ok()))
-                .unwrap_or(0),
-            consecutive_local: od.consecutive_local_origin_failures.unwrap_or(5),
-            split: od.split_external_local_origin_errors.unwrap_or(false),
-            interval: dur(&od.interval, "interval", 10)?,
-            base_ejection: dur(&od.base_ejection_time, "baseEjectionTime", 30)?,
-            max_ejection_percent: pct(od.max_ejection_percent, 10),
-            min_health_percent: pct(od.min_health_percent, 0),
-        })
+        Self {
+            consecutive_5xx: od.consecutive_5xx,
+            consecutive_gateway: od.consecutive_gateway,
+            consecutive_local: od.consecutive_local_origin,
+            split: od.split_local_origin,
+            interval: dur(od.interval.as_ref(), 10),
+            base_ejection: dur(od.base_ejection_time.as_ref(), 30),
+            max_ejection_percent: od.max_ejection_percent.min(100),
+            min_health_percent: od.min_health_percent.min(100),
+        }
     }
 }
 
@@ -272,7 +262,9 @@ mod tests {
     use super::*;
 
     fn cfg(yaml: &str) -> Config {
-        Config::compile(&serde_yaml_ng::from_str(yaml).unwrap(), "od").unwrap()
+        Config::compile(
+            &api::routing::outlier_detection(&serde_yaml_ng::from_str(yaml).unwrap()).unwrap(),
+        )
     }
 
     fn ips(n: u8) -> Vec<IpAddr> {

@@ -9,7 +9,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use api::policy::{LocalRateLimitSpec, TokenBucket};
+use api::proto;
 use hyper::{Request, StatusCode};
 
 use super::matching::StrMatch;
@@ -25,21 +25,21 @@ pub struct Bucket {
 
 impl Bucket {
     /// A full bucket from `b`; `at` names it in errors.
-    pub fn new(b: &TokenBucket, at: &str, now: Instant) -> Result<Self, String> {
-        let max = b
-            .max_tokens
-            .ok_or_else(|| format!("{at}.maxTokens: required"))?;
+    pub fn new(b: &proto::TokenBucket, at: &str, now: Instant) -> Result<Self, String> {
+        if b.max_tokens == 0 {
+            return Err(format!("{at}.maxTokens: at least 1"));
+        }
         let interval = b
             .fill_interval
-            .as_deref()
-            .ok_or_else(|| format!("{at}.fillInterval: required"))
-            .and_then(|s| api::duration::parse(s).map_err(|e| format!("{at}.fillInterval: {e}")))?
+            .as_ref()
+            .map(api::routing::from_wire)
+            .ok_or_else(|| format!("{at}.fillInterval: required"))?
             .max(api::policy::MIN_FILL_INTERVAL);
         Ok(Self {
-            max,
-            per_fill: b.tokens_per_fill.unwrap_or(1),
+            max: b.max_tokens,
+            per_fill: b.tokens_per_fill.max(1),
             interval,
-            state: Mutex::new((max, now)),
+            state: Mutex::new((b.max_tokens, now)),
         })
     }
 
@@ -84,27 +84,23 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Compiles `spec` with full buckets.
-    pub fn new(policy: &str, spec: &LocalRateLimitSpec, now: Instant) -> Result<Self, String> {
-        let routes = spec
+    /// Compiles `rl` with full buckets.
+    pub fn new(rl: &proto::RateLimit, now: Instant) -> Result<Self, String> {
+        let routes = rl
             .routes
             .iter()
-            .flatten()
             .enumerate()
             .map(|(i, r)| {
                 let at = format!("spec.routes[{i}]");
-                let m = r.r#match.clone().unwrap_or_default();
-                let one = |s: &Option<api::istio::shared::StringMatch>, f: &str| {
-                    s.as_ref()
-                        .map(|s| StrMatch::compile(s, &format!("{at}.match.{f}")))
-                        .transpose()
-                };
                 Ok(RouteLimit {
-                    name: m.name.clone(),
-                    uri: one(&m.uri, "uri")?,
-                    method: one(&m.method, "method")?,
+                    name: Some(r.route.clone()).filter(|n| !n.is_empty()),
+                    uri: StrMatch::compile_opt(r.uri.as_ref(), &format!("{at}.match.uri"))?,
+                    method: StrMatch::compile_opt(
+                        r.method.as_ref(),
+                        &format!("{at}.match.method"),
+                    )?,
                     bucket: Bucket::new(
-                        r.token_bucket
+                        r.bucket
                             .as_ref()
                             .ok_or_else(|| format!("{at}.tokenBucket: required"))?,
                         &format!("{at}.tokenBucket"),
@@ -114,14 +110,13 @@ impl Limiter {
             })
             .collect::<Result<_, String>>()?;
         Ok(Self {
-            policy: policy.to_string(),
-            status: spec
-                .status_code
-                .and_then(|c| u16::try_from(c).ok())
+            policy: rl.name.clone(),
+            status: u16::try_from(rl.status)
+                .ok()
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
-            workload: spec
-                .token_bucket
+            workload: rl
+                .bucket
                 .as_ref()
                 .map(|b| Bucket::new(b, "spec.tokenBucket", now))
                 .transpose()?,
@@ -168,7 +163,7 @@ impl Policies {
     pub fn get(
         &self,
         version: &str,
-        policy: Option<&api::traffic::WorkloadPolicy>,
+        policy: Option<&proto::WorkloadPolicy>,
     ) -> std::sync::Arc<(String, Vec<Limiter>)> {
         let cur = self.current.load_full();
         if cur.0 == version {
@@ -178,7 +173,7 @@ impl Policies {
         let limiters = policy
             .into_iter()
             .flat_map(|p| &p.rate_limits)
-            .filter_map(|rl| match Limiter::new(&rl.name, &rl.spec, now) {
+            .filter_map(|rl| match Limiter::new(rl, now) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::warn!(policy = %rl.name, error = %e, "rate limit not applied");
@@ -196,15 +191,29 @@ impl Policies {
 mod tests {
     use super::*;
 
-    fn spec(yaml: &str) -> LocalRateLimitSpec {
-        serde_yaml_ng::from_str(yaml).unwrap()
+    /// A LocalRateLimit through the controller's translation.
+    fn spec(yaml: &str) -> proto::RateLimit {
+        let p = api::traffic::WorkloadPolicy {
+            rate_limits: vec![api::traffic::RateLimit {
+                name: "shop/limit".into(),
+                spec: serde_yaml_ng::from_str(yaml).unwrap(),
+            }],
+            outbound_traffic_policy: None,
+        };
+        api::routing::workload_policy(&p)
+            .unwrap()
+            .rate_limits
+            .remove(0)
     }
 
     #[test]
     fn a_bucket_refills_by_whole_intervals_up_to_its_size() {
         let t = Instant::now();
         let b = Bucket::new(
-            &serde_yaml_ng::from_str("{maxTokens: 3, tokensPerFill: 2, fillInterval: 1s}").unwrap(),
+            spec("{tokenBucket: {maxTokens: 3, tokensPerFill: 2, fillInterval: 1s}}")
+                .bucket
+                .as_ref()
+                .unwrap(),
             "b",
             t,
         )
@@ -222,7 +231,6 @@ mod tests {
     fn routes_have_their_own_buckets_and_others_share_the_workloads() {
         let t = Instant::now();
         let l = Limiter::new(
-            "shop/limit",
             &spec(
                 "{tokenBucket: {maxTokens: 2, fillInterval: 1m}, statusCode: 503, routes: [{match: {name: checkout}, tokenBucket: {maxTokens: 1, fillInterval: 1m}}, {match: {uri: {prefix: /search}, method: {exact: GET}}, tokenBucket: {maxTokens: 5, fillInterval: 1m}}]}",
             ),
@@ -247,12 +255,9 @@ mod tests {
                 .count(),
             2
         );
-        let err = Limiter::new(
-            "x",
-            &spec("{tokenBucket: {maxTokens: 1, fillInterval: soon}}"),
-            t,
-        )
-        .unwrap_err();
-        assert!(err.starts_with("spec.tokenBucket.fillInterval"), "{err}");
+        let mut empty = spec("{tokenBucket: {maxTokens: 1, fillInterval: 1s}}");
+        empty.bucket.as_mut().unwrap().max_tokens = 0;
+        let err = Limiter::new(&empty, t).unwrap_err();
+        assert!(err.starts_with("spec.tokenBucket.maxTokens"), "{err}");
     }
 }

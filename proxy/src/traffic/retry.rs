@@ -6,8 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use api::istio::destination_rule::RetryBudget;
-use api::istio::virtual_service::HttpRetry;
+use api::proto;
 
 /// What one attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,37 +45,31 @@ pub struct RetryOn {
 }
 
 impl RetryOn {
-    /// Parses Istio's comma list; numbers are retriable status codes.
+    /// From the wire (parsed from Istio's `retryOn` by the controller).
+    pub fn compile(on: &proto::RetryOn) -> Self {
+        use proto::RetryCondition as C;
+        let has = |c: C| on.conditions.contains(&(c as i32));
+        Self {
+            five_xx: has(C::FiveXx),
+            gateway_error: has(C::GatewayError),
+            reset: has(C::Reset),
+            connect_failure: has(C::ConnectFailure),
+            retriable_4xx: has(C::Retriable4xx),
+            refused_stream: has(C::RefusedStream),
+            status_codes: (!on.status_codes.is_empty()).then(|| {
+                on.status_codes
+                    .iter()
+                    .filter_map(|c| u16::try_from(*c).ok())
+                    .collect()
+            }),
+            grpc: on.grpc_statuses.clone(),
+        }
+    }
+
+    /// Parses Istio's comma list, as the controller does.
+    #[cfg(test)]
     pub fn parse(s: &str) -> Result<Self, String> {
-        let mut on = Self::default();
-        let mut codes = Vec::new();
-        let mut want_codes = false;
-        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            match t {
-                "5xx" => on.five_xx = true,
-                "gateway-error" => on.gateway_error = true,
-                "reset" | "reset-before-request" => on.reset = true,
-                "connect-failure" => on.connect_failure = true,
-                "retriable-4xx" => on.retriable_4xx = true,
-                "refused-stream" => on.refused_stream = true,
-                "retriable-status-codes" => want_codes = true,
-                "cancelled" => on.grpc.push(1),
-                "deadline-exceeded" => on.grpc.push(4),
-                "resource-exhausted" => on.grpc.push(8),
-                "internal" => on.grpc.push(13),
-                "unavailable" => on.grpc.push(14),
-                // Envoy's header-only conditions: nothing to retry here.
-                "retriable-headers" | "envoy-ratelimited" | "http3-post-connect-failure" => {}
-                n => match n.parse::<u16>() {
-                    Ok(c) if (100..=599).contains(&c) => codes.push(c),
-                    _ => return Err(format!("unknown retryOn condition {n:?}")),
-                },
-            }
-        }
-        if want_codes || !codes.is_empty() {
-            on.status_codes = Some(codes);
-        }
-        Ok(on)
+        api::routing::retry_on(s).map(|on| Self::compile(&on))
     }
 
     /// Whether `o` is retried.
@@ -112,44 +105,25 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Istio's default for a route without `retries`: 2 retries on
-    /// connect-failure, refused-stream, unavailable, cancelled and 503.
+    /// Istio's default for a route without `retries` (the controller
+    /// always sends it; this is for a route that arrives without).
     fn default() -> Self {
-        Self {
-            retries: 2,
-            per_try_timeout: None,
-            on: RetryOn {
-                connect_failure: true,
-                refused_stream: true,
-                grpc: vec![14, 1],
-                status_codes: Some(vec![503]),
-                ..RetryOn::default()
-            },
-        }
+        Self::compile(&api::routing::default_retry())
     }
 }
 
 impl RetryPolicy {
-    /// Compiles a route's `retries` (`None`: Istio's default policy).
-    pub fn compile(r: Option<&HttpRetry>, at: &str) -> Result<Self, String> {
-        let Some(r) = r else {
-            return Ok(Self::default());
-        };
-        let per_try_timeout = r
-            .per_try_timeout
-            .as_deref()
-            .map(api::duration::parse)
-            .transpose()
-            .map_err(|e| format!("{at}.perTryTimeout: {e}"))?;
-        let on = match r.retry_on.as_deref() {
-            Some(s) => RetryOn::parse(s).map_err(|e| format!("{at}.retryOn: {e}"))?,
-            None => Self::default().on,
-        };
-        Ok(Self {
-            retries: u32::try_from(r.attempts.unwrap_or(0)).unwrap_or(0),
-            per_try_timeout,
-            on,
-        })
+    /// From the wire.
+    pub fn compile(r: &proto::Retry) -> Self {
+        Self {
+            retries: r.attempts,
+            per_try_timeout: r
+                .per_try_timeout
+                .as_ref()
+                .map(api::routing::from_wire)
+                .filter(|d| !d.is_zero()),
+            on: r.on.as_ref().map(RetryOn::compile).unwrap_or_default(),
+        }
     }
 }
 
@@ -235,11 +209,12 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A budget from a DestinationRule's `retryBudget` (defaults if absent).
-    pub fn new(b: Option<&RetryBudget>) -> Self {
+    /// A budget from a DestinationRule's `retryBudget` (Envoy's defaults
+    /// if absent).
+    pub fn new(b: Option<&proto::RetryBudget>) -> Self {
         Self {
-            percent: b.and_then(|b| b.percent).unwrap_or(20.0).clamp(0.0, 100.0),
-            min_concurrency: b.and_then(|b| b.min_retry_concurrency).unwrap_or(3),
+            percent: b.map_or(20.0, |b| b.percent).clamp(0.0, 100.0),
+            min_concurrency: b.map_or(3, |b| b.min_retry_concurrency),
             active: AtomicU32::new(0),
             retrying: AtomicU32::new(0),
         }
@@ -332,17 +307,28 @@ mod tests {
         assert!(RetryOn::parse("5xx,sometimes").is_err());
     }
 
+    /// The retries of the seed VirtualService, through the controller's
+    /// translation.
+    fn seeded() -> RetryPolicy {
+        let vs: api::istio::virtual_service::HttpRoute = serde_yaml_ng::from_str(
+            "{retries: {attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,retriable-4xx'}}",
+        )
+        .unwrap();
+        let t = api::traffic::ServiceTraffic {
+            http: vec![vs],
+            ..Default::default()
+        };
+        let wire = api::routing::routing(&t, "h").unwrap();
+        RetryPolicy::compile(wire.http[0].retry.as_ref().unwrap())
+    }
+
     #[test]
     fn istio_default_retries_503_and_connect_failures_twice() {
-        let p = RetryPolicy::compile(None, "r").unwrap();
+        let p = RetryPolicy::default();
         assert_eq!(p.retries, 2);
         assert!(p.on.retriable(resp(503)) && p.on.retriable(Outcome::ConnectFailure));
         assert!(!p.on.retriable(resp(500)) && !p.on.retriable(Outcome::Reset));
-        let seeded: HttpRetry = serde_yaml_ng::from_str(
-            "{attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,retriable-4xx'}",
-        )
-        .unwrap();
-        let p = RetryPolicy::compile(Some(&seeded), "r").unwrap();
+        let p = seeded();
         assert_eq!(p.retries, 3);
         assert_eq!(p.per_try_timeout, Some(Duration::from_secs(2)));
         assert!(p.on.retriable(resp(409)));
@@ -400,11 +386,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_seed_policy_retries_three_times_within_its_timeouts() {
-        let seeded: HttpRetry = serde_yaml_ng::from_str(
-            "{attempts: 3, perTryTimeout: 2s, retryOn: '5xx,connect-failure,retriable-4xx'}",
-        )
-        .unwrap();
-        let policy = RetryPolicy::compile(Some(&seeded), "r").unwrap();
+        let policy = seeded();
         let budget = Budget::new(None);
         // Every try hangs: four tries of 2 s, with backoff between them.
         let start = tokio::time::Instant::now();
@@ -436,11 +418,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_empty_budget_stops_retries_at_once() {
-        let policy = RetryPolicy::compile(None, "r").unwrap();
-        let budget = Budget::new(Some(&RetryBudget {
-            percent: Some(0.0),
-            min_retry_concurrency: Some(0),
-            budget_interval: None,
+        let policy = RetryPolicy::default();
+        let budget = Budget::new(Some(&proto::RetryBudget {
+            percent: 0.0,
+            min_retry_concurrency: 0,
         }));
         let (tries, exhausted, _) = drive(&policy, &budget, &[Some(resp(503)); 3]).await;
         assert_eq!((tries, exhausted), (1, true));
@@ -461,10 +442,9 @@ mod tests {
         assert_eq!(b.retrying(), 3);
         drop(held);
         assert_eq!(b.retrying(), 0);
-        let strict = Budget::new(Some(&RetryBudget {
-            percent: Some(0.0),
-            min_retry_concurrency: Some(0),
-            budget_interval: None,
+        let strict = Budget::new(Some(&proto::RetryBudget {
+            percent: 0.0,
+            min_retry_concurrency: 0,
         }));
         let _a = strict.request();
         assert!(strict.try_retry().is_none());

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use api::istio::shared::{Destination, HeaderOperations, Percent};
-use api::istio::virtual_service::{HttpFaultInjection, HttpRoute};
+use api::proto;
+use api::routing::from_wire;
 use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -145,33 +145,29 @@ pub struct HeaderOps {
 }
 
 impl HeaderOps {
-    pub(super) fn compile(ops: Option<&HeaderOperations>, at: &str) -> Result<Self, String> {
+    pub(super) fn compile(ops: Option<&proto::HeaderOps>, at: &str) -> Result<Self, String> {
         let Some(ops) = ops else {
             return Ok(Self::default());
         };
-        let pairs = |m: Option<&std::collections::BTreeMap<String, String>>, f: &str| {
-            m.into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    let n = HeaderName::try_from(k.to_ascii_lowercase())
-                        .map_err(|e| format!("{at}.{f}.{k}: {e}"))?;
-                    let v = HeaderValue::try_from(v.as_str())
-                        .map_err(|e| format!("{at}.{f}.{k}: {e}"))?;
-                    Ok((n, v))
+        let name = |k: &str, f: &str| {
+            HeaderName::try_from(k.to_ascii_lowercase()).map_err(|e| format!("{at}.{f}.{k}: {e}"))
+        };
+        let pairs = |hs: &[proto::Header], f: &str| {
+            hs.iter()
+                .map(|h| {
+                    let v = HeaderValue::try_from(h.value.as_str())
+                        .map_err(|e| format!("{at}.{f}.{}: {e}", h.name))?;
+                    Ok((name(&h.name, f)?, v))
                 })
                 .collect::<Result<Vec<_>, String>>()
         };
         Ok(Self {
-            set: pairs(ops.set.as_ref(), "set")?,
-            add: pairs(ops.add.as_ref(), "add")?,
+            set: pairs(&ops.set, "set")?,
+            add: pairs(&ops.add, "add")?,
             remove: ops
                 .remove
                 .iter()
-                .flatten()
-                .map(|k| {
-                    HeaderName::try_from(k.to_ascii_lowercase())
-                        .map_err(|e| format!("{at}.remove: {e}"))
-                })
+                .map(|k| name(k, "remove"))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -191,7 +187,7 @@ impl HeaderOps {
 }
 
 impl Headers {
-    fn compile(h: Option<&api::istio::shared::Headers>, at: &str) -> Result<Self, String> {
+    fn compile(h: Option<&proto::HeaderRewrites>, at: &str) -> Result<Self, String> {
         Ok(Self {
             request: HeaderOps::compile(
                 h.and_then(|h| h.request.as_ref()),
@@ -205,224 +201,141 @@ impl Headers {
     }
 }
 
-fn percent(p: Option<&Percent>) -> f64 {
-    p.and_then(|p| p.value).unwrap_or(100.0)
+fn status(code: u32, at: &str) -> Result<StatusCode, String> {
+    u16::try_from(code)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("{at}: {code} is not an HTTP status"))
 }
 
-fn duration(v: Option<&String>, at: &str) -> Result<Option<Duration>, String> {
-    v.map(|s| api::duration::parse(s).map_err(|e| format!("{at}: {e}")))
-        .transpose()
-        .map(|d| d.filter(|d| !d.is_zero()))
-}
-
-/// gRPC status codes by their names (as `grpcStatus` gives them).
-pub fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    name.parse().ok().or_else(|| {
-        NAMES
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))
-            .and_then(|i| u32::try_from(i).ok())
-    })
-}
-
-fn fault(f: Option<&HttpFaultInjection>, at: &str) -> Result<Fault, String> {
+fn fault(f: Option<&proto::Fault>, at: &str) -> Result<Fault, String> {
     let Some(f) = f else {
         return Ok(Fault::default());
     };
-    let delay = match &f.delay {
-        Some(d) => {
-            let fixed = duration(d.fixed_delay.as_ref(), &format!("{at}.delay.fixedDelay"))?
-                .unwrap_or_default();
-            let pct = d
-                .percentage
-                .as_ref()
-                .and_then(|p| p.value)
-                .or(d.percent.map(f64::from))
-                .unwrap_or(100.0);
-            Some((fixed, pct))
-        }
-        None => None,
-    };
+    let delay = f.delay.as_ref().map(|d| {
+        (
+            d.fixed.as_ref().map(from_wire).unwrap_or_default(),
+            d.percent,
+        )
+    });
     let abort = match &f.abort {
         Some(a) => {
-            let kind = if let Some(s) = a.http_status {
-                Abort::Http(
-                    u16::try_from(s)
-                        .ok()
-                        .and_then(|s| StatusCode::from_u16(s).ok())
-                        .ok_or_else(|| format!("{at}.abort.httpStatus: {s} is not a status"))?,
-                )
-            } else if let Some(g) = &a.grpc_status {
-                Abort::Grpc(
-                    grpc_code(g)
-                        .ok_or_else(|| format!("{at}.abort.grpcStatus: unknown status {g:?}"))?,
-                )
-            } else {
-                Abort::Http(StatusCode::SERVICE_UNAVAILABLE)
+            use proto::fault_abort::Code;
+            let kind = match a.code {
+                Some(Code::HttpStatus(s)) => {
+                    Abort::Http(status(s, &format!("{at}.abort.httpStatus"))?)
+                }
+                Some(Code::GrpcStatus(g)) => Abort::Grpc(g),
+                None => Abort::Http(StatusCode::SERVICE_UNAVAILABLE),
             };
-            Some((kind, percent(a.percentage.as_ref())))
+            Some((kind, a.percent))
         }
         None => None,
     };
     Ok(Fault { delay, abort })
 }
 
-/// A destination's weight: as given, or all of it for the only one of
-/// `n` (Istio's default).
-pub(super) fn weight(w: Option<i32>, n: usize) -> u32 {
-    match w {
-        Some(w) => u32::try_from(w).unwrap_or(0),
-        None if n == 1 => 100,
-        None => 0,
-    }
+/// A wire destination's host, subset and port.
+pub(super) fn dest_of(d: Option<&proto::Destination>) -> (String, Option<String>, Option<u16>) {
+    d.map(|d| {
+        (
+            d.host.clone(),
+            Some(d.subset.clone()).filter(|s| !s.is_empty()),
+            u16::try_from(d.port).ok().filter(|p| *p != 0),
+        )
+    })
+    .unwrap_or_default()
 }
 
-pub(super) fn dest_of(d: &Destination) -> (String, Option<String>, Option<u16>) {
-    (
-        d.host.clone().unwrap_or_default(),
-        d.subset.clone().filter(|s| !s.is_empty()),
-        d.port
-            .as_ref()
-            .and_then(|p| p.number)
-            .and_then(|n| u16::try_from(n).ok()),
-    )
+/// Weighted destinations.
+pub(super) fn dests(ds: &[proto::WeightedDestination], at: &str) -> Result<Vec<Dest>, String> {
+    ds.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (host, subset, port) = dest_of(d.destination.as_ref());
+            Ok(Dest {
+                host,
+                subset,
+                port,
+                weight: d.weight,
+                headers: Headers::compile(d.headers.as_ref(), &format!("{at}[{i}].headers"))?,
+            })
+        })
+        .collect()
 }
 
-pub(super) fn route(r: &HttpRoute, at: &str, own_host: &str) -> Result<Route, String> {
+fn nonempty(s: &str) -> Option<String> {
+    Some(s.to_string()).filter(|s| !s.is_empty())
+}
+
+pub(super) fn route(r: &proto::HttpRoute, at: &str, own_host: &str) -> Result<Route, String> {
+    use proto::http_route::Action as Wire;
     let matches = r
-        .r#match
+        .matches
         .iter()
-        .flatten()
         .enumerate()
         .map(|(i, m)| RequestMatch::compile(m, &format!("{at}.match[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    let action = if let Some(d) = &r.direct_response {
-        let status = d
-            .status
-            .and_then(|s| u16::try_from(s).ok())
-            .and_then(|s| StatusCode::from_u16(s).ok())
-            .ok_or_else(|| format!("{at}.directResponse.status: not an HTTP status"))?;
-        let body = d
-            .body
-            .as_ref()
-            .and_then(|b| b.string.clone())
-            .map(Bytes::from)
-            .unwrap_or_default();
-        Action::Direct { status, body }
-    } else if let Some(rd) = &r.redirect {
-        Action::Redirect(Redirect {
-            uri: rd.uri.clone(),
-            authority: rd.authority.clone(),
-            port: rd.port.and_then(|p| u16::try_from(p).ok()),
-            scheme: rd.scheme.clone(),
-            code: rd
-                .redirect_code
-                .and_then(|c| u16::try_from(c).ok())
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .unwrap_or(StatusCode::MOVED_PERMANENTLY),
-        })
-    } else {
-        let dests = match &r.route {
-            Some(ds) if !ds.is_empty() => {
-                let n = ds.len();
-                ds.iter()
-                    .enumerate()
-                    .map(|(i, d)| {
-                        let (host, subset, port) =
-                            d.destination.as_ref().map(dest_of).unwrap_or_default();
-                        Ok(Dest {
-                            host,
-                            subset,
-                            port,
-                            weight: weight(d.weight, n),
-                            headers: Headers::compile(
-                                d.headers.as_ref(),
-                                &format!("{at}.route[{i}].headers"),
-                            )?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, String>>()?
-            }
-            _ => vec![default_dest(own_host)],
-        };
-        Action::Forward(dests)
+    let action = match &r.action {
+        Some(Wire::DirectResponse(d)) => Action::Direct {
+            status: status(d.status, &format!("{at}.directResponse.status"))?,
+            body: Bytes::from(d.body.clone()),
+        },
+        Some(Wire::Redirect(rd)) => Action::Redirect(Redirect {
+            uri: nonempty(&rd.uri),
+            authority: nonempty(&rd.authority),
+            port: u16::try_from(rd.port).ok().filter(|p| *p != 0),
+            scheme: nonempty(&rd.scheme),
+            code: status(rd.status, &format!("{at}.redirect.redirectCode"))?,
+        }),
+        Some(Wire::Forward(f)) if !f.destinations.is_empty() => {
+            Action::Forward(dests(&f.destinations, &format!("{at}.route"))?)
+        }
+        _ => Action::Forward(vec![default_dest(own_host)]),
     };
     let rewrite = r.rewrite.as_ref().map(|w| {
         Ok::<_, String>(Rewrite {
-            uri: w.uri.clone(),
-            authority: w.authority.clone(),
-            regex: match &w.uri_regex_rewrite {
+            uri: nonempty(&w.uri),
+            authority: nonempty(&w.authority),
+            regex: match &w.regex {
                 Some(rr) => Some((
-                    regex::Regex::new(rr.r#match.as_deref().unwrap_or(""))
+                    regex::Regex::new(&rr.pattern)
                         .map_err(|e| format!("{at}.rewrite.uriRegexRewrite.match: {e}"))?,
-                    rr.rewrite.clone().unwrap_or_default(),
+                    rr.substitution.clone(),
                 )),
                 None => None,
             },
         })
     });
-    let mut mirrors: Vec<Mirror> = r
-        .mirror
-        .as_ref()
-        .map(|d| {
-            let (host, subset, port) = dest_of(d);
-            let pct = r
-                .mirror_percentage
-                .as_ref()
-                .and_then(|p| p.value)
-                .or(r.mirror_percent.map(f64::from))
-                .unwrap_or(100.0);
+    let mirrors = r
+        .mirrors
+        .iter()
+        .map(|m| {
+            let (host, subset, port) = dest_of(m.destination.as_ref());
             Mirror {
                 host,
                 subset,
                 port,
-                percent: pct,
+                percent: m.percent,
             }
         })
-        .into_iter()
         .collect();
-    for m in r.mirrors.iter().flatten() {
-        if let Some(d) = &m.destination {
-            let (host, subset, port) = dest_of(d);
-            mirrors.push(Mirror {
-                host,
-                subset,
-                port,
-                percent: percent(m.percentage.as_ref()),
-            });
-        }
-    }
     Ok(Route {
-        name: r.name.clone(),
+        name: nonempty(&r.name),
         matches,
         action,
         rewrite: rewrite.transpose()?,
-        timeout: duration(r.timeout.as_ref(), &format!("{at}.timeout"))?,
-        retry: RetryPolicy::compile(r.retries.as_ref(), &format!("{at}.retries"))?,
+        timeout: r.timeout.as_ref().map(from_wire).filter(|d| !d.is_zero()),
+        retry: r
+            .retry
+            .as_ref()
+            .map(RetryPolicy::compile)
+            .unwrap_or_default(),
         fault: fault(r.fault.as_ref(), &format!("{at}.fault"))?,
         mirrors,
         headers: Headers::compile(r.headers.as_ref(), &format!("{at}.headers"))?,
         cors: r
-            .cors_policy
+            .cors
             .as_ref()
             .map(|c| cors::Cors::compile(c, &format!("{at}.corsPolicy")))
             .transpose()?,

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use api::istio::destination_rule::{ConnectionPoolSettings, RetryBudget};
+use api::proto;
 
 use super::limits::{Caps, Limits};
 use super::outlier::Detector;
@@ -49,7 +49,7 @@ impl Registry {
         host: &str,
         subset: Option<&str>,
         port: u16,
-        pool: Option<&ConnectionPoolSettings>,
+        pool: Option<&proto::ConnectionPool>,
     ) -> Arc<Limits> {
         let caps = Caps::of(pool);
         let key = (host.to_string(), subset.map(str::to_string), port);
@@ -66,7 +66,7 @@ impl Registry {
 
     /// The retry budget of `host`: the one in use when `spec` sets the
     /// same bounds, else a new one.
-    pub fn budget(&self, host: &str, spec: Option<&RetryBudget>) -> Arc<Budget> {
+    pub fn budget(&self, host: &str, spec: Option<&proto::RetryBudget>) -> Arc<Budget> {
         let fresh = Budget::new(spec);
         let mut all = lock(&self.budgets);
         match all.get(host) {

@@ -3,11 +3,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use api::discovery::{Endpoint, ServicePort, Workload};
-use api::istio::shared::HeaderOperations;
+use api::traffic::{Backend as BackendSpec, ServiceTraffic};
 use hyper::StatusCode;
 use hyper::header::HeaderMap;
 
-use super::route::{HeaderOps, grpc_code};
+use super::route::HeaderOps;
 use super::*;
 
 const HOST: &str = "orders.shop.svc.cluster.local";
@@ -27,18 +27,21 @@ fn endpoint(ip: &str, version: &str) -> Endpoint {
     }
 }
 
-fn traffic(http: &str, dr: Option<&str>) -> ServiceTraffic {
+fn three() -> Vec<Endpoint> {
+    vec![
+        endpoint("10.244.0.2", "v1"),
+        endpoint("10.244.0.3", "v1"),
+        endpoint("10.244.0.4", "v2"),
+    ]
+}
+
+fn spec(http: &str, dr: Option<&str>) -> ServiceTraffic {
     let backend = BackendSpec {
         ports: vec![ServicePort {
             name: "http".into(),
             port: 8080,
             protocol: api::protocol::AppProtocol::Http,
         }],
-        endpoints: vec![
-            endpoint("10.244.0.2", "v1"),
-            endpoint("10.244.0.3", "v1"),
-            endpoint("10.244.0.4", "v2"),
-        ],
         destination_rule: dr.map(|_| "shop/orders".into()),
         policy: dr.map(|d| serde_yaml_ng::from_str(d).unwrap()),
     };
@@ -49,6 +52,37 @@ fn traffic(http: &str, dr: Option<&str>) -> ServiceTraffic {
         tls: vec![],
         backends: BTreeMap::from([(HOST.to_string(), backend)]),
     }
+}
+
+/// The routing as the controller sends it.
+fn traffic(http: &str, dr: Option<&str>) -> proto::Routing {
+    api::routing::routing(&spec(http, dr), HOST).unwrap()
+}
+
+fn endpoints(list: Vec<Endpoint>) -> EndpointsByHost {
+    [(HOST.to_string(), list.into())].into()
+}
+
+/// Compiles `routing` over the three endpoints.
+fn router(routing: &proto::Routing, state: &state::Registry) -> Result<Router, String> {
+    Router::from_routing(routing, HOST, &endpoints(three()), state)
+}
+
+/// A VirtualService spec's routes (http, tcp, tls) on the wire.
+pub(super) fn wire(vs: &str) -> proto::Routing {
+    let vs: api::istio::virtual_service::VirtualServiceSpec = serde_yaml_ng::from_str(vs).unwrap();
+    let t = ServiceTraffic {
+        http: vs.http.unwrap_or_default(),
+        tcp: vs.tcp.unwrap_or_default(),
+        tls: vs.tls.unwrap_or_default(),
+        ..Default::default()
+    };
+    api::routing::routing(&t, HOST).unwrap()
+}
+
+/// One HTTP route on the wire.
+pub(super) fn wire_route(route: &str) -> proto::HttpRoute {
+    wire(&format!("http: [{route}]")).http.remove(0)
 }
 
 const SEED: &str = "
@@ -89,12 +123,7 @@ fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 #[test]
 fn the_first_matching_route_wins_and_an_unmatched_one_is_the_default() {
-    let r = Router::from_traffic(
-        &traffic(SEED, Some(SUBSETS)),
-        HOST,
-        &state::Registry::default(),
-    )
-    .unwrap();
+    let r = router(&traffic(SEED, Some(SUBSETS)), &state::Registry::default()).unwrap();
     let src = Source::default();
     let name = |req: &Request<()>| r.select(req, 8080, &src).unwrap().0.name.clone();
     assert_eq!(
@@ -119,14 +148,10 @@ fn the_first_matching_route_wins_and_an_unmatched_one_is_the_default() {
 
 #[test]
 fn no_route_matches_when_every_route_has_conditions() {
-    let r = Router::from_traffic(
-        &traffic(
+    let r = router(&traffic(
             "[{match: [{uri: {exact: /only}}], route: [{destination: {host: orders.shop.svc.cluster.local}}]}]",
             None,
-        ),
-        HOST,
-        &state::Registry::default(),
-    )
+        ), &state::Registry::default())
     .unwrap();
     assert!(
         r.select(&req("/other", &[]), 8080, &Source::default())
@@ -140,12 +165,7 @@ fn no_route_matches_when_every_route_has_conditions() {
 
 #[test]
 fn subsets_select_by_labels_with_their_own_balancer() {
-    let r = Router::from_traffic(
-        &traffic(SEED, Some(SUBSETS)),
-        HOST,
-        &state::Registry::default(),
-    )
-    .unwrap();
+    let r = router(&traffic(SEED, Some(SUBSETS)), &state::Registry::default()).unwrap();
     let b = &r.backends[HOST];
     assert_eq!(b.subset(&None, 8080).unwrap().members, [0, 1, 2]);
     assert_eq!(b.subset(&Some("v1".into()), 8080).unwrap().members, [0, 1]);
@@ -189,8 +209,7 @@ subsets:
     - port: {number: 9000}
       loadBalancer: {simple: LEAST_REQUEST}
 ";
-    let r =
-        Router::from_traffic(&traffic(SEED, Some(dr)), HOST, &state::Registry::default()).unwrap();
+    let r = router(&traffic(SEED, Some(dr)), &state::Registry::default()).unwrap();
     let b = &r.backends[HOST];
     let sub = |name: Option<&str>, port| b.subset(&name.map(str::to_string), port).unwrap();
     // The host's policy, and its port-level settings on their port.
@@ -218,22 +237,28 @@ subsets:
 
 #[test]
 fn bad_fields_are_named() {
-    let err = Router::from_traffic(
-        &traffic(
+    // The controller refuses what Istio does not define...
+    let err = api::routing::routing(
+        &spec(
             "[{route: [{destination: {host: orders.shop.svc.cluster.local}}], retries: {attempts: 2, retryOn: 'sometimes'}}]",
             None,
         ),
         HOST,
-        &state::Registry::default(),
     )
     .unwrap_err();
     assert!(err.starts_with("http[0].retries.retryOn:"), "{err}");
-    let err = Router::from_traffic(
+    // ...and a proxy what it cannot run.
+    let mut bad = traffic("[{match: [{uri: {prefix: /}}]}]", None);
+    bad.http[0].matches[0].uri = Some(proto::StringMatch {
+        kind: Some(proto::string_match::Kind::Regex("(".into())),
+    });
+    let err = router(&bad, &state::Registry::default()).unwrap_err();
+    assert!(err.starts_with("http[0].match[0].uri.regex:"), "{err}");
+    let err = router(
         &traffic(
             "[{route: [{destination: {host: nowhere.svc.cluster.local}}]}]",
             None,
         ),
-        HOST,
         &state::Registry::default(),
     )
     .unwrap_err();
@@ -285,6 +310,7 @@ fn prefix_rewrites_replace_only_the_prefix() {
 
 #[test]
 fn grpc_statuses_by_name_or_number() {
+    use api::routing::grpc_code;
     assert_eq!(grpc_code("UNAVAILABLE"), Some(14));
     assert_eq!(grpc_code("deadline_exceeded"), Some(4));
     assert_eq!(grpc_code("8"), Some(8));
@@ -293,9 +319,9 @@ fn grpc_statuses_by_name_or_number() {
 
 #[test]
 fn header_operations_remove_set_add() {
-    let ops: HeaderOperations =
-        serde_yaml_ng::from_str("{set: {x-a: '1'}, add: {x-b: '2'}, remove: [x-c]}").unwrap();
-    let ops = HeaderOps::compile(Some(&ops), "h").unwrap();
+    let r = wire_route("{headers: {request: {set: {x-a: '1'}, add: {x-b: '2'}, remove: [x-c]}}}");
+    let ops = r.headers.unwrap().request;
+    let ops = HeaderOps::compile(ops.as_ref(), "h").unwrap();
     let mut h = HeaderMap::new();
     h.insert("x-a", "0".parse().unwrap());
     h.insert("x-b", "1".parse().unwrap());
@@ -316,16 +342,21 @@ trafficPolicy:
 #[test]
 fn limits_and_counts_hold_while_endpoints_churn() {
     let state = state::Registry::default();
-    let before = Router::from_traffic(&traffic(SEED, Some(POOL)), HOST, &state).unwrap();
+    let before = router(&traffic(SEED, Some(POOL)), &state).unwrap();
     let sub = before.backends[HOST].subset(&None, 8080).unwrap();
     let held = sub.limits.connection().unwrap();
     sub.active[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // A push: one endpoint gone, one new, same pool settings.
-    let mut t = traffic(SEED, Some(POOL));
-    let b = t.backends.get_mut(HOST).unwrap();
-    b.endpoints.remove(2);
-    b.endpoints.push(endpoint("10.244.0.9", "v1"));
-    let after = Router::from_traffic(&t, HOST, &state).unwrap();
+    let mut churned = three();
+    churned.remove(2);
+    churned.push(endpoint("10.244.0.9", "v1"));
+    let after = Router::from_routing(
+        &traffic(SEED, Some(POOL)),
+        HOST,
+        &endpoints(churned),
+        &state,
+    )
+    .unwrap();
     let sub2 = after.backends[HOST].subset(&None, 8080).unwrap();
     assert!(
         sub2.limits.connection().is_err(),
@@ -340,7 +371,7 @@ fn limits_and_counts_hold_while_endpoints_churn() {
     assert!(sub2.limits.connection().is_ok());
     // New caps start afresh.
     let wider = POOL.replace("maxConnections: 1", "maxConnections: 2");
-    let changed = Router::from_traffic(&traffic(SEED, Some(&wider)), HOST, &state).unwrap();
+    let changed = router(&traffic(SEED, Some(&wider)), &state).unwrap();
     let sub3 = changed.backends[HOST].subset(&None, 8080).unwrap();
     let _a = sub3.limits.connection().unwrap();
     let _b = sub3.limits.connection().unwrap();
@@ -357,7 +388,7 @@ fn after_a_push_the_next_requests_spread_over_the_endpoints() {
     let mut rng = fastrand::Rng::with_seed(7);
     let mut first = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        let r = Router::from_traffic(&traffic(SEED, None), HOST, &state).unwrap();
+        let r = router(&traffic(SEED, None), &state).unwrap();
         let b = &r.backends[HOST];
         let sub = b.subset(&None, 8080).unwrap();
         let (_, w, _) = b.choose(sub, None, &mut Vec::new(), &mut rng).unwrap();

@@ -3,13 +3,14 @@
 use std::collections::BTreeSet;
 
 use super::Problem;
-use super::{Check, RETRY_ON, did_you_mean};
+use super::{Check, did_you_mean};
 use crate::istio::destination_rule::{
     ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection,
     TrafficPolicy,
 };
 use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
 use crate::istio::virtual_service::{HttpRoute, RouteDestination, VirtualServiceSpec};
+use crate::routing::RETRY_ON;
 
 const SIMPLE_LB: &[&str] = &[
     "UNSPECIFIED",
@@ -191,26 +192,22 @@ fn http_route(c: &mut Check, at: &str, r: &HttpRoute) {
             &format!("{at}.retries.perTryTimeout"),
             rt.per_try_timeout.as_ref(),
         );
-        for cond in rt
-            .retry_on
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        if let Some(on) = &rt.retry_on
+            && let Err(e) = crate::routing::retry_on(on)
         {
-            let status = cond.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s));
-            if !status && !RETRY_ON.contains(&cond) {
-                let hint = did_you_mean(cond, RETRY_ON)
-                    .map(|h| format!(" (did you mean {h:?}?)"))
-                    .unwrap_or_default();
-                c.fail(
-                    format!("{at}.retries.retryOn"),
-                    format!(
-                        "unknown retry condition {cond:?}{hint}; use a status code or one of {}",
-                        RETRY_ON.join(", ")
-                    ),
-                );
-            }
+            let cond = e
+                .trim_start_matches("unknown retry condition ")
+                .trim_matches('"');
+            let hint = did_you_mean(cond, RETRY_ON)
+                .map(|h| format!(" (did you mean {h:?}?)"))
+                .unwrap_or_default();
+            c.fail(
+                format!("{at}.retries.retryOn"),
+                format!(
+                    "{e}{hint}; use a status code or one of {}",
+                    RETRY_ON.join(", ")
+                ),
+            );
         }
     }
     if let Some(f) = &r.fault {

@@ -71,7 +71,7 @@ fn outlier_detection_and_connection_pool_limits() {
             .as_object()
             .unwrap()
             .values()
-            .any(|s| s.to_string().contains("outlierDetection"))
+            .any(|s| s.to_string().contains("outlier_detection"))
     });
     // consecutive5xxErrors: 5 ejects the bad endpoint after its fifth 500.
     let codes = |n| requests(&c, "cb", n, 1, &["http://flaky:8080/"]);
