@@ -59,10 +59,25 @@ fn endpoint_changes_reach_proxies_within_a_second() {
     let want: BTreeSet<String> = pods.iter().map(|p| p.name.clone()).collect();
     assert_eq!(pods_answering(&c, 30), want);
 
-    // Scaling down (pods going away) reaches it as fast.
+    // Scaling down (pods going away) reaches it as fast, and the node's
+    // address keeps its MAC (a bridge that took a leaving port's MAC
+    // would cut every pod off the controller until ARP expired).
+    let gateway_mac = || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &c.node_ns(), "-br", "link", "show", "br0"])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mac = gateway_mac();
     c.apply(&web(1));
     assert_eq!(endpoints_within_a_second(&c, 1), 1);
     assert_eq!(pods_answering(&c, 6).len(), 1);
+    assert_eq!(gateway_mac(), mac, "the bridge changed its MAC");
 }
 
 /// Polls the client proxy's config for web's endpoint count until it is

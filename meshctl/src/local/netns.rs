@@ -43,12 +43,21 @@ pub async fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bridge's own MAC address (locally administered). A bridge without
+/// one set takes the lowest MAC of its ports and changes it when that port
+/// goes: every pod's ARP entry for the gateway (the controller's address)
+/// then points nowhere for half a minute.
+const BRIDGE_MAC: &str = "02:00:0a:f4:00:01";
+
 /// Creates the node namespace with its bridge. No default route and no
 /// link to the host: nothing leaves the node.
 pub async fn create_node(node: &str) -> anyhow::Result<()> {
     ip(&["netns", "add", node]).await?;
     ip(&["-n", node, "link", "set", "lo", "up"]).await?;
-    ip(&["-n", node, "link", "add", "br0", "type", "bridge"]).await?;
+    ip(&[
+        "-n", node, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+    ])
+    .await?;
     let gw = format!("{}/{}", ipam::GATEWAY, ipam::POD_PREFIX);
     ip(&["-n", node, "addr", "add", &gw, "dev", "br0"]).await?;
     ip(&["-n", node, "link", "set", "br0", "up"]).await?;
