@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use hyper::Response;
 use hyper::header::{HeaderName, USER_AGENT};
 
-use crate::http::forward::Info;
+use crate::http::stream_info::StreamInfo as Info;
 
 /// What is logged of a request, taken before it is forwarded.
 pub struct Request {
@@ -61,7 +61,7 @@ impl Request {
             "response_flags": info.flags(),
             "route_name": info.route.as_deref().unwrap_or("default"),
             "upstream_cluster": service,
-            "upstream_host": info.used.as_ref().map(|w| w.address.to_string()),
+            "upstream_host": info.upstream.as_ref().map(|w| w.address.to_string()),
             "attempts": info.attempts,
             "duration": u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "x_request_id": self.request_id,

@@ -11,12 +11,29 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::Ctx;
-use crate::discovery::Slot;
+use crate::control::ControllerAddr;
+use crate::discovery::{Discovery, Slot};
+use crate::drain::Watch;
+use crate::{Pod, Telemetry};
+
+/// What the admin and health endpoints read.
+pub(crate) struct State {
+    /// The pod the proxy serves.
+    pub pod: Arc<Pod>,
+    /// Its configuration.
+    pub discovery: Arc<Discovery>,
+    /// Its metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// The controller it talks to.
+    pub controller: ControllerAddr,
+    /// Whether it drains.
+    pub drain: Watch,
+}
+
 use crate::traffic::outlier::{Circuit, EndpointState};
 
 /// The health port's routes.
-pub fn health(ctx: Arc<Ctx>) -> Router {
+pub(crate) fn health(ctx: Arc<State>) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/healthz/ready", get(ready))
@@ -26,17 +43,17 @@ pub fn health(ctx: Arc<Ctx>) -> Router {
 }
 
 /// The admin port's routes.
-pub fn admin(ctx: Arc<Ctx>) -> Router {
+pub(crate) fn admin(ctx: Arc<State>) -> Router {
     Router::new()
         .route("/config_dump", get(config_dump))
         .with_state(ctx)
 }
 
-async fn ready(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> impl IntoResponse {
+async fn ready(axum::extract::State(ctx): axum::extract::State<Arc<State>>) -> impl IntoResponse {
     if ctx.drain.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string());
     }
-    let cert = ctx.identity.credentials().is_some();
+    let cert = ctx.pod.identity.credentials().is_some();
     let config = ctx.discovery.synced_once();
     match (cert, config) {
         (true, true) => (StatusCode::OK, "ready\n".to_string()),
@@ -47,18 +64,18 @@ async fn ready(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> imp
     }
 }
 
-async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>) -> impl IntoResponse {
+async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<State>>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        ctx.metrics.render() + &circuit_metrics(&ctx),
+        ctx.telemetry.metrics.render() + &circuit_metrics(&ctx),
     )
 }
 
 /// Every endpoint circuit the routers hold, by destination host.
-fn circuits(ctx: &Ctx) -> std::collections::BTreeMap<String, Vec<EndpointState>> {
+fn circuits(ctx: &State) -> std::collections::BTreeMap<String, Vec<EndpointState>> {
     let mut out = std::collections::BTreeMap::new();
     for slot in ctx.discovery.dump().addresses.values() {
         if let Slot::Known { target } = slot {
@@ -71,7 +88,7 @@ fn circuits(ctx: &Ctx) -> std::collections::BTreeMap<String, Vec<EndpointState>>
 }
 
 /// The circuits as a gauge: 1 for the state each endpoint is in.
-fn circuit_metrics(ctx: &Ctx) -> String {
+fn circuit_metrics(ctx: &State) -> String {
     let mut s = String::from(
         "# HELP mesh_outlier_circuit Endpoint circuit state under outlier detection (1: current).\n# TYPE mesh_outlier_circuit gauge\n",
     );
@@ -94,14 +111,14 @@ fn circuit_metrics(ctx: &Ctx) -> String {
 }
 
 async fn config_dump(
-    axum::extract::State(ctx): axum::extract::State<Arc<Ctx>>,
+    axum::extract::State(ctx): axum::extract::State<Arc<State>>,
 ) -> impl IntoResponse {
     let secs = |t: std::time::SystemTime| {
         t.duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
     };
-    let cert = ctx.identity.credentials().map(|c| {
+    let cert = ctx.pod.identity.credentials().map(|c| {
         json!({
             "identity": c.info.identity,
             "serial": c.info.serial,
@@ -121,10 +138,10 @@ async fn config_dump(
         })
         .collect();
     Json(json!({
-        "identity": ctx.identity.id(),
-        "workload": ctx.workload,
+        "identity": ctx.pod.identity.id(),
+        "workload": ctx.pod.workload,
         "certificate": cert,
-        "trust_anchors": ctx.identity.anchors_der().len(),
+        "trust_anchors": ctx.pod.identity.anchors_der().len(),
         "controller": {
             "address": ctx.controller.addr,
             "identity": ctx.controller.identity,

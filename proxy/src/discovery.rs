@@ -107,6 +107,20 @@ impl Discovery {
         d
     }
 
+    /// A cache without a controller, filled by [`Self::apply`] (tests).
+    #[cfg(test)]
+    pub fn offline(wait: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            cache: ArcSwap::from_pointee(Cache::default()),
+            generation: watch::channel(0).0,
+            subscribe: mpsc::unbounded_channel().0,
+            connected: AtomicBool::new(false),
+            synced_once: AtomicBool::new(false),
+            wait,
+            state: state::Registry::default(),
+        })
+    }
+
     /// Whether a stream has ever been established (readiness).
     pub fn synced_once(&self) -> bool {
         self.synced_once.load(Ordering::Relaxed)
@@ -167,7 +181,7 @@ impl Discovery {
 
     /// Applies a response; returns the resources refused and why (the
     /// others are applied, the refused ones keep their previous state).
-    fn apply(&self, resp: &DiscoveryResponse) -> Vec<ResourceError> {
+    pub(crate) fn apply(&self, resp: &DiscoveryResponse) -> Vec<ResourceError> {
         let mut errors = Vec::new();
         let mut refuse = |name: &str, error: String| {
             errors.push(ResourceError {

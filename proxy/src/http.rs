@@ -1,10 +1,14 @@
-//! HTTP-aware proxying, for connections detected (or declared) as HTTP.
+//! What the outbound and inbound HTTP stacks share: the body type, the
+//! headers that travel between proxies, the server limits ([`limits`]),
+//! the connection pools ([`pool`]), body replay ([`replay`]), the stream
+//! info layers note on responses ([`stream_info`]) and upgrades
+//! ([`upgrade`]).
 //!
 //! Between proxies every request rides one multiplexed HTTP/2 mTLS
-//! connection per peer ([`pool`]); the receiving proxy speaks to its app
-//! in the protocol the client app used, which travels in a header, as does
-//! the target port. Requests are balanced one by one ([`outbound`]);
-//! HTTP/1.1 upgrades (WebSocket) are tunnelled over an opaque mTLS stream.
+//! connection per peer; the receiving proxy speaks to its app in the
+//! protocol the client app used, which travels in a header, as does the
+//! target port. HTTP/1.1 upgrades (WebSocket) are tunnelled over an
+//! opaque mTLS stream.
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -12,13 +16,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Response, StatusCode};
 
-pub mod forward;
-pub mod inbound;
 pub mod limits;
-pub mod outbound;
 pub mod pool;
 pub mod replay;
-pub mod send;
+pub mod stream_info;
+pub mod upgrade;
 
 /// The body type on every path.
 pub type Body = BoxBody<Bytes, hyper::Error>;

@@ -1,36 +1,14 @@
 //! `mesh-proxy`: the sidecar. `init` installs traffic redirection in the
-//! pod's network namespace; `run` is the data plane: outbound balancing
-//! over mTLS, inbound mTLS termination, certificates and discovery from the
-//! controller, health and admin endpoints.
+//! pod's network namespace; `run` is the data plane ([`mesh_proxy::run`]).
+//! This file only reads flags.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use api::spiffe::SpiffeId;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 
-mod accept;
-mod access_log;
-mod admin;
-mod control;
-mod detect;
-mod discovery;
-mod drain;
-mod http;
-mod identity;
-mod inbound;
-mod metrics;
-mod orig_dst;
-mod outbound;
-mod ports;
-mod prefixed;
-mod redirect;
-mod traffic;
-mod transport;
+use mesh_proxy::{Config, Settings, redirect};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "The mesh sidecar proxy")]
@@ -104,36 +82,27 @@ struct RunArgs {
     access_log: String,
 }
 
-/// What every connection handler shares.
-pub struct Ctx {
-    identity: Arc<common::tls::Identity>,
-    discovery: Arc<discovery::Discovery>,
-    metrics: metrics::Metrics,
-    client_tls: Arc<rustls::ClientConfig>,
-    client_tls_h2: Arc<rustls::ClientConfig>,
-    server_tls: Arc<rustls::ServerConfig>,
-    /// One multiplexed HTTP/2 mTLS connection per peer proxy.
-    peers: http::pool::H2Pool<SocketAddr>,
-    /// HTTP/2 to apps and unmeshed endpoints, one connection per address.
-    direct_h2: http::pool::H2Pool<SocketAddr>,
-    /// HTTP/1.1 to apps and unmeshed endpoints, pooled keep-alive.
-    http1: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        http::Body,
-    >,
-    detect_timeout: Duration,
-    opaque_ports: Vec<u16>,
-    controller: control::ControllerAddr,
-    workload: String,
-    /// This pod's labels and namespace, once discovery told them.
-    source: arc_swap::ArcSwap<traffic::matching::Source>,
-    access_log: bool,
-    /// This pod's address (its own discovery resource carries its policy).
-    pod_ip: IpAddr,
-    /// Rate limiters of this workload.
-    rate_limits: traffic::ratelimit::Policies,
-    /// Set once SIGTERM starts the drain.
-    drain: drain::Watch,
+impl From<RunArgs> for Config {
+    fn from(a: RunArgs) -> Self {
+        Self {
+            controller: a.controller,
+            trust_domain: a.trust_domain,
+            namespace: a.namespace,
+            service_account: a.service_account,
+            pod: a.pod,
+            workload: a.workload,
+            pod_ip: a.pod_ip,
+            token_file: a.token_file,
+            trust_anchors: a.trust_anchors,
+            discovery_wait: a.discovery_wait,
+            settings: Settings {
+                detect_timeout: a.detect_timeout,
+                opaque_ports: a.opaque_ports,
+            },
+            drain_grace: a.drain_grace,
+            access_log: a.access_log == "on",
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,133 +114,6 @@ fn main() -> anyhow::Result<()> {
             .worker_threads(args.workers.max(1))
             .enable_all()
             .build()?
-            .block_on(run(*args)),
+            .block_on(mesh_proxy::run(Config::from(*args))),
     }
-}
-
-fn http1_client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http::Body,
-> {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(3)));
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
-
-/// Keeps `ctx.source` current with this pod's labels (for routes'
-/// `sourceLabels`), from the discovery of the pod's own address.
-async fn own_labels(ctx: Arc<Ctx>, ip: IpAddr) {
-    loop {
-        if let discovery::Lookup::Mesh(t) = ctx.discovery.lookup(ip).await
-            && let api::discovery::Resolved::Workload(w) = &t.resolved
-            && ctx.source.load().labels != w.labels
-        {
-            ctx.source.store(Arc::new(traffic::matching::Source {
-                labels: w.labels.clone(),
-                namespace: w.namespace.clone(),
-            }));
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
-
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))
-}
-
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let id = SpiffeId::new(&args.trust_domain, &args.namespace, &args.service_account)?;
-    let anchors_pem = std::fs::read_to_string(&args.trust_anchors)
-        .with_context(|| format!("reading {}", args.trust_anchors.display()))?;
-    let anchors = common::pki::pem_certs(&anchors_pem)?;
-    anyhow::ensure!(
-        !anchors.is_empty(),
-        "{}: no certificate",
-        args.trust_anchors.display()
-    );
-    let ident = common::tls::Identity::new(id.clone(), anchors)?;
-    let controller = control::ControllerAddr {
-        addr: args.controller,
-        identity: SpiffeId::new(&args.trust_domain, "mesh-system", "mesh-controller")?,
-    };
-
-    let any = |port| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
-    let outbound_l = bind(any(ports::OUTBOUND)).await?;
-    let inbound_l = bind(any(ports::INBOUND)).await?;
-    let mtls_l = bind(any(ports::MTLS)).await?;
-    let health_l = bind(any(ports::HEALTH)).await?;
-    let admin_l = bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), ports::ADMIN)).await?;
-
-    tokio::spawn(identity::run(
-        controller.clone(),
-        ident.clone(),
-        args.token_file.clone(),
-    ));
-    let node = api::proto::Node {
-        pod: args.pod.clone(),
-        namespace: args.namespace.clone(),
-        ip: args.pod_ip.to_string(),
-    };
-    let discovery =
-        discovery::Discovery::start(controller.clone(), ident.clone(), node, args.discovery_wait);
-    let (drainer, drain) = drain::channel();
-    let ctx = Arc::new(Ctx {
-        client_tls: ident.client_config(&[transport::ALPN_TCP])?,
-        client_tls_h2: ident.client_config(&[transport::ALPN_H2])?,
-        server_tls: ident.server_config(&[transport::ALPN_TCP, transport::ALPN_H2])?,
-        peers: http::pool::H2Pool::default(),
-        direct_h2: http::pool::H2Pool::default(),
-        http1: http1_client(),
-        detect_timeout: args.detect_timeout,
-        opaque_ports: args.opaque_ports,
-        identity: ident,
-        discovery,
-        metrics: metrics::Metrics::new()?,
-        controller,
-        workload: args.workload,
-        source: arc_swap::ArcSwap::from_pointee(traffic::matching::Source {
-            labels: Default::default(),
-            namespace: args.namespace.clone(),
-        }),
-        access_log: args.access_log == "on",
-        pod_ip: args.pod_ip,
-        rate_limits: traffic::ratelimit::Policies::default(),
-        drain,
-    });
-    tokio::spawn(own_labels(ctx.clone(), args.pod_ip));
-    tokio::spawn({
-        let ctx = ctx.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                ctx.peers.reap();
-                ctx.direct_h2.reap();
-            }
-        }
-    });
-    tracing::info!(%id, pod = %args.pod, "proxy starting");
-    tokio::spawn(outbound::serve(outbound_l, ctx.clone()));
-    tokio::spawn(inbound::serve_plain(inbound_l, ctx.clone()));
-    tokio::spawn(inbound::serve_mtls(mtls_l, ctx.clone()));
-    let admin_router = admin::admin(ctx.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(admin_l, admin_router).await;
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(health_l, admin::health(ctx)).await;
-    });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!(grace = ?args.drain_grace, "proxy draining");
-    let left = drainer.run(args.drain_grace).await;
-    tracing::info!(connections_cut = left, "proxy stopping");
-    Ok(())
 }

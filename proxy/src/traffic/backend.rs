@@ -49,8 +49,15 @@ impl Subset {
     /// Counts a try's result on endpoint `ip` with outlier detection, if
     /// any; returns whether it ejected the endpoint.
     pub fn observe(&self, ip: std::net::IpAddr, seen: outlier::Observed) -> bool {
-        self.outlier.as_ref().is_some_and(|(cfg, d)| {
-            d.record(cfg, ip, seen, self.members.len(), std::time::Instant::now())
+        self.observer().is_some_and(|o| o.record(ip, seen))
+    }
+
+    /// What counts tries' results for outlier detection, if it is on.
+    pub fn observer(&self) -> Option<outlier::Observer> {
+        self.outlier.as_ref().map(|(cfg, d)| outlier::Observer {
+            config: cfg.clone(),
+            detector: d.clone(),
+            members: self.members.len(),
         })
     }
 }

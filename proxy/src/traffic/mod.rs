@@ -29,7 +29,7 @@ pub mod state;
 
 pub use backend::Backend;
 use matching::{Source, StrMatch};
-pub use route::{Abort, Action, Dest, Mirror, Redirect, Rewrite, Route, rewrite_path};
+pub use route::{Abort, Action, Dest, Redirect, Rewrite, Route, rewrite_path};
 use route::{default_dest, default_route, route};
 
 /// The endpoints of destination hosts, as discovery last delivered them.
@@ -218,22 +218,22 @@ impl Router {
             .collect()
     }
 
-    /// The route for `req` and the prefix its uri match took, if any;
-    /// `None`: no route matches (404, Envoy's `NR`).
+    /// The route for `req` (its index and itself) and the prefix its uri
+    /// match took, if any; `None`: no route matches (404, Envoy's `NR`).
     pub fn select<B>(
         &self,
         req: &Request<B>,
         port: u16,
         src: &Source,
-    ) -> Option<(&Route, Option<&StrMatch>)> {
-        self.routes.iter().find_map(|r| {
+    ) -> Option<(usize, &Route, Option<&StrMatch>)> {
+        self.routes.iter().enumerate().find_map(|(i, r)| {
             if r.matches.is_empty() {
-                return Some((r, None));
+                return Some((i, r, None));
             }
             r.matches
                 .iter()
                 .find(|m| m.matches(req, port, src))
-                .map(|m| (r, m.uri.as_ref()))
+                .map(|m| (i, r, m.uri.as_ref()))
         })
     }
 }

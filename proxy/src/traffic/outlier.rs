@@ -58,6 +58,25 @@ impl Config {
     }
 }
 
+/// Outlier detection for one subset, held by a try in flight.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    /// The subset's settings.
+    pub config: Config,
+    /// The host's detector.
+    pub detector: std::sync::Arc<Detector>,
+    /// How many endpoints the subset has.
+    pub members: usize,
+}
+
+impl Observer {
+    /// Counts `seen` on `ip`; returns whether it ejected the endpoint.
+    pub fn record(&self, ip: IpAddr, seen: Observed) -> bool {
+        self.detector
+            .record(&self.config, ip, seen, self.members, Instant::now())
+    }
+}
+
 /// What one try came to, as the detector counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {

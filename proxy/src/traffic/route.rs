@@ -97,7 +97,7 @@ pub struct Rewrite {
 }
 
 /// An injected fault.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Fault {
     /// Delay and the share of requests it hits.
     pub delay: Option<(Duration, f64)>,

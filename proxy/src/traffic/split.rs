@@ -8,12 +8,21 @@ pub fn pick<'a, T>(
     weight: impl Fn(&T) -> u32,
     rng: &mut fastrand::Rng,
 ) -> Option<&'a T> {
+    pick_index(items, weight, rng).map(|i| &items[i])
+}
+
+/// The index of one of `items`, as [`pick`] chooses.
+pub fn pick_index<T>(
+    items: &[T],
+    weight: impl Fn(&T) -> u32,
+    rng: &mut fastrand::Rng,
+) -> Option<usize> {
     let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
     if total == 0 {
         return None;
     }
     let mut roll = rng.u64(0..total);
-    items.iter().find(|i| {
+    items.iter().position(|i| {
         let w = u64::from(weight(i));
         if roll < w {
             return true;

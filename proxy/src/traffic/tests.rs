@@ -125,7 +125,7 @@ fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
 fn the_first_matching_route_wins_and_an_unmatched_one_is_the_default() {
     let r = router(&traffic(SEED, Some(SUBSETS)), &state::Registry::default()).unwrap();
     let src = Source::default();
-    let name = |req: &Request<()>| r.select(req, 8080, &src).unwrap().0.name.clone();
+    let name = |req: &Request<()>| r.select(req, 8080, &src).unwrap().1.name.clone();
     assert_eq!(
         name(&req("/v2/x", &[("x-canary", "true")])).as_deref(),
         Some("canary-override")

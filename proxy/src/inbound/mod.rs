@@ -8,31 +8,59 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use bytes::BytesMut;
-
+use crate::connect::Upstreams;
 use crate::detect::{self, Protocol};
+use crate::discovery::Discovery;
+use crate::drain::Watch;
 use crate::metrics::ConnLabels;
 use crate::prefixed::Prefixed;
-use crate::{Ctx, orig_dst, ports, transport};
+use crate::traffic::ratelimit::Policies;
+use crate::{Pod, Settings, Telemetry, orig_dst, ports, transport};
+
+pub(crate) mod http;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the inbound side uses.
+pub(crate) struct Inbound {
+    /// The TLS server side, as this pod's identity.
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// The pod it serves.
+    pub pod: Arc<Pod>,
+    /// Where this workload's policy comes from.
+    pub discovery: Arc<Discovery>,
+    /// How the app is reached.
+    pub upstreams: Arc<Upstreams>,
+    /// Metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Detection settings.
+    pub settings: Settings,
+    /// This workload's rate limiters.
+    pub rate_limits: Policies,
+}
+
 /// Serves the mTLS port.
-pub async fn serve_mtls(listener: TcpListener, ctx: Arc<Ctx>) {
-    let acceptor = TlsAcceptor::from(ctx.server_tls.clone());
-    let drain = ctx.drain.clone();
-    crate::accept::serve(listener, "inbound mTLS", drain, move |tcp| {
-        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
-        async move { handle_mtls(&ctx, acceptor, tcp).await }
+pub(crate) async fn serve_mtls(listener: TcpListener, ib: Arc<Inbound>, drain: Watch) {
+    let acceptor = TlsAcceptor::from(ib.server_tls.clone());
+    let watch = drain.clone();
+    crate::accept::serve(listener, "inbound mTLS", watch, move |tcp| {
+        let (ib, acceptor, drain) = (ib.clone(), acceptor.clone(), drain.clone());
+        async move { handle_mtls(&ib, acceptor, tcp, drain).await }
     })
     .await;
 }
 
-async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> anyhow::Result<()> {
+async fn handle_mtls(
+    ib: &Arc<Inbound>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    drain: Watch,
+) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
     let local = tcp.local_addr()?;
     let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
@@ -41,7 +69,7 @@ async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> a
     let peer = common::tls::peer_identity(tls.get_ref().1.peer_certificates())
         .ok_or_else(|| anyhow::anyhow!("peer has no SPIFFE identity"))?;
     if tls.get_ref().1.alpn_protocol() == Some(transport::ALPN_H2) {
-        crate::http::inbound::serve(ctx.clone(), tls, peer, local.ip()).await;
+        http::serve_peer(ib.clone(), tls, peer, local.ip(), &drain).await;
         return Ok(());
     }
     let mut header = [0u8; transport::LEN];
@@ -55,7 +83,7 @@ async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> a
     );
     let principal = peer.to_string();
     forward(
-        ctx,
+        ib,
         tls,
         SocketAddr::new(local.ip(), port),
         peer.namespace(),
@@ -68,10 +96,10 @@ async fn handle_mtls(ctx: &Arc<Ctx>, acceptor: TlsAcceptor, tcp: TcpStream) -> a
 /// Serves the plaintext inbound port: HTTP goes through the inbound HTTP
 /// stack (parsed, limited, rate limited, counted) like mTLS requests do;
 /// anything else is forwarded as bytes.
-pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
-    let drain = ctx.drain.clone();
-    crate::accept::serve(listener, "inbound", drain, move |mut tcp| {
-        let ctx = ctx.clone();
+pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: Watch) {
+    let watch = drain.clone();
+    crate::accept::serve(listener, "inbound", watch, move |mut tcp| {
+        let (ib, drain) = (ib.clone(), drain.clone());
         async move {
             tcp.set_nodelay(true)?;
             let dst = orig_dst::original_dst(&tcp)?;
@@ -80,16 +108,16 @@ pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
                 "connection to the inbound port itself"
             );
             let mut buf = BytesMut::new();
-            let proto = if ctx.opaque_ports.contains(&dst.port()) {
+            let proto = if ib.settings.opaque_ports.contains(&dst.port()) {
                 Protocol::Opaque
             } else {
-                detect::detect(&mut tcp, &mut buf, ctx.detect_timeout, false).await
+                detect::detect(&mut tcp, &mut buf, ib.settings.detect_timeout, false).await
             };
             let io = Prefixed::new(buf.freeze(), tcp);
             if proto == Protocol::Opaque {
-                forward(&ctx, io, dst, "unknown", "unknown", false).await
+                forward(&ib, io, dst, "unknown", "unknown", false).await
             } else {
-                crate::http::inbound::serve_plain(ctx, io, dst, proto).await;
+                http::serve_plain(ib, io, dst, proto, &drain).await;
                 Ok(())
             }
         }
@@ -98,7 +126,7 @@ pub async fn serve_plain(listener: TcpListener, ctx: Arc<Ctx>) {
 }
 
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &Ctx,
+    ib: &Inbound,
     mut downstream: S,
     app_addr: SocketAddr,
     source_ns: &str,
@@ -107,7 +135,7 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> anyhow::Result<()> {
     let mut app = TcpStream::connect(app_addr).await?;
     app.set_nodelay(true)?;
-    let me = ctx.identity.id();
+    let me = ib.pod.identity.id();
     let principal = me.to_string();
     let service = app_addr.to_string();
     let labels = ConnLabels([
@@ -116,15 +144,16 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         source_ns,
         source_principal,
         &service,
-        &ctx.workload,
+        &ib.pod.workload,
         me.namespace(),
         &principal,
         if mtls { "mutual_tls" } else { "none" },
     ]);
-    ctx.metrics.opened(&labels);
+    let metrics = &ib.telemetry.metrics;
+    metrics.opened(&labels);
     let result = tokio::io::copy_bidirectional(&mut downstream, &mut app).await;
     let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
-    ctx.metrics.closed(&labels, sent, received);
+    metrics.closed(&labels, sent, received);
     result?;
     Ok(())
 }

@@ -1,33 +1,66 @@
-//! One try of one request to one endpoint: to a meshed endpoint over the
-//! peer's shared HTTP/2 mTLS connection, to an unmeshed one directly in the
-//! app's protocol. Failures say whether the request left (a connect failure
-//! gives the request back, so that a retry can send it unchanged).
+//! The bottom of the try stack: one try of one request to the picked
+//! endpoint. To a meshed endpoint over the peer proxy's shared HTTP/2
+//! mTLS connection (the app port and the client app's protocol ride in
+//! headers); to an unmeshed one directly in the app's protocol. An
+//! upgrade goes on an opaque stream of its own. Failures say whether the
+//! request left (a connect failure gives it back, so that a retry can
+//! send it unchanged).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use api::discovery::Workload;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{HOST, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, Uri, Version};
+use tower::Service;
 
-use super::{Body, DST_PORT, ORIG_PROTO, strip_hop_by_hop};
+use super::{Failure, Picked, ResponseFuture};
+use crate::connect::{Io, Upstreams, plain};
 use crate::detect::Protocol;
+use crate::http::{Body, DST_PORT, ORIG_PROTO, ROUTE, is_upgrade, strip_hop_by_hop};
 use crate::traffic::limits::ConnSettings;
-use crate::{Ctx, outbound, ports};
+use crate::{ports, transport};
 
-/// Why a try got no response.
-#[derive(Debug)]
-pub enum Failure {
-    /// No connection; the request, when it was not consumed.
-    Connect(Option<Box<Request<Body>>>, String),
-    /// HTTP/2 REFUSED_STREAM: not processed.
-    Refused(String),
-    /// The stream or connection broke.
-    Reset(String),
-    /// The per-try timeout fired (set by the caller).
-    Timeout,
+/// The connecting service.
+#[derive(Clone)]
+pub(crate) struct Connect {
+    upstreams: Arc<Upstreams>,
+    proto: Protocol,
+}
+
+impl Connect {
+    /// Sends requests of `proto` through `upstreams`.
+    pub fn new(upstreams: Arc<Upstreams>, proto: Protocol) -> Self {
+        Self { upstreams, proto }
+    }
+}
+
+impl Service<Request<Body>> for Connect {
+    type Response = Response<Body>;
+    type Error = Failure;
+    type Future = ResponseFuture<Failure>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (upstreams, proto) = (self.upstreams.clone(), self.proto);
+        Box::pin(async move {
+            let Some(picked) = req.extensions().get::<Picked>().cloned() else {
+                return Err(Failure::NoEndpoint("no endpoint picked".into()));
+            };
+            let w = picked.workload();
+            if is_upgrade(&req) {
+                return tunnel(&upstreams, w, picked.port, req)
+                    .await
+                    .map_err(|e| Failure::Connect(None, e.to_string()));
+            }
+            attempt(&upstreams, w, picked.port, proto, &picked.conn, req).await
+        })
+    }
 }
 
 fn refused(e: &hyper::Error) -> bool {
@@ -42,8 +75,8 @@ fn refused(e: &hyper::Error) -> bool {
 }
 
 /// Sends `req` to `w` (`port` on it).
-pub async fn attempt(
-    ctx: &Ctx,
+async fn attempt(
+    upstreams: &Upstreams,
     w: &Workload,
     port: u16,
     proto: Protocol,
@@ -54,23 +87,23 @@ pub async fn attempt(
     let conn = match &w.identity {
         Some(id) => {
             let addr = SocketAddr::new(w.address, ports::MTLS);
-            ctx.peers
+            upstreams
+                .peers
                 .get(addr, conn, || async move {
-                    outbound::connect_mtls(ctx, addr, id, crate::transport::ALPN_H2, timeout).await
+                    upstreams.mtls(addr, id, transport::ALPN_H2, timeout).await
                 })
                 .await
         }
         None if proto == Protocol::Http2 => {
             let addr = SocketAddr::new(w.address, port);
-            ctx.direct_h2
-                .get(addr, conn, || async move {
-                    outbound::connect_plain(addr, timeout).await
-                })
+            upstreams
+                .direct_h2
+                .get(addr, conn, || async move { plain(addr, timeout).await })
                 .await
         }
         None => {
             let mut req = req;
-            req.headers_mut().remove(super::ROUTE);
+            req.headers_mut().remove(ROUTE);
             let uri = match absolute(req.uri(), &format!("{}:{port}", w.address)) {
                 Ok(u) => u,
                 Err(e) => return Err(Failure::Reset(e)),
@@ -78,7 +111,7 @@ pub async fn attempt(
             let mut req = req;
             *req.uri_mut() = uri;
             strip_hop_by_hop(req.headers_mut());
-            return match ctx.http1.request(req).await {
+            return match upstreams.http1.request(req).await {
                 Ok(r) => Ok(r.map(BodyExt::boxed)),
                 Err(e) if e.is_connect() => Err(Failure::Connect(None, e.to_string())),
                 Err(e) => Err(Failure::Reset(e.to_string())),
@@ -149,7 +182,7 @@ fn to_h2(
     parts.version = Version::HTTP_2;
     strip_hop_by_hop(&mut parts.headers);
     if !to_peer {
-        parts.headers.remove(super::ROUTE);
+        parts.headers.remove(ROUTE);
     }
     if to_peer {
         parts.headers.insert(DST_PORT, HeaderValue::from(port));
@@ -172,56 +205,23 @@ fn from_h2(mut req: Request<Body>, version: Version) -> Request<Body> {
 
 /// An upgrade on an opaque stream of its own; once both sides switched,
 /// bytes are copied both ways.
-pub async fn tunnel(
-    ctx: &Ctx,
+async fn tunnel(
+    upstreams: &Upstreams,
     w: &Workload,
     port: u16,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> anyhow::Result<Response<Body>> {
-    let io: Box<dyn outbound::Io> = match &w.identity {
+    let timeout = crate::traffic::limits::CONNECT_TIMEOUT;
+    let io: Box<dyn Io> = match &w.identity {
         Some(id) => {
-            let mut tls = outbound::connect_mtls(
-                ctx,
-                SocketAddr::new(w.address, ports::MTLS),
-                id,
-                crate::transport::ALPN_TCP,
-                crate::traffic::limits::CONNECT_TIMEOUT,
-            )
-            .await?;
-            tokio::io::AsyncWriteExt::write_all(&mut tls, &crate::transport::encode(port)).await?;
+            let addr = SocketAddr::new(w.address, ports::MTLS);
+            let mut tls = upstreams
+                .mtls(addr, id, transport::ALPN_TCP, timeout)
+                .await?;
+            tokio::io::AsyncWriteExt::write_all(&mut tls, &transport::encode(port)).await?;
             Box::new(tls)
         }
-        None => Box::new(
-            outbound::connect_plain(
-                SocketAddr::new(w.address, port),
-                crate::traffic::limits::CONNECT_TIMEOUT,
-            )
-            .await?,
-        ),
+        None => Box::new(plain(SocketAddr::new(w.address, port), timeout).await?),
     };
-    tunnel_over(io, req).await
-}
-
-/// Sends the upgrade request `req` over `io`; once both sides switched,
-/// copies bytes both ways.
-pub async fn tunnel_over(
-    io: Box<dyn outbound::Io>,
-    mut req: Request<Incoming>,
-) -> anyhow::Result<Response<Body>> {
-    let client_side = hyper::upgrade::on(&mut req);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let mut resp = sender.send_request(req).await?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let server_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            if let (Ok(a), Ok(b)) = tokio::join!(client_side, server_side) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
-            }
-        });
-    }
-    Ok(resp.map(BodyExt::boxed))
+    crate::http::upgrade::tunnel_over(io, req).await
 }

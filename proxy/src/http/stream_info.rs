@@ -1,0 +1,68 @@
+//! What happened to one request, as Envoy's stream info holds it: the
+//! endpoint that answered, the response flags, the route and the tries.
+//! Each layer notes its part on the response (in its extensions) on the
+//! way out; metrics and the access log read it at the top of the stack.
+
+use api::discovery::Workload;
+use hyper::Response;
+
+/// Envoy's response flags that the proxy sets.
+pub mod flags {
+    /// No route matched.
+    pub const NO_ROUTE: &str = "NR";
+    /// No healthy upstream (empty subset).
+    pub const NO_HEALTHY: &str = "UH";
+    /// Connecting failed.
+    pub const CONNECT_FAILURE: &str = "UF";
+    /// The upstream reset the stream.
+    pub const RESET: &str = "UR";
+    /// Timed out.
+    pub const TIMEOUT: &str = "UT";
+    /// Over a connection pool limit.
+    pub const OVERFLOW: &str = "UO";
+    /// Retries exhausted.
+    pub const RETRIES_EXHAUSTED: &str = "URX";
+    /// Delay injected.
+    pub const DELAY: &str = "DI";
+    /// Abort injected.
+    pub const ABORT: &str = "FI";
+    /// Refused by the local rate limit.
+    pub const RATE_LIMITED: &str = "RL";
+    /// Nothing to report.
+    pub const NONE: &str = "-";
+}
+
+/// What happened, for metrics and the access log.
+#[derive(Debug, Default, Clone)]
+pub struct StreamInfo {
+    /// The endpoint that answered last.
+    pub upstream: Option<Workload>,
+    /// Response flags, in the order they were set.
+    pub flags: Vec<&'static str>,
+    /// The route's name.
+    pub route: Option<String>,
+    /// Tries made.
+    pub attempts: u32,
+}
+
+impl StreamInfo {
+    /// Flags as Envoy prints them (`-` for none).
+    pub fn flags(&self) -> String {
+        if self.flags.is_empty() {
+            flags::NONE.into()
+        } else {
+            self.flags.join(",")
+        }
+    }
+
+    /// The stream info a response carries (made on first use).
+    pub fn of<B>(resp: &mut Response<B>) -> &mut Self {
+        resp.extensions_mut().get_or_insert_default::<Self>()
+    }
+
+    /// `resp` with `flag` noted.
+    pub fn flagged<B>(mut resp: Response<B>, flag: &'static str) -> Response<B> {
+        Self::of(&mut resp).flags.push(flag);
+        resp
+    }
+}

@@ -1,0 +1,98 @@
+//! The top of the inbound stack: each request counted in Istio's metrics
+//! (the destination reporter), with what the layers below noted on the
+//! response.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use hyper::{Request, Response};
+use tower::{Layer, Service};
+
+use super::{Origin, ResponseFuture};
+use crate::Pod;
+use crate::http::stream_info::StreamInfo;
+use crate::http::{Body, is_grpc};
+use crate::metrics::RequestLabels;
+
+/// The telemetry layer.
+#[derive(Clone)]
+pub(crate) struct Telemetry<S> {
+    inner: S,
+    pod: Arc<Pod>,
+    telemetry: Arc<crate::Telemetry>,
+    /// The peer's namespace and principal, and the connection's security.
+    peer: Arc<(String, String, &'static str)>,
+}
+
+impl<S> Telemetry<S> {
+    /// Counts requests to `pod` from `origin`.
+    pub fn layer(
+        pod: Arc<Pod>,
+        telemetry: Arc<crate::Telemetry>,
+        origin: Origin,
+    ) -> impl Layer<S, Service = Self> + Clone {
+        let peer = Arc::new(match &origin {
+            Origin::Peer { identity, .. } => (
+                identity.namespace().to_string(),
+                identity.to_string(),
+                "mutual_tls",
+            ),
+            Origin::Plain { .. } => ("unknown".into(), "unknown".into(), "none"),
+        });
+        tower::layer::layer_fn(move |inner| Self {
+            inner,
+            pod: pod.clone(),
+            telemetry: telemetry.clone(),
+            peer: peer.clone(),
+        })
+    }
+}
+
+impl<S> Service<Request<Body>> for Telemetry<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let grpc = is_grpc(&req);
+        let (pod, telemetry, peer) = (self.pod.clone(), self.telemetry.clone(), self.peer.clone());
+        let inner = self.inner.call(req);
+        Box::pin(async move {
+            let Ok(mut resp) = inner.await;
+            let info = std::mem::take(StreamInfo::of(&mut resp));
+            let me = pod.identity.id();
+            let principal = me.to_string();
+            let code = resp.status().as_u16().to_string();
+            let (peer_ns, peer_principal, security) = &*peer;
+            telemetry.metrics.request(
+                &RequestLabels([
+                    "destination",
+                    "unknown",
+                    peer_ns,
+                    peer_principal,
+                    "unknown",
+                    &pod.workload,
+                    me.namespace(),
+                    &principal,
+                    if grpc { "grpc" } else { "http" },
+                    &code,
+                    &info.flags(),
+                    security,
+                ]),
+                started.elapsed(),
+            );
+            Ok(resp)
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! The mesh's sidecar data plane, as a library: [`run`] wires the pieces
+//! that `mesh-proxy run` starts, and in-process tests build the same
+//! stacks over loopback sockets.
+//!
+//! Data flows one way: accept ([`accept`]) -> detect ([`detect`]) ->
+//! the outbound or inbound stack ([`outbound`], [`inbound`], built in
+//! named steps of one layer each) -> connect ([`connect`]). Around them:
+//! certificates ([`identity`]) and configuration ([`discovery`]) from the
+//! controller, the compiled policy the layers apply ([`traffic`]), the
+//! admin and health endpoints ([`admin`]), and the init rules
+//! ([`redirect`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::spiffe::SpiffeId;
+use tokio::net::TcpListener;
+
+mod accept;
+mod access_log;
+mod admin;
+mod connect;
+mod control;
+mod detect;
+mod discovery;
+mod drain;
+mod http;
+mod identity;
+mod inbound;
+mod metrics;
+mod orig_dst;
+mod outbound;
+mod ports;
+mod prefixed;
+pub mod redirect;
+#[cfg(test)]
+mod testing;
+mod traffic;
+mod transport;
+
+/// What `mesh-proxy run` is told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The controller's gRPC address.
+    pub controller: SocketAddr,
+    /// Trust domain.
+    pub trust_domain: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's ServiceAccount.
+    pub service_account: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The workload (Deployment) name, for metrics.
+    pub workload: String,
+    /// The pod's IP.
+    pub pod_ip: IpAddr,
+    /// File holding the bootstrap token.
+    pub token_file: PathBuf,
+    /// Trust anchors, PEM.
+    pub trust_anchors: PathBuf,
+    /// How long a first connection to an address waits for discovery.
+    pub discovery_wait: Duration,
+    /// Detection and opaque ports.
+    pub settings: Settings,
+    /// How long a SIGTERM waits for open connections to finish.
+    pub drain_grace: Duration,
+    /// The JSON access log on stdout.
+    pub access_log: bool,
+}
+
+/// How connections are classified.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long an undeclared port waits for the client's first bytes
+    /// before the connection is taken for opaque TCP.
+    pub detect_timeout: Duration,
+    /// Ports never parsed (server-speaks-first protocols).
+    pub opaque_ports: Vec<u16>,
+}
+
+/// The pod this proxy serves.
+pub struct Pod {
+    /// Its workload (Deployment) name.
+    pub workload: String,
+    /// Its address (its own discovery resource carries its policy).
+    pub ip: IpAddr,
+    /// Its identity and certificate.
+    pub identity: Arc<common::tls::Identity>,
+    /// Its labels and namespace, once discovery told them (for routes'
+    /// `sourceLabels` and `sourceNamespace`).
+    pub source: arc_swap::ArcSwap<traffic::matching::Source>,
+}
+
+/// Istio's metrics and the access log.
+pub struct Telemetry {
+    /// The metrics registry.
+    pub metrics: metrics::Metrics,
+    /// Whether each request is logged.
+    pub access_log: bool,
+}
+
+/// Keeps `pod.source` current with this pod's labels, from the discovery
+/// of the pod's own address.
+async fn own_labels(pod: Arc<Pod>, discovery: Arc<discovery::Discovery>) {
+    loop {
+        if let discovery::Lookup::Mesh(t) = discovery.lookup(pod.ip).await
+            && let api::discovery::Resolved::Workload(w) = &t.resolved
+            && pod.source.load().labels != w.labels
+        {
+            pod.source.store(Arc::new(traffic::matching::Source {
+                labels: w.labels.clone(),
+                namespace: w.namespace.clone(),
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// Runs the proxy until SIGTERM (or Ctrl-C), then drains.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let id = SpiffeId::new(&cfg.trust_domain, &cfg.namespace, &cfg.service_account)?;
+    let anchors_pem = std::fs::read_to_string(&cfg.trust_anchors)
+        .with_context(|| format!("reading {}", cfg.trust_anchors.display()))?;
+    let anchors = common::pki::pem_certs(&anchors_pem)?;
+    anyhow::ensure!(
+        !anchors.is_empty(),
+        "{}: no certificate",
+        cfg.trust_anchors.display()
+    );
+    let ident = common::tls::Identity::new(id.clone(), anchors)?;
+    let controller = control::ControllerAddr {
+        addr: cfg.controller,
+        identity: SpiffeId::new(&cfg.trust_domain, "mesh-system", "mesh-controller")?,
+    };
+
+    let any = |port| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port);
+    let outbound_l = bind(any(ports::OUTBOUND)).await?;
+    let inbound_l = bind(any(ports::INBOUND)).await?;
+    let mtls_l = bind(any(ports::MTLS)).await?;
+    let health_l = bind(any(ports::HEALTH)).await?;
+    let admin_l = bind(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), ports::ADMIN)).await?;
+
+    tokio::spawn(identity::run(
+        controller.clone(),
+        ident.clone(),
+        cfg.token_file.clone(),
+    ));
+    let node = api::proto::Node {
+        pod: cfg.pod.clone(),
+        namespace: cfg.namespace.clone(),
+        ip: cfg.pod_ip.to_string(),
+    };
+    let discovery =
+        discovery::Discovery::start(controller.clone(), ident.clone(), node, cfg.discovery_wait);
+    let (drainer, drain) = drain::channel();
+    let upstreams = Arc::new(connect::Upstreams::new(&ident)?);
+    let telemetry = Arc::new(Telemetry {
+        metrics: metrics::Metrics::new()?,
+        access_log: cfg.access_log,
+    });
+    let pod = Arc::new(Pod {
+        workload: cfg.workload.clone(),
+        ip: cfg.pod_ip,
+        identity: ident.clone(),
+        source: arc_swap::ArcSwap::from_pointee(traffic::matching::Source {
+            labels: Default::default(),
+            namespace: cfg.namespace.clone(),
+        }),
+    });
+    tokio::spawn(own_labels(pod.clone(), discovery.clone()));
+    tokio::spawn({
+        let upstreams = upstreams.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                upstreams.reap();
+            }
+        }
+    });
+    tracing::info!(%id, pod = %cfg.pod, "proxy starting");
+    let outbound = Arc::new(outbound::Outbound {
+        pod: pod.clone(),
+        discovery: discovery.clone(),
+        upstreams: upstreams.clone(),
+        telemetry: telemetry.clone(),
+        settings: cfg.settings.clone(),
+    });
+    let inbound = Arc::new(inbound::Inbound {
+        server_tls: ident.server_config(&[transport::ALPN_TCP, transport::ALPN_H2])?,
+        pod: pod.clone(),
+        discovery: discovery.clone(),
+        upstreams,
+        telemetry: telemetry.clone(),
+        settings: cfg.settings,
+        rate_limits: traffic::ratelimit::Policies::default(),
+    });
+    tokio::spawn(outbound::serve(outbound_l, outbound, drain.clone()));
+    tokio::spawn(inbound::serve_plain(
+        inbound_l,
+        inbound.clone(),
+        drain.clone(),
+    ));
+    tokio::spawn(inbound::serve_mtls(mtls_l, inbound, drain.clone()));
+    let admin = Arc::new(admin::State {
+        pod,
+        discovery,
+        telemetry,
+        controller,
+        drain,
+    });
+    let admin_router = admin::admin(admin.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(admin_l, admin_router).await;
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(health_l, admin::health(admin)).await;
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!(grace = ?cfg.drain_grace, "proxy draining");
+    let left = drainer.run(cfg.drain_grace).await;
+    tracing::info!(connections_cut = left, "proxy stopping");
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! Opaque TCP to a mesh target: routed by its `tcp`/`tls` routes (the
+//! SNI read from the ClientHello without consuming it), balanced by its
+//! DestinationRule (balancer, outlier detection, `maxConnections`,
+//! `connectTimeout`), trying up to [`ATTEMPTS`] endpoints, over mTLS to
+//! meshed endpoints.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use api::discovery::{Resolved, Workload};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{Outbound, observe};
+use crate::connect::{Io, plain};
+use crate::detect;
+use crate::discovery::{ATTEMPTS, Target};
+use crate::traffic::outlier::Observed;
+use crate::{ports, transport};
+
+/// A connected upstream and what it is, for metrics.
+pub(super) struct Upstream {
+    pub io: Box<dyn Io>,
+    pub service: String,
+    pub workload: String,
+    pub namespace: String,
+    pub principal: String,
+    pub mtls: bool,
+    /// Held while the connection lasts (`maxConnections`).
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Upstream {
+    /// A connection to an address outside the mesh.
+    pub fn passthrough(io: Box<dyn Io>, dst: SocketAddr) -> Self {
+        Self {
+            io,
+            service: dst.ip().to_string(),
+            workload: "unknown".into(),
+            namespace: "unknown".into(),
+            principal: "unknown".into(),
+            mtls: false,
+            permit: None,
+        }
+    }
+}
+
+/// An opaque connection to a mesh target, routed by its `tcp`/`tls`
+/// routes and its DestinationRule (balancer, outlier detection,
+/// `maxConnections`, `connectTimeout`), trying up to [`ATTEMPTS`]
+/// endpoints.
+pub(super) async fn connect(
+    ob: &Outbound,
+    app: &mut TcpStream,
+    buf: &mut BytesMut,
+    client_ip: IpAddr,
+    target: &Target,
+    dst: SocketAddr,
+) -> anyhow::Result<Upstream> {
+    let current = ob.discovery.current(dst.ip());
+    let router = current.as_ref().map_or(&target.router, |t| &t.router);
+    let sni = if router.tls.is_empty() {
+        None
+    } else {
+        detect::sni(app, buf, ob.settings.detect_timeout).await
+    };
+    let src = ob.pod.source.load();
+    let mut rng = fastrand::Rng::new();
+    let dest = router
+        .l4_dest(dst.ip(), dst.port(), &src, sni.as_deref(), &mut rng)
+        .ok_or_else(|| anyhow::anyhow!("no tcp or tls route takes {dst} (sni {sni:?})"))?;
+    let backend = router
+        .backends
+        .get(&dest.host)
+        .ok_or_else(|| anyhow::anyhow!("no backend for {}", dest.host))?;
+    let service = match &target.resolved {
+        Resolved::Service(svc) => {
+            if dest.host == svc.hostname && svc.port(dst.port()).is_none() {
+                anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
+            }
+            dest.host.clone()
+        }
+        Resolved::Workload(w) => w.address.to_string(),
+    };
+    let svc_port = backend.service_port(dest.port, dst.port());
+    let sub = backend
+        .subset(&dest.subset, svc_port)
+        .ok_or_else(|| anyhow::anyhow!("{} has no subset {:?}", dest.host, dest.subset))?;
+    let permit = sub
+        .limits
+        .connection()
+        .map_err(|_| anyhow::anyhow!("{}: maxConnections reached (UO)", dest.host))?;
+    let key = Some(crate::traffic::balance::hash(
+        client_ip.to_string().as_bytes(),
+    ));
+    let mut tried = Vec::new();
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let Some((_, w, ep)) = backend.choose(sub, key, &mut tried, &mut rng) else {
+            break;
+        };
+        let port = backend.endpoint_port(ep, svc_port);
+        let result = connect_workload(ob, w, port, service.clone(), sub.conn.connect_timeout).await;
+        let seen = if result.is_ok() {
+            Observed::Success
+        } else {
+            Observed::LocalFailure
+        };
+        observe(&ob.telemetry.metrics, sub, &dest.host, w.address, seen);
+        match result {
+            Ok(mut u) => {
+                u.permit = permit;
+                return Ok(u);
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %w.address, error = %e, "endpoint connect failed");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{} has no ready endpoints", dest.host)))
+}
+
+async fn connect_workload(
+    ob: &Outbound,
+    w: &Workload,
+    port: u16,
+    service: String,
+    timeout: Duration,
+) -> anyhow::Result<Upstream> {
+    let service = if service.is_empty() {
+        w.address.to_string()
+    } else {
+        service
+    };
+    let base = |io: Box<dyn Io>, principal: String, mtls: bool| Upstream {
+        io,
+        service: service.clone(),
+        workload: w.name.clone(),
+        namespace: w.namespace.clone(),
+        principal,
+        mtls,
+        permit: None,
+    };
+    match &w.identity {
+        None => Ok(base(
+            Box::new(plain(SocketAddr::new(w.address, port), timeout).await?),
+            "unknown".into(),
+            false,
+        )),
+        Some(id) => {
+            let mut tls = ob
+                .upstreams
+                .mtls(
+                    SocketAddr::new(w.address, ports::MTLS),
+                    id,
+                    transport::ALPN_TCP,
+                    timeout,
+                )
+                .await?;
+            tls.write_all(&transport::encode(port)).await?;
+            Ok(base(Box::new(tls), id.to_string(), true))
+        }
+    }
+}
