@@ -3,11 +3,15 @@
 
 use super::shared::{Destination, Percent, StringMatch};
 
-mod networking;
+mod destination_rule;
 mod security;
+mod service_entry;
+mod virtual_service;
 
-pub use networking::{destination_rule, service_entry, sidecar, virtual_service, workload_entry};
+pub use destination_rule::destination_rule;
 pub use security::{authorization_policy, peer_authentication, request_authentication, telemetry};
+pub use service_entry::{service_entry, sidecar, workload_entry};
+pub use virtual_service::virtual_service;
 
 /// A problem at a field path (from `spec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
