@@ -25,6 +25,54 @@ pub mod upgrade;
 /// The body type on every path.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A boxed response future, the shape every layer returns.
+pub type ResponseFuture<E> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+
+/// A stack (or the part of one below a layer) that always answers: what a
+/// layer above the tries wraps.
+pub trait Stack:
+    tower::Service<
+        hyper::Request<Body>,
+        Response = Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Stack for S where
+    S: tower::Service<
+            hyper::Request<Body>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The head of a layer's `Service` impl: HTTP in and out, always ready
+/// (nothing below holds back), a boxed future failing with `$err`.
+macro_rules! service_head {
+    ($err:ty) => {
+        type Response = hyper::Response<$crate::http::Body>;
+        type Error = $err;
+        type Future = $crate::http::ResponseFuture<$err>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), $err>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    };
+}
+pub(crate) use service_head;
+
 /// The port on the destination pod a request is for (proxy to proxy).
 pub const DST_PORT: HeaderName = HeaderName::from_static("x-mesh-dst-port");
 /// Set when the client app spoke HTTP/1: the server proxy speaks HTTP/1 to

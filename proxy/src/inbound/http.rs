@@ -28,7 +28,7 @@ mod origin;
 mod rate_limit;
 mod telemetry;
 
-pub(crate) use crate::outbound::http::ResponseFuture;
+pub(crate) use crate::http::ResponseFuture;
 
 /// Where a connection's requests come from and go.
 #[derive(Clone)]

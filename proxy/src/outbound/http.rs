@@ -13,9 +13,7 @@
 //! request, as Envoy's shadow is, and goes through the same try stack.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use api::discovery::Workload;
@@ -46,8 +44,25 @@ mod timeout;
 
 pub(crate) use crate::http::stream_info::StreamInfo;
 
-/// A boxed response future, the shape every layer returns.
-pub(crate) type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+pub(crate) use crate::http::ResponseFuture;
+
+/// The try stack (or the part of it below a layer): one try, which may
+/// fail with a [`Failure`].
+pub(crate) trait TryStack:
+    Service<Request<Body>, Response = Response<Body>, Error = Failure, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> TryStack for S where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Failure, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
 
 /// The app's connection: who it is and where it connected.
 #[derive(Debug, Clone)]

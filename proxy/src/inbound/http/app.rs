@@ -5,14 +5,13 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use crate::http::service_head;
 use http_body_util::BodyExt;
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use tower::Service;
 
-use super::ResponseFuture;
 use super::origin::Forward;
 use crate::connect::{Upstreams, plain};
 use crate::http::stream_info::{StreamInfo, flags};
@@ -33,13 +32,7 @@ impl App {
 }
 
 impl Service<Request<Body>> for App {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let upstreams = self.upstreams.clone();

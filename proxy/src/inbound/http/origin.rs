@@ -5,13 +5,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 
+use crate::http::{Stack, service_head};
 use hyper::header::HeaderValue;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use tower::{Layer, Service};
 
-use super::ResponseFuture;
 use crate::detect::Protocol;
 use crate::http::{Body, DST_PORT, ORIG_PROTO, ROUTE, error_response};
 use crate::ports;
@@ -82,16 +81,9 @@ fn forward_of<B>(origin: &super::Origin, req: &mut Request<B>) -> Result<Forward
 
 impl<S> Service<Request<Body>> for Origin<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match forward_of(&self.origin, &mut req) {

@@ -4,13 +4,12 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use crate::http::{Stack, service_head};
 use hyper::header::HeaderValue;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use tower::{Layer, Service};
 
-use super::ResponseFuture;
 use super::origin::Forward;
 use crate::http::stream_info::{StreamInfo, flags};
 use crate::http::{Body, PROXY_ERROR, error_response};
@@ -54,16 +53,9 @@ fn limited<B>(ib: &Inbound, req: &Request<B>) -> Option<StatusCode> {
 
 impl<S> Service<Request<Body>> for RateLimit<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         match limited(&self.ib, &req) {

@@ -4,13 +4,13 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use hyper::{Request, Response};
+use crate::http::{Stack, service_head};
+use hyper::Request;
 use tower::{Layer, Service};
 
-use super::{Origin, ResponseFuture};
+use super::Origin;
 use crate::Pod;
 use crate::http::stream_info::StreamInfo;
 use crate::http::{Body, is_grpc};
@@ -52,16 +52,9 @@ impl<S> Telemetry<S> {
 
 impl<S> Service<Request<Body>> for Telemetry<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let started = Instant::now();

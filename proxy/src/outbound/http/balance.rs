@@ -6,14 +6,14 @@
 //! stays the same for every try of the request.
 
 use std::net::IpAddr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::http::service_head;
+use hyper::Request;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response};
 use tower::{Layer, Service};
 
-use super::{Conn, Failure, Picked, ResponseFuture, Selected, Tries};
+use super::{Conn, Failure, Picked, Selected, Tries, TryStack};
 use crate::http::Body;
 use crate::traffic::balance::{HashOn, hash};
 use crate::traffic::matching::query_param;
@@ -98,16 +98,9 @@ fn key_of<B>(
 
 impl<S> Service<Request<Body>> for Balance<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Failure>,
-    S::Future: Send + 'static,
+    S: TryStack,
 {
-    type Response = Response<Body>;
-    type Error = Failure;
-    type Future = ResponseFuture<Failure>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Failure);
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         match pick(&self.conn, &req) {

@@ -8,15 +8,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use crate::http::service_head;
 use api::discovery::Workload;
 use http_body_util::BodyExt;
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
 use tower::Service;
 
-use super::{Failure, Picked, ResponseFuture};
+use super::{Failure, Picked};
 use crate::connect::{Io, Upstreams, plain};
 use crate::detect::Protocol;
 use crate::http::{Body, DST_PORT, ORIG_PROTO, ROUTE, is_upgrade, strip_hop_by_hop};
@@ -38,13 +38,7 @@ impl Connect {
 }
 
 impl Service<Request<Body>> for Connect {
-    type Response = Response<Body>;
-    type Error = Failure;
-    type Future = ResponseFuture<Failure>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Failure);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (upstreams, proto) = (self.upstreams.clone(), self.proto);

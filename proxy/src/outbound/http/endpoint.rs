@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
-use hyper::{Request, Response};
+use crate::http::service_head;
+use hyper::Request;
 use tower::{Layer, Service};
 
-use super::{Failure, Picked, ResponseFuture, Selected};
+use super::{Failure, Picked, Selected, TryStack};
 use crate::Telemetry;
 use crate::http::Body;
 use crate::traffic::outlier::Observed;
@@ -46,16 +46,9 @@ impl Drop for InFlight {
 
 impl<S> Service<Request<Body>> for Endpoint<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Failure>,
-    S::Future: Send + 'static,
+    S: TryStack,
 {
-    type Response = Response<Body>;
-    type Error = Failure;
-    type Future = ResponseFuture<Failure>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Failure>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Failure);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let Some(picked) = req.extensions().get::<Picked>().cloned() else {

@@ -2,15 +2,15 @@
 //! share of requests, before timeouts and retries (which never see them).
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
+use crate::http::{Stack, service_head};
 use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use super::route::plain;
-use super::{ResponseFuture, Selected, StreamInfo};
+use super::{Selected, StreamInfo};
 use crate::http::Body;
 use crate::http::stream_info::flags;
 use crate::traffic::Abort;
@@ -53,19 +53,9 @@ pub(crate) fn abort_response(a: Abort) -> Response<Body> {
 
 impl<S> Service<Request<Body>> for Fault<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let fault = req

@@ -7,13 +7,13 @@
 //! later ones replay the recorded copy, or a request that never left.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
+use crate::http::service_head;
 use hyper::{Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 
 use super::record::Recorded;
-use super::{Failure, Head, ResponseFuture, Selected, StreamInfo, Tries};
+use super::{Failure, Head, Selected, StreamInfo, Tries, TryStack};
 use crate::http::stream_info::flags;
 use crate::http::{Body, error_response, is_upgrade};
 use crate::traffic::retry::{Next, Outcome, RetryState};
@@ -88,16 +88,9 @@ fn outcome(
 
 impl<S> Service<Request<Body>> for Retry<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Failure> + Clone + Send + 'static,
-    S::Future: Send,
+    S: TryStack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let inner = self.inner.clone();

@@ -6,15 +6,15 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use crate::http::{Stack, service_head};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue, LOCATION};
 use hyper::{Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
-use super::{Conn, ResponseFuture, Selected, StreamInfo, To};
+use super::{Conn, Selected, StreamInfo, To};
 use crate::discovery::{Discovery, Target};
 use crate::http::stream_info::flags;
 use crate::http::{Body, ROUTE, error_response};
@@ -108,19 +108,9 @@ fn rewrite<B>(req: &mut Request<B>, matched: Option<&StrMatch>, rw: &Rewrite) {
 
 impl<S> Service<Request<Body>> for Route<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let router = self

@@ -4,14 +4,14 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::http::{Stack, service_head};
 use api::discovery::Resolved;
-use hyper::{Request, Response};
+use hyper::Request;
 use tower::{Layer, Service};
 
-use super::{ResponseFuture, StreamInfo};
+use super::StreamInfo;
 use crate::discovery::Target;
 use crate::http::{Body, is_grpc};
 use crate::metrics::RequestLabels;
@@ -49,16 +49,9 @@ impl<S> Telemetry<S> {
 
 impl<S> Service<Request<Body>> for Telemetry<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let started = Instant::now();

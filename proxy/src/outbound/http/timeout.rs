@@ -2,12 +2,12 @@
 //! which the client gets 504 (`UT`). Upgrades are not bounded.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
-use hyper::{Request, Response, StatusCode};
+use crate::http::{Stack, service_head};
+use hyper::{Request, StatusCode};
 use tower::{Layer, Service};
 
-use super::{ResponseFuture, Selected, StreamInfo};
+use super::{Selected, StreamInfo};
 use crate::http::stream_info::flags;
 use crate::http::{Body, error_response, is_upgrade};
 
@@ -26,19 +26,9 @@ impl<S> Timeout<S> {
 
 impl<S> Service<Request<Body>> for Timeout<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: Stack,
 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = ResponseFuture<Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+    service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let limit = req
