@@ -2,32 +2,43 @@
 //! field names and response flags (`UT`, `URX`, `NR`, `FI`...), as Istio
 //! prints it with `accessLogEncoding: JSON`. `MESH_ACCESS_LOG=off` turns it
 //! off.
+//!
+//! Off the request's path: a request hands its record to a bounded queue
+//! and goes on; a thread of its own turns records into JSON and writes
+//! them, many per write. When the writer falls behind, records are
+//! dropped and counted (`mesh_access_log_dropped_total`), never waited for.
 
 use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
-use hyper::Response;
 use hyper::header::{HeaderName, USER_AGENT};
+use prometheus::IntCounter;
+use serde::Serialize;
 
-use crate::http::stream_info::StreamInfo as Info;
+use crate::http::stream_info::StreamInfo;
+
+/// Records waiting for the writer, at most.
+pub const QUEUE: usize = 4096;
 
 /// What is logged of a request, taken before it is forwarded.
 pub struct Request {
     method: String,
     path: String,
     authority: String,
-    protocol: String,
-    request_id: String,
-    user_agent: String,
+    protocol: &'static str,
+    request_id: Option<String>,
+    user_agent: Option<String>,
     start: SystemTime,
 }
 
-fn header<B>(req: &hyper::Request<B>, name: &HeaderName) -> String {
+fn header<B>(req: &hyper::Request<B>, name: &HeaderName) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
+        .map(str::to_string)
 }
 
 impl Request {
@@ -41,33 +52,213 @@ impl Request {
                 .map_or("/", |p| p.as_str())
                 .to_string(),
             authority: crate::traffic::matching::authority(req).to_string(),
-            protocol: format!("{:?}", req.version()),
+            protocol: match req.version() {
+                hyper::Version::HTTP_2 => "HTTP/2",
+                hyper::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
             request_id: header(req, &HeaderName::from_static("x-request-id")),
             user_agent: header(req, &USER_AGENT),
             start: SystemTime::now(),
         }
     }
+}
 
-    /// Writes the line for `resp`.
-    pub fn write<B>(&self, resp: &Response<B>, info: &Info, service: &str, took: Duration) {
-        let start = time::OffsetDateTime::from(self.start);
-        let line = serde_json::json!({
-            "start_time": start.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            "method": self.method,
-            "path": self.path,
-            "protocol": self.protocol,
-            "authority": self.authority,
-            "response_code": resp.status().as_u16(),
-            "response_flags": info.flags(),
-            "route_name": info.route.as_deref().unwrap_or("default"),
-            "upstream_cluster": service,
-            "upstream_host": info.upstream.as_ref().map(|w| w.address.to_string()),
-            "attempts": info.attempts,
-            "duration": u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-            "x_request_id": self.request_id,
-            "user_agent": self.user_agent,
-        });
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
+/// One request's record.
+pub struct Record {
+    /// The request.
+    pub request: Request,
+    /// Its response's status.
+    pub status: u16,
+    /// What happened.
+    pub info: StreamInfo,
+    /// The destination service.
+    pub service: Arc<str>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Envoy's fields, as JSON.
+#[derive(Serialize)]
+struct Line<'a> {
+    start_time: String,
+    method: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    authority: &'a str,
+    response_code: u16,
+    response_flags: String,
+    route_name: &'a str,
+    upstream_cluster: &'a str,
+    upstream_host: Option<IpAddr>,
+    attempts: u32,
+    duration: u64,
+    x_request_id: &'a str,
+    user_agent: &'a str,
+}
+
+impl Record {
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let r = &self.request;
+        let start = time::OffsetDateTime::from(r.start);
+        let line = Line {
+            start_time: start
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            method: &r.method,
+            path: &r.path,
+            protocol: r.protocol,
+            authority: &r.authority,
+            response_code: self.status,
+            response_flags: self.info.flags(),
+            route_name: self.info.route.as_deref().unwrap_or("default"),
+            upstream_cluster: &self.service,
+            upstream_host: self.info.upstream.as_ref().map(|w| w.address),
+            attempts: self.info.attempts,
+            duration: u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
+            x_request_id: r.request_id.as_deref().unwrap_or("-"),
+            user_agent: r.user_agent.as_deref().unwrap_or("-"),
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")
+    }
+}
+
+/// The log's queue; its writer runs on a thread of its own.
+pub struct AccessLog {
+    tx: SyncSender<Record>,
+    dropped: IntCounter,
+}
+
+impl AccessLog {
+    /// Starts the writer to stdout; drops are counted in `dropped`.
+    pub fn start(dropped: IntCounter) -> std::io::Result<Self> {
+        Self::start_to(dropped, std::io::stdout(), QUEUE)
+    }
+
+    /// Starts a writer to `out` behind a queue of `capacity`.
+    pub fn start_to(
+        dropped: IntCounter,
+        out: impl Write + Send + 'static,
+        capacity: usize,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, out))?;
+        Ok(Self { tx, dropped })
+    }
+
+    /// Queues `r`; drops it (counted) when the queue is full.
+    pub fn log(&self, r: Record) {
+        match self.tx.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+}
+
+/// Writes what comes, flushing when the queue runs dry.
+fn writer(rx: Receiver<Record>, out: impl Write) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = rx.recv() {
+        let _ = first.write(&mut out);
+        while let Ok(r) = rx.try_recv() {
+            let _ = r.write(&mut out);
+        }
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A sink that holds what was written, and can be made to stall.
+    #[derive(Clone, Default)]
+    struct Sink {
+        data: Arc<Mutex<Vec<u8>>>,
+        stall: Arc<Mutex<()>>,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _wait = self.stall.lock().unwrap();
+            self.data.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(path: &str) -> Record {
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", "orders:8080")
+            .body(())
+            .unwrap();
+        Record {
+            request: Request::of(&req),
+            status: 503,
+            info: StreamInfo {
+                flags: vec!["UF", "URX"],
+                attempts: 3,
+                ..StreamInfo::default()
+            },
+            service: "orders.shop.svc.cluster.local".into(),
+            took: Duration::from_millis(12),
+        }
+    }
+
+    #[test]
+    fn records_are_envoys_json_lines() {
+        let sink = Sink::default();
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let log = AccessLog::start_to(dropped.clone(), sink.clone(), 16).unwrap();
+        log.log(record("/a?x=1"));
+        log.log(record("/b"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink
+            .data
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            < 2
+        {
+            assert!(std::time::Instant::now() < deadline, "nothing written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let text = String::from_utf8(sink.data.lock().unwrap().clone()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["path"], "/a?x=1");
+        assert_eq!(first["authority"], "orders:8080");
+        assert_eq!(first["response_code"], 503);
+        assert_eq!(first["response_flags"], "UF,URX");
+        assert_eq!(first["attempts"], 3);
+        assert_eq!(first["duration"], 12);
+        assert_eq!(first["x_request_id"], "-");
+        assert_eq!(dropped.get(), 0);
+    }
+
+    #[test]
+    fn a_stalled_writer_drops_and_counts_instead_of_blocking() {
+        let sink = Sink::default();
+        let stalled = sink.stall.lock().unwrap();
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let log = AccessLog::start_to(dropped.clone(), sink.clone(), 4).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..100 {
+            log.log(record(&format!("/{i}")));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "logging waited");
+        // The queue holds 4 and the writer one; the rest were dropped.
+        assert!(dropped.get() >= 90, "{}", dropped.get());
+        drop(stalled);
     }
 }

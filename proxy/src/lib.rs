@@ -83,7 +83,7 @@ pub struct Settings {
 }
 
 /// The pod this proxy serves.
-pub struct Pod {
+pub(crate) struct Pod {
     /// Its workload (Deployment) name.
     pub workload: String,
     /// Its address (its own discovery resource carries its policy).
@@ -96,11 +96,11 @@ pub struct Pod {
 }
 
 /// Istio's metrics and the access log.
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     /// The metrics registry.
     pub metrics: metrics::Metrics,
-    /// Whether each request is logged.
-    pub access_log: bool,
+    /// Where each request is logged, when it is.
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 /// Keeps `pod.source` current with this pod's labels, from the discovery
@@ -164,9 +164,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         discovery::Discovery::start(controller.clone(), ident.clone(), node, cfg.discovery_wait);
     let (drainer, drain) = drain::channel();
     let upstreams = Arc::new(connect::Upstreams::new(&ident)?);
+    let metrics = metrics::Metrics::new()?;
+    let access_log = cfg
+        .access_log
+        .then(|| access_log::AccessLog::start(metrics.access_log_dropped.clone()))
+        .transpose()?;
     let telemetry = Arc::new(Telemetry {
-        metrics: metrics::Metrics::new()?,
-        access_log: cfg.access_log,
+        metrics,
+        access_log,
     });
     let pod = Arc::new(Pod {
         workload: cfg.workload.clone(),

@@ -1,9 +1,13 @@
 //! TCP metrics with Istio's names and labels, so existing dashboards and
 //! PromQL work unchanged. Looked up once per connection, never per byte.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 const LABELS: &[&str] = &[
     "reporter",
@@ -52,6 +56,57 @@ pub struct Metrics {
     sent: IntCounterVec,
     received: IntCounterVec,
     ejections: IntCounterVec,
+    /// Access-log records dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
+}
+
+/// The counters of one set of request label values, resolved once.
+#[derive(Clone)]
+pub struct RequestHandles {
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+impl RequestHandles {
+    /// Counts a finished request.
+    pub fn record(&self, took: Duration) {
+        self.requests.inc();
+        self.duration.observe(took.as_secs_f64() * 1000.0);
+    }
+}
+
+/// Request handles by the label values that change from request to
+/// request on one connection (the others are fixed by the connection), so
+/// that a request like an earlier one builds no label strings. Bounded:
+/// past [`HandleCache::MAX`] kinds, handles are resolved per request.
+pub struct HandleCache<K> {
+    map: Mutex<HashMap<K, RequestHandles>>,
+}
+
+impl<K: std::hash::Hash + Eq> Default for HandleCache<K> {
+    fn default() -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> HandleCache<K> {
+    /// Kinds of requests one connection keeps handles for.
+    pub const MAX: usize = 64;
+
+    /// The handles for `key`, resolved by `resolve` the first time.
+    pub fn get(&self, key: K, resolve: impl FnOnce() -> RequestHandles) -> RequestHandles {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = map.get(&key) {
+            return h.clone();
+        }
+        let h = resolve();
+        if map.len() < Self::MAX {
+            map.insert(key, h.clone());
+        }
+        h
+    }
 }
 
 /// Label values of one connection, in [`LABELS`] order.
@@ -85,7 +140,13 @@ impl Metrics {
             &["destination_service"],
         )?;
         registry.register(Box::new(ejections.clone()))?;
+        let access_log_dropped = IntCounter::new(
+            "mesh_access_log_dropped_total",
+            "Access-log records dropped because the writer fell behind",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
         Ok(Self {
+            access_log_dropped,
             ejections,
             requests,
             durations,
@@ -109,12 +170,12 @@ impl Metrics {
         })
     }
 
-    /// Counts a finished request.
-    pub fn request(&self, l: &RequestLabels<'_>, took: Duration) {
-        self.requests.with_label_values(&l.0).inc();
-        self.durations
-            .with_label_values(&l.0)
-            .observe(took.as_secs_f64() * 1000.0);
+    /// The counters of requests with labels `l`.
+    pub fn request_handles(&self, l: &RequestLabels<'_>) -> RequestHandles {
+        RequestHandles {
+            requests: self.requests.with_label_values(&l.0),
+            duration: self.durations.with_label_values(&l.0),
+        }
     }
 
     /// Counts an open.
@@ -139,5 +200,43 @@ impl Metrics {
         let mut buf = String::new();
         let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(code: &str) -> RequestLabels<'_> {
+        RequestLabels([
+            "source", "a", "ns", "p", "svc", "b", "ns", "q", "http", code, "-", "none",
+        ])
+    }
+
+    #[test]
+    fn handles_are_resolved_once_per_kind_and_bounded() {
+        let m = Metrics::new().unwrap();
+        let cache = HandleCache::default();
+        let mut resolved = 0;
+        for _ in 0..10 {
+            cache
+                .get(200u16, || {
+                    resolved += 1;
+                    m.request_handles(&labels("200"))
+                })
+                .record(Duration::from_millis(3));
+        }
+        assert_eq!(resolved, 1);
+        assert!(
+            m.render()
+                .contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"q\",destination_service=\"svc\",destination_workload=\"b\",destination_workload_namespace=\"ns\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",response_flags=\"-\",source_principal=\"p\",source_workload=\"a\",source_workload_namespace=\"ns\"} 10"),
+            "{}",
+            m.render()
+        );
+        // Past the bound, still counted, no longer kept.
+        for code in 0..(HandleCache::<u16>::MAX as u16 + 10) {
+            cache.get(1000 + code, || m.request_handles(&labels("599")));
+        }
+        assert_eq!(cache.map.lock().unwrap().len(), HandleCache::<u16>::MAX);
     }
 }

@@ -46,7 +46,7 @@ pub fn pod(ip: &str) -> Arc<Pod> {
 pub fn telemetry() -> Arc<Telemetry> {
     Arc::new(Telemetry {
         metrics: crate::metrics::Metrics::new().unwrap(),
-        access_log: false,
+        access_log: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The top of the inbound stack: each request counted in Istio's metrics
 //! (the destination reporter), with what the layers below noted on the
-//! response.
+//! response. The metric handles are resolved once per connection for each
+//! kind of answer (status, protocol, flags).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use super::Origin;
 use crate::Pod;
 use crate::http::stream_info::StreamInfo;
 use crate::http::{Body, is_grpc};
-use crate::metrics::RequestLabels;
+use crate::metrics::{HandleCache, RequestHandles, RequestLabels};
 
 /// The telemetry layer.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub(crate) struct Telemetry<S> {
     telemetry: Arc<crate::Telemetry>,
     /// The peer's namespace and principal, and the connection's security.
     peer: Arc<(String, String, &'static str)>,
+    /// Handles by (status, gRPC, flags).
+    handles: Arc<HandleCache<(u16, bool, Vec<&'static str>)>>,
 }
 
 impl<S> Telemetry<S> {
@@ -41,11 +44,13 @@ impl<S> Telemetry<S> {
             ),
             Origin::Plain { .. } => ("unknown".into(), "unknown".into(), "none"),
         });
+        let handles = Arc::new(HandleCache::default());
         tower::layer::layer_fn(move |inner| Self {
             inner,
             pod: pod.clone(),
             telemetry: telemetry.clone(),
             peer: peer.clone(),
+            handles: handles.clone(),
         })
     }
 }
@@ -59,17 +64,21 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let grpc = is_grpc(&req);
-        let (pod, telemetry, peer) = (self.pod.clone(), self.telemetry.clone(), self.peer.clone());
+        let (pod, telemetry, peer, handles) = (
+            self.pod.clone(),
+            self.telemetry.clone(),
+            self.peer.clone(),
+            self.handles.clone(),
+        );
         let inner = self.inner.call(req);
         Box::pin(async move {
             let Ok(mut resp) = inner.await;
             let info = std::mem::take(StreamInfo::of(&mut resp));
-            let me = pod.identity.id();
-            let principal = me.to_string();
-            let code = resp.status().as_u16().to_string();
-            let (peer_ns, peer_principal, security) = &*peer;
-            telemetry.metrics.request(
-                &RequestLabels([
+            let status = resp.status().as_u16();
+            let resolve = || -> RequestHandles {
+                let me = pod.identity.id();
+                let (peer_ns, peer_principal, security) = &*peer;
+                telemetry.metrics.request_handles(&RequestLabels([
                     "destination",
                     "unknown",
                     peer_ns,
@@ -77,14 +86,16 @@ where
                     "unknown",
                     &pod.workload,
                     me.namespace(),
-                    &principal,
+                    &me.to_string(),
                     if grpc { "grpc" } else { "http" },
-                    &code,
+                    &status.to_string(),
                     &info.flags(),
                     security,
-                ]),
-                started.elapsed(),
-            );
+                ]))
+            };
+            handles
+                .get((status, grpc, info.flags.clone()), resolve)
+                .record(started.elapsed());
             Ok(resp)
         })
     }
