@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod annotations;
 pub mod cluster;
+pub mod config_dump;
 pub mod crd;
 pub mod discovery;
 pub mod duration;

@@ -39,6 +39,26 @@ pub enum Command {
     /// Each proxy's config sync state with the controller: what was sent,
     /// acknowledged or refused (like `istioctl proxy-status`).
     ProxyStatus(ProxyStatusArgs),
+    /// What one proxy holds: its routes, backends, endpoints with their
+    /// circuits, certificate and config version (like `istioctl
+    /// proxy-config`).
+    ProxyConfig(ProxyConfigArgs),
+}
+
+/// `proxy-config`.
+#[derive(Args, Debug)]
+pub struct ProxyConfigArgs {
+    /// Pod name, or `deploy/NAME` for a ready pod of a Deployment.
+    pub pod: String,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 /// `proxy-status`.

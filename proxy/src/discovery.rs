@@ -83,6 +83,8 @@ pub struct Discovery {
     /// Per-destination state (outlier detection, pool limits, retry
     /// budgets, requests in flight), kept across updates.
     state: state::Registry,
+    /// The controller's system version of the last response applied.
+    version: std::sync::Mutex<String>,
 }
 
 impl Discovery {
@@ -102,6 +104,7 @@ impl Discovery {
             synced_once: AtomicBool::new(false),
             wait,
             state: state::Registry::default(),
+            version: std::sync::Mutex::default(),
         });
         tokio::spawn(stream_loop(d.clone(), ctl, ident, node, rx));
         d
@@ -118,7 +121,16 @@ impl Discovery {
             synced_once: AtomicBool::new(false),
             wait,
             state: state::Registry::default(),
+            version: std::sync::Mutex::default(),
         })
+    }
+
+    /// The controller's system version of the last response applied.
+    pub fn version(&self) -> String {
+        self.version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether a stream has ever been established (readiness).
@@ -241,6 +253,12 @@ impl Discovery {
         });
         // The routing just replaced has let go of what it alone held.
         self.state.sweep();
+        if !resp.system_version.is_empty() {
+            *self
+                .version
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = resp.system_version.clone();
+        }
         errors
     }
 
@@ -390,6 +408,7 @@ mod tests {
             synced_once: AtomicBool::new(true),
             wait: Duration::from_millis(50),
             state: state::Registry::default(),
+            version: std::sync::Mutex::default(),
         }
     }
 

@@ -138,11 +138,62 @@ fn demo_serves_traffic_and_down_removes_every_trace() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
+    // What the frontend's proxy holds, typed, and as a table.
+    let config = |format: &[&str]| {
+        let mut args = vec![
+            "proxy-config",
+            "deploy/frontend",
+            "-n",
+            "shop",
+            "--state-dir",
+            &state,
+        ];
+        args.extend_from_slice(format);
+        Command::new(&meshctl).args(&args).output().unwrap()
+    };
+    let dump_out = config(&["-o", "json"]);
+    let dump: api::config_dump::ConfigDump = serde_json::from_slice(&dump_out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&dump_out.stdout), text(&dump_out.stderr)));
+    let config_table = text(&config(&[]).stdout);
     let down = Command::new(&meshctl)
         .args(["local", "--state-dir", &state, "down"])
         .output()
         .unwrap();
     assert!(ok, "demo failed:\n{stdout}\n{}", text(&out.stderr));
+    assert!(dump.identity.ends_with("/ns/shop/sa/frontend"), "{dump:?}");
+    assert!(
+        dump.certificate.is_some() && !dump.version.is_empty(),
+        "{dump:?}"
+    );
+    let orders = dump
+        .targets
+        .values()
+        .find_map(|t| match t {
+            api::config_dump::Target::Known(k) if k.name == "orders.shop.svc.cluster.local" => {
+                Some(k)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("orders is not known: {dump:?}"));
+    assert!(
+        !orders.routes.is_empty() && !orders.backends.is_empty(),
+        "{orders:?}"
+    );
+    assert!(
+        dump.endpoints["orders.shop.svc.cluster.local"]
+            .iter()
+            .all(|e| e.circuit == api::config_dump::Circuit::Closed
+                && e.pod.starts_with("shop/orders")),
+        "{dump:?}"
+    );
+    for section in [
+        "ROUTES",
+        "CLUSTERS",
+        "ENDPOINTS",
+        "orders.shop.svc.cluster.local",
+    ] {
+        assert!(config_table.contains(section), "{config_table}");
+    }
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert!(meshed >= 4, "{pods:?}");
     assert!(synced, "not every proxy is SYNCED:\n{table}");

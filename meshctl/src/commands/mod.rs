@@ -9,6 +9,7 @@ pub mod demo;
 pub mod exec;
 pub mod get;
 pub mod local;
+pub mod proxy_config;
 pub mod proxy_status;
 pub mod validate;
 
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Validate(v) => validate::validate(&v),
         Command::Analyze(a) => analyze::analyze(&a).await,
         Command::ProxyStatus(p) => proxy_status::proxy_status(&p).await,
+        Command::ProxyConfig(p) => proxy_config::proxy_config(&p).await,
     };
     match result {
         Ok(code) => code,

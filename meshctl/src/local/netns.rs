@@ -190,3 +190,39 @@ fn run_check(c: &Check) -> bool {
         .unwrap_or(false),
     }
 }
+
+/// The body of `GET path` from `addr` inside `ns` (on a thread of its own,
+/// as [`probe`]), bounded by `timeout`.
+pub async fn http_get(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let netns = format!("/run/netns/{ns}");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-get".into())
+        .spawn(move || {
+            let got = (|| -> anyhow::Result<Vec<u8>> {
+                let f = std::fs::File::open(&netns)?;
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.write_all(request.as_bytes())?;
+                let mut all = Vec::new();
+                s.read_to_end(&mut all)?;
+                Ok(all)
+            })();
+            let _ = tx.send(got);
+        })?;
+    let all = rx.await??;
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP response from {addr}{path}"))?;
+    let status = String::from_utf8_lossy(&all[..all.len().min(12)]).to_string();
+    anyhow::ensure!(status.ends_with(" 200"), "{addr}{path}: {status}");
+    Ok(all[split + 4..].to_vec())
+}

@@ -121,9 +121,9 @@ impl Backend {
         self.subsets.contains_key(&(name.clone(), 0))
     }
 
-    /// Every subset, for state dumps.
-    pub fn subsets(&self) -> impl Iterator<Item = &Subset> {
-        self.subsets.values()
+    /// Every subset with its name and port, for state dumps.
+    pub fn subsets(&self) -> impl Iterator<Item = (&Option<String>, u16, &Subset)> {
+        self.subsets.iter().map(|((n, p), s)| (n, *p, s))
     }
 
     /// The endpoint for the next try and its member index: the balancer's

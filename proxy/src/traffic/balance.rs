@@ -117,6 +117,16 @@ impl Balancer {
         }
     }
 
+    /// Its policy, in the DestinationRule's words.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RoundRobin(_) => "ROUND_ROBIN",
+            Self::Random => "RANDOM",
+            Self::LeastRequest => "LEAST_REQUEST",
+            Self::Hash { .. } => "CONSISTENT_HASH",
+        }
+    }
+
     /// The hash key source, if this is a hash balancer.
     pub fn hash_on(&self) -> Option<&HashOn> {
         match self {

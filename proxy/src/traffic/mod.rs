@@ -211,7 +211,7 @@ impl Router {
         self.backends
             .iter()
             .filter_map(|(host, b)| {
-                let (_, d) = b.subsets().find_map(|s| s.outlier.as_ref())?;
+                let (_, d) = b.subsets().find_map(|(_, _, s)| s.outlier.as_ref())?;
                 let addrs: Vec<_> = b.endpoints.iter().map(|e| e.workload.address).collect();
                 Some((host.as_str(), d.states(&addrs, now)))
             })

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+pub use api::config_dump::{Circuit, EndpointState};
 use api::proto;
-use serde::Serialize;
 
 /// Envoy's cap on one ejection.
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
@@ -88,18 +88,6 @@ pub enum Observed {
     LocalFailure,
 }
 
-/// An endpoint's circuit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Circuit {
-    /// In rotation.
-    Closed,
-    /// Ejected.
-    Open,
-    /// Back after an ejection, on probation.
-    HalfOpen,
-}
-
 #[derive(Debug, Default)]
 struct Endpoint {
     c5xx: u32,
@@ -126,19 +114,6 @@ impl Endpoint {
 #[derive(Debug, Default)]
 pub struct Detector {
     endpoints: Mutex<HashMap<IpAddr, Endpoint>>,
-}
-
-/// An endpoint's state, for `/config_dump` and metrics.
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointState {
-    /// Address.
-    pub address: IpAddr,
-    /// Circuit.
-    pub circuit: Circuit,
-    /// Times ejected (the multiplier).
-    pub ejections: u32,
-    /// Seconds left in the current ejection.
-    pub ejected_for_secs: f64,
 }
 
 impl Detector {
@@ -261,6 +236,7 @@ impl Detector {
                 let e = map.get(ip);
                 EndpointState {
                     address: *ip,
+                    pod: String::new(),
                     circuit: e.map_or(Circuit::Closed, |e| e.circuit(now)),
                     ejections: e.map_or(0, |e| e.ejections),
                     ejected_for_secs: e

@@ -67,11 +67,11 @@ fn outlier_detection_and_connection_pool_limits() {
     );
     c.apply(OUTLIERS);
     until("the outlier policy", Duration::from_secs(5), || {
-        config_dump(&c, "cb")["discovery"]
+        config_dump(&c, "cb")["targets"]
             .as_object()
             .unwrap()
             .values()
-            .any(|s| s.to_string().contains("outlier_detection"))
+            .any(|s| s.to_string().contains("\"outlier_detection\":true"))
     });
     // consecutive5xxErrors: 5 ejects the bad endpoint after its fifth 500.
     let codes = |n| requests(&c, "cb", n, 1, &["http://flaky:8080/"]);
@@ -79,7 +79,7 @@ fn outlier_detection_and_connection_pool_limits() {
     assert_eq!(first.iter().filter(|s| **s == 500).count(), 5, "{first:?}");
     assert!(first[20..].iter().all(|s| *s == 200), "{first:?}");
     let circuit = |c: &Cluster| {
-        config_dump(c, "cb")["outlier_detection"]["flaky.cb.svc.cluster.local"]
+        config_dump(c, "cb")["endpoints"]["flaky.cb.svc.cluster.local"]
             .as_array()
             .unwrap()
             .iter()

@@ -52,7 +52,9 @@ fn local_rate_limits_per_workload_and_route() {
                 &["curl", "-s", "http://127.0.0.1:15000/config_dump"],
             );
             let dump: serde_json::Value = serde_json::from_str(&out).unwrap();
-            dump["discovery"][&ip].to_string().contains("rate_limits")
+            dump["targets"][&ip]["rate_limits"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
         },
     );
     let codes = |path: &str, n| -> Vec<u16> {

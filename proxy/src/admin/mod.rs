@@ -3,18 +3,18 @@
 //! interfaces) and `/config_dump` on the loopback admin port.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use serde_json::json;
 
 use crate::control::ControllerAddr;
 use crate::discovery::{Discovery, Slot};
 use crate::drain::Watch;
 use crate::{Pod, Telemetry};
+
+mod dump;
 
 /// What the admin and health endpoints read.
 pub(crate) struct State {
@@ -75,7 +75,7 @@ async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<State>>) ->
 }
 
 /// Every endpoint circuit the routers hold, by destination host.
-fn circuits(ctx: &State) -> std::collections::BTreeMap<String, Vec<EndpointState>> {
+pub(crate) fn circuits(ctx: &State) -> std::collections::BTreeMap<String, Vec<EndpointState>> {
     let mut out = std::collections::BTreeMap::new();
     for slot in ctx.discovery.dump().addresses.values() {
         if let Slot::Known { target } = slot {
@@ -113,42 +113,5 @@ fn circuit_metrics(ctx: &State) -> String {
 async fn config_dump(
     axum::extract::State(ctx): axum::extract::State<Arc<State>>,
 ) -> impl IntoResponse {
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    };
-    let cert = ctx.pod.identity.credentials().map(|c| {
-        json!({
-            "identity": c.info.identity,
-            "serial": c.info.serial,
-            "not_before_unix": secs(c.info.not_before),
-            "not_after_unix": secs(c.info.not_after),
-        })
-    });
-    let cache = ctx.discovery.dump();
-    let discovery: serde_json::Map<String, serde_json::Value> = cache
-        .addresses
-        .iter()
-        .map(|(ip, slot)| {
-            (
-                ip.to_string(),
-                serde_json::to_value(slot).unwrap_or_default(),
-            )
-        })
-        .collect();
-    Json(json!({
-        "identity": ctx.pod.identity.id(),
-        "workload": ctx.pod.workload,
-        "certificate": cert,
-        "trust_anchors": ctx.pod.identity.anchors_der().len(),
-        "controller": {
-            "address": ctx.controller.addr,
-            "identity": ctx.controller.identity,
-            "connected": ctx.discovery.connected(),
-        },
-        "discovery": discovery,
-        "endpoints": cache.endpoints,
-        "outlier_detection": circuits(&ctx),
-    }))
+    Json(dump::config_dump(&ctx))
 }
