@@ -34,6 +34,9 @@ pub struct LoadArgs {
     /// Seconds of warm-up, not measured.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// The path requested.
+    #[arg(long, default_value = "/")]
+    path: String,
 }
 
 /// What one run measured.
@@ -90,7 +93,7 @@ async fn connection(a: LoadArgs, index: u64, start: Instant) -> anyhow::Result<C
         tokio::time::sleep_until(due.into()).await;
         let from = if prev_done > due { due } else { Instant::now() };
         n += 1;
-        let req = Request::get("/")
+        let req = Request::get(a.path.as_str())
             .header("host", &a.target)
             .body(Empty::<Bytes>::new())?;
         let result = async {

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 server answering every request with a body of a
-//! fixed size: the benchmark's backend, cheap enough not to be the limit.
+//! fixed size (or the `?size=N` the request asks for): the benchmark's
+//! backend, cheap enough not to be the limit.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,8 +30,17 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         tcp.set_nodelay(true)?;
         let body = body.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                let body = body.clone();
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let asked = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.strip_prefix("size="))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n <= 1 << 20);
+                let body = match asked {
+                    Some(n) => Bytes::from(vec![b'x'; n]),
+                    None => body.clone(),
+                };
                 async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

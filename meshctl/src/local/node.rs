@@ -258,21 +258,27 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
                 env.push((var.into(), v));
             }
         }
+        // A profiler to run sidecars under (`cargo xtask bench` runs them
+        // under callgrind), as a command line: `valgrind --tool=callgrind`.
+        let mut argv: Vec<String> = std::env::var("MESH_PROXY_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        argv.extend([
+            proxy,
+            "run".into(),
+            format!("--controller={}", cfg.controller),
+            format!("--namespace={}", p.namespace),
+            format!("--service-account={}", p.service_account),
+            format!("--pod={}", p.name),
+            format!("--workload={}", p.deployment),
+            format!("--pod-ip={}", p.ip),
+            format!("--token-file={}", token_file.display()),
+            format!("--trust-anchors={}", cfg.trust_anchors.display()),
+        ]);
         procs.push(Proc {
             name: "proxy".into(),
             log: dir.join("proxy.log"),
-            argv: vec![
-                proxy,
-                "run".into(),
-                format!("--controller={}", cfg.controller),
-                format!("--namespace={}", p.namespace),
-                format!("--service-account={}", p.service_account),
-                format!("--pod={}", p.name),
-                format!("--workload={}", p.deployment),
-                format!("--pod-ip={}", p.ip),
-                format!("--token-file={}", token_file.display()),
-                format!("--trust-anchors={}", cfg.trust_anchors.display()),
-            ],
+            argv,
             run_as: Some((uid, uid)),
             env,
             child: None,
