@@ -133,11 +133,21 @@ impl Index {
                 );
             }
         }
+        // A Service selects pods of its own namespace only.
+        let mut pods_by_ns: HashMap<&str, Vec<&cluster::Pod>> = HashMap::new();
+        for p in &snap.pods {
+            pods_by_ns.entry(p.namespace.as_str()).or_default().push(p);
+        }
         // Services by their cluster IP, then ServiceEntries by theirs.
         let services: Vec<Registered> = snap
             .services
             .iter()
-            .map(|svc| service(svc, &snap.pods, trust_domain))
+            .map(|svc| {
+                let pods = pods_by_ns
+                    .get(svc.namespace.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                service(svc, pods, trust_domain)
+            })
             .chain(crate::service_entry::services(&snap.config))
             .collect();
         let by_host: HashMap<&str, &Registered> = services
@@ -223,7 +233,7 @@ fn selects(svc: &cluster::Service, pod: &cluster::Pod) -> bool {
         && cluster::labels_match(&svc.selector, &pod.labels)
 }
 
-fn service(svc: &cluster::Service, pods: &[cluster::Pod], trust_domain: &str) -> Registered {
+fn service(svc: &cluster::Service, pods: &[&cluster::Pod], trust_domain: &str) -> Registered {
     let mut endpoints: Vec<Endpoint> = pods
         .iter()
         .filter(|p| p.ready && selects(svc, p))

@@ -12,17 +12,8 @@ use api::proto::discovery_server::DiscoveryServer;
 use api::proto::identity_server::IdentityServer;
 use api::spiffe::SpiffeId;
 use clap::Parser;
+use mesh_controller::{ca, debug, grpc, index, store, sync};
 use tokio::sync::watch;
-
-mod ca;
-mod debug;
-mod grpc;
-mod index;
-mod service_entry;
-mod store;
-mod sync;
-mod traffic;
-mod workload_policy;
 
 /// The mesh controller.
 #[derive(Parser, Debug)]

@@ -4,13 +4,15 @@
 //!   the chart.
 //! - `bench`: the data-plane benchmark on the local runtime (a report,
 //!   never a test): fixed-rate HTTP/1.1 load from a client pod to a server
-//!   pod, direct and through the mesh in the same run.
+//!   pod, direct, through the mesh and through HAProxy in the same run.
+//! - `bench-controller`: the controller at scale (a report).
 //! - `loadgen` and `serve` (hidden): the load generator and the HTTP
 //!   server that `bench` runs inside pods.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_controller;
 mod loadgen;
 mod serve;
 
@@ -27,6 +29,8 @@ enum Cmd {
     Codegen,
     /// Benchmark the data plane: direct vs. two proxies with mTLS.
     Bench(bench::BenchArgs),
+    /// The controller at scale: 10k Services, 5k subscribed proxies.
+    BenchController(bench_controller::Args),
     /// Generate HTTP/1.1 load (run inside a pod by `bench`).
     #[command(hide = true)]
     Loadgen(loadgen::LoadArgs),
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::BenchController(a) => bench_controller::run(&a),
         Cmd::Loadgen(a) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -83,8 +83,9 @@ struct Opened {
     instance: String,
 }
 
-/// What one proxy subscribed to and was last sent.
-struct Session {
+/// What one proxy subscribed to and was last sent: the stream's state,
+/// without the stream (the scale bench drives thousands of them).
+pub struct Session {
     /// The identity its certificate proves.
     identity: SpiffeId,
     /// The address it connects from (its pod's IP).
@@ -100,7 +101,8 @@ struct Session {
 }
 
 impl Session {
-    fn new(identity: SpiffeId, ip: IpAddr) -> Self {
+    /// A session for the proxy with `identity` connecting from `ip`.
+    pub fn new(identity: SpiffeId, ip: IpAddr) -> Self {
         Self {
             identity,
             ip,
@@ -138,8 +140,7 @@ impl Session {
                         break;
                     }
                     let idx = index.borrow_and_update().clone();
-                    let all: Vec<String> = self.subscribed.iter().cloned().collect();
-                    self.diff(&idx, &all)
+                    self.changed(&idx)
                 }
             };
             if let Some(r) = response {
@@ -169,7 +170,7 @@ impl Session {
     }
 
     /// Applies a request; returns the names newly subscribed.
-    fn on_request(&mut self, m: DiscoveryRequest) -> Vec<String> {
+    pub fn on_request(&mut self, m: DiscoveryRequest) -> Vec<String> {
         if !m.response_nonce.is_empty() {
             let version = match (&m.version_info, &self.last_sent) {
                 (v, _) if !v.is_empty() => v.clone(),
@@ -247,10 +248,16 @@ impl Session {
         self.sent.insert(name.to_string(), version);
     }
 
+    /// A response with what changed in `idx` for everything subscribed.
+    pub fn changed(&mut self, idx: &Index) -> Option<DiscoveryResponse> {
+        let all: Vec<String> = self.subscribed.iter().cloned().collect();
+        self.diff(idx, &all)
+    }
+
     /// A response with what changed among `names`, and among the
     /// endpoints of the hosts the subscribed Services route to, if
     /// anything did.
-    fn diff(&mut self, idx: &Index, names: &[String]) -> Option<DiscoveryResponse> {
+    pub fn diff(&mut self, idx: &Index, names: &[String]) -> Option<DiscoveryResponse> {
         let mut resources = Vec::new();
         let mut removed = Vec::new();
         let needed: BTreeSet<&str> = self
