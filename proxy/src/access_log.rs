@@ -181,10 +181,13 @@ mod tests {
     struct Sink {
         data: Arc<Mutex<Vec<u8>>>,
         stall: Arc<Mutex<()>>,
+        entered: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.entered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             let _wait = self.stall.lock().unwrap();
             self.data.lock().unwrap().extend_from_slice(b);
             Ok(b.len())
@@ -252,13 +255,23 @@ mod tests {
         let stalled = sink.stall.lock().unwrap();
         let dropped = IntCounter::new("d", "d").unwrap();
         let log = AccessLog::start_to(dropped.clone(), sink.clone(), 4).unwrap();
+        // The writer takes the first record and blocks writing it.
+        log.log(record("/first"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !sink.entered.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never wrote"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let started = std::time::Instant::now();
         for i in 0..100 {
             log.log(record(&format!("/{i}")));
         }
         assert!(started.elapsed() < Duration::from_secs(1), "logging waited");
-        // The queue holds 4 and the writer one; the rest were dropped.
-        assert!(dropped.get() >= 90, "{}", dropped.get());
+        // The queue holds 4; the other 96 were dropped and counted.
+        assert_eq!(dropped.get(), 96);
         drop(stalled);
     }
 }

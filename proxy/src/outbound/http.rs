@@ -12,7 +12,6 @@
 //! request left. Mirrors sit above the retries: a copy is sent once per
 //! request, as Envoy's shadow is, and goes through the same try stack.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,7 +25,7 @@ use super::Outbound;
 use crate::detect::Protocol;
 use crate::discovery::Target;
 use crate::drain::Watch;
-use crate::http::Body;
+use crate::http::{Body, Stack};
 use crate::traffic::backend::{Backend, Subset};
 use crate::traffic::matching::Source;
 use crate::traffic::{Action, Route, Router};
@@ -43,8 +42,6 @@ mod telemetry;
 mod timeout;
 
 pub(crate) use crate::http::stream_info::StreamInfo;
-
-pub(crate) use crate::http::ResponseFuture;
 
 /// The try stack (or the part of it below a layer): one try, which may
 /// fail with a [`Failure`].
@@ -237,35 +234,14 @@ impl Head {
 }
 
 /// One try: balance -> endpoint -> connect.
-pub(crate) fn try_stack(
-    ob: &Outbound,
-    conn: &Conn,
-) -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Failure,
-    Future = ResponseFuture<Failure>,
-> + Clone
-+ Send
-+ 'static {
+pub(crate) fn try_stack(ob: &Outbound, conn: &Conn) -> impl TryStack + use<> {
     let connect = connect::Connect::new(ob.upstreams.clone(), conn.proto);
     let endpoint = endpoint::Endpoint::layer(ob.telemetry.clone()).layer(connect);
     balance::Balance::layer(conn.clone()).layer(endpoint)
 }
 
 /// The whole stack for the requests of one connection to `target`.
-pub(crate) fn stack(
-    ob: &Outbound,
-    target: Arc<Target>,
-    conn: &Conn,
-) -> impl Service<
-    Request<Body>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = ResponseFuture<Infallible>,
-> + Clone
-+ Send
-+ 'static {
+pub(crate) fn stack(ob: &Outbound, target: Arc<Target>, conn: &Conn) -> impl Stack + use<> {
     let tries = try_stack(ob, conn);
     let retry = retry::Retry::layer(conn.dst.port()).layer(tries.clone());
     let timeout = timeout::Timeout::layer().layer(retry);
