@@ -199,6 +199,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         upstreams: upstreams.clone(),
         telemetry: telemetry.clone(),
         settings: cfg.settings.clone(),
+        speakers: outbound::Speakers::default(),
     });
     let inbound = Arc::new(inbound::Inbound {
         server_tls: ident.server_config(&[transport::ALPN_TCP, transport::ALPN_H2])?,

@@ -205,6 +205,51 @@ fn a_server_that_speaks_first_is_not_stalled() {
 
 #[test]
 #[ignore = "needs root"]
+fn idle_clients_of_a_client_first_destination_open_no_upstream_connections() {
+    needs_root();
+    let c = Cluster::up("idle", &[]);
+    // A client-first server on a port nothing declares.
+    c.apply(&client("idle", true));
+    c.apply(&app(
+        "idle",
+        "quiet",
+        1,
+        7070,
+        &["python3", "-m", "http.server", "7070"],
+        "",
+    ));
+    c.wait_ready("idle", "client", 1);
+    c.wait_ready("idle", "quiet", 1);
+    // One silent client teaches the proxy that the server waits for the
+    // client (no banner within a second); 40 more silent clients then get
+    // no upstream connection each. The count is of the client proxy's
+    // mTLS connections to the server's proxy.
+    let script = "import socket, subprocess, time
+first = socket.create_connection(('quiet', 7070)); time.sleep(1.8)
+more = [socket.create_connection(('quiet', 7070)) for _ in range(40)]
+time.sleep(0.8)
+out = subprocess.run(['ss', '-Htn', 'state', 'established', '( dport = :15008 )'], capture_output=True, text=True).stdout
+print(len([l for l in out.splitlines() if l.strip()]))
+for s in more: s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
+codes = [s.recv(12).decode()[9:12] for s in more]
+print(codes.count('200'))
+";
+    let out = c.exec_ok("idle", "deploy/client", &["python3", "-c", script]);
+    let mut lines = out.lines();
+    let upstream: usize = lines.next().unwrap_or("").trim().parse().expect(&out);
+    let answered: usize = lines.next().unwrap_or("").trim().parse().expect(&out);
+    assert!(
+        upstream <= 2,
+        "{upstream} upstream connections for 41 idle clients"
+    );
+    assert_eq!(
+        answered, 40,
+        "the clients that spoke late are served: {out}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
 fn redis_and_postgres_through_the_mesh() {
     needs_root();
     let c = Cluster::up("databases", &[]);

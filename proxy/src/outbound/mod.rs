@@ -25,8 +25,12 @@ use crate::traffic::backend::Subset;
 use crate::traffic::outlier::Observed;
 use crate::{Pod, Settings, Telemetry, orig_dst, ports};
 
+mod first_speaker;
 pub(crate) mod http;
 mod tcp;
+
+use first_speaker::Speaker;
+pub(crate) use first_speaker::Speakers;
 
 /// How long a connect to an endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,6 +47,8 @@ pub(crate) struct Outbound {
     pub telemetry: Arc<Telemetry>,
     /// Detection settings.
     pub settings: Settings,
+    /// Who speaks first, by destination (undeclared ports).
+    pub speakers: Speakers,
 }
 
 /// Accepts redirected connections until the drain.
@@ -61,17 +67,19 @@ pub(crate) async fn serve(listener: TcpListener, ob: Arc<Outbound>, drain: Watch
 /// (well-known server-speaks-first ports excepted). What detection read
 /// is in `buf`.
 async fn protocol(
-    settings: &Settings,
+    ob: &Outbound,
     app: &mut TcpStream,
     buf: &mut BytesMut,
     target: &Resolved,
-    port: u16,
-) -> anyhow::Result<Protocol> {
+    dst: SocketAddr,
+) -> anyhow::Result<(Protocol, bool)> {
+    let (settings, port) = (&ob.settings, dst.port());
     let declared = match target {
         Resolved::Service(svc) => svc.port(port).map(|p| p.protocol).unwrap_or_default(),
         Resolved::Workload(_) => AppProtocol::Detect,
     };
-    Ok(match declared {
+    let mut learn = false;
+    let proto = match declared {
         AppProtocol::Tcp => Protocol::Opaque,
         AppProtocol::Http | AppProtocol::Http2 | AppProtocol::Grpc => {
             match detect::detect(app, buf, DECLARED_HTTP_WAIT, true).await {
@@ -85,8 +93,28 @@ async fn protocol(
             }
         }
         AppProtocol::Detect if settings.opaque_ports.contains(&port) => Protocol::Opaque,
-        AppProtocol::Detect => detect::detect(app, buf, settings.detect_timeout, false).await,
-    })
+        AppProtocol::Detect => match ob.speakers.get(dst) {
+            Some(Speaker::Server) => Protocol::Opaque,
+            known => {
+                let p = detect::detect(app, buf, settings.detect_timeout, false).await;
+                match known {
+                    Some(Speaker::Client) if p == Protocol::Opaque && buf.is_empty() => {
+                        // Client-first: no upstream until the client speaks.
+                        let p = detect::detect(app, buf, first_speaker::SILENT_CLIENT_WAIT, false)
+                            .await;
+                        anyhow::ensure!(!buf.is_empty(), "the client stayed silent");
+                        p
+                    }
+                    None => {
+                        learn = p == Protocol::Opaque && buf.is_empty();
+                        p
+                    }
+                    _ => p,
+                }
+            }
+        },
+    };
+    Ok((proto, learn))
 }
 
 /// How long a port declared HTTP waits for the client's first bytes.
@@ -104,15 +132,10 @@ async fn handle(ob: &Arc<Outbound>, mut app: TcpStream, drain: Watch) -> anyhow:
     let client_ip = app.peer_addr()?.ip();
     let lookup = ob.discovery.lookup(dst.ip()).await;
     let mut buf = BytesMut::new();
+    let mut learn = false;
     if let Lookup::Mesh(target) = &lookup {
-        let proto = protocol(
-            &ob.settings,
-            &mut app,
-            &mut buf,
-            &target.resolved,
-            dst.port(),
-        )
-        .await?;
+        let proto;
+        (proto, learn) = protocol(ob, &mut app, &mut buf, &target.resolved, dst).await?;
         if proto != Protocol::Opaque {
             let app = Prefixed::new(buf.freeze(), app);
             let conn = http::Conn {
@@ -137,6 +160,9 @@ async fn handle(ob: &Arc<Outbound>, mut app: TcpStream, drain: Watch) -> anyhow:
             tcp::connect(ob, &mut app, &mut buf, client_ip, &target, dst).await?
         }
     };
+    if learn {
+        ob.speakers.observe(dst, &mut app, &mut up.io).await?;
+    }
     let mut app = Prefixed::new(buf.freeze(), app);
     let me = ob.pod.identity.id();
     let principal = me.to_string();

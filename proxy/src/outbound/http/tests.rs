@@ -28,6 +28,7 @@ async fn proxy(discovery: Arc<Discovery>) -> (SocketAddr, Arc<Outbound>) {
         discovery,
         telemetry: testing::telemetry(),
         settings: testing::settings(),
+        speakers: crate::outbound::Speakers::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
