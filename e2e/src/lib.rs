@@ -381,3 +381,66 @@ spec:
     }
     out
 }
+
+/// The named steps of one scenario. A step that fails is reported and the
+/// next ones still run, so that one failure does not hide the rest; the
+/// scenario fails at the end, listing every failed step.
+#[derive(Default)]
+pub struct Steps {
+    failed: Vec<String>,
+}
+
+impl Steps {
+    /// No step run yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs the step `name`; a panic in it is recorded, not propagated.
+    pub fn step(&mut self, name: &str, f: impl FnOnce()) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(()) => eprintln!("step ok: {name}"),
+            Err(e) => {
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                eprintln!("step FAILED: {name}");
+                self.failed.push(format!("{name}: {why}"));
+            }
+        }
+    }
+
+    /// Fails the scenario if a step failed.
+    pub fn finish(self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} step(s) failed:\n{}",
+            self.failed.len(),
+            self.failed.join("\n---\n")
+        );
+    }
+}
+
+#[cfg(test)]
+mod steps_tests {
+    use super::Steps;
+
+    #[test]
+    fn a_failed_step_does_not_hide_the_next_and_fails_the_scenario() {
+        let mut ran = Vec::new();
+        let mut steps = Steps::new();
+        steps.step("first", || ran.push(1));
+        steps.step("broken", || panic!("expected 2, got 3"));
+        steps.step("after", || ran.push(3));
+        assert_eq!(ran, [1, 3]);
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steps.finish()))
+            .expect_err("the scenario fails");
+        let text = report.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            text.contains("1 step(s) failed") && text.contains("broken: expected 2, got 3"),
+            "{text}"
+        );
+    }
+}

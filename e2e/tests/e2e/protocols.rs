@@ -53,132 +53,146 @@ fn http1_http2_grpc_and_websocket_through_the_mesh() {
         c.wait_ready("proto", d, 1);
     }
 
-    // HTTP/1.1: two requests on one kept-alive connection, then a chunked
-    // upload echoed back chunked.
-    let out = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-w",
-            "%{num_connects}\n",
-            "http://web:8080/a",
-            "http://web:8080/b",
-        ],
+    let mut steps = e2e::Steps::new();
+    steps.step(
+        "HTTP/1.1: two requests on one kept-alive connection, then a chunked",
+        || {
+            // HTTP/1.1: two requests on one kept-alive connection, then a chunked
+            // upload echoed back chunked.
+            let out = c.exec_ok(
+                "proto",
+                "deploy/client",
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-w",
+                    "%{num_connects}\n",
+                    "http://web:8080/a",
+                    "http://web:8080/b",
+                ],
+            );
+            assert!(out.contains("path=/a") && out.contains("path=/b"), "{out}");
+            assert!(
+                out.lines().filter(|l| *l == "1").count() == 1 && out.contains("\n0"),
+                "keep-alive not used: {out}"
+            );
+            let body = "x".repeat(20_000);
+            let out = c.exec_ok(
+                "proto",
+                "deploy/client",
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "-H",
+                    "Transfer-Encoding: chunked",
+                    "--data-binary",
+                    &body,
+                    "http://web.proto:8080/up",
+                ],
+            );
+            assert_eq!(out, body);
+        },
     );
-    assert!(out.contains("path=/a") && out.contains("path=/b"), "{out}");
-    assert!(
-        out.lines().filter(|l| *l == "1").count() == 1 && out.contains("\n0"),
-        "keep-alive not used: {out}"
-    );
-    let body = "x".repeat(20_000);
-    let out = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-H",
-            "Transfer-Encoding: chunked",
-            "--data-binary",
-            &body,
-            "http://web.proto:8080/up",
-        ],
-    );
-    assert_eq!(out, body);
 
-    // HTTP/2 with prior knowledge.
-    let out = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--http2-prior-knowledge",
-            "-w",
-            "\nversion=%{http_version}",
-            "http://h2:8081/hello.txt",
-        ],
-    );
-    assert!(
-        out.contains("hello over h2") && out.ends_with("version=2"),
-        "{out}"
-    );
-    let out = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &[
-            "nghttp",
-            "-n",
-            "-s",
-            "http://h2.proto.svc.cluster.local:8081/hello.txt",
-        ],
-    );
-    assert!(out.contains("hello.txt") || out.contains("200"), "{out}");
-
-    // gRPC: unary with its trailer, and a server stream.
-    let out = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &["python3", &grpc, "client", "grpc:50051"],
-    );
-    assert!(out.contains("reply echo:hello"), "{out}");
-    assert!(out.contains("trailer kept"), "trailers lost: {out}");
-    assert!(out.contains("stream 0,1,2,3,4"), "{out}");
-
-    // WebSocket upgrade and frames both ways.
-    let out = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &["python3", &ws, "client", "ws://ws:8765/"],
-    );
-    assert_eq!(out, "echo:m0\necho:m1\necho:m2\n");
-    // The proxies parsed HTTP and gRPC (Istio's request metrics), and the
-    // client's many connections to web rode one connection between proxies.
-    for _ in 0..3 {
-        c.exec_ok(
+    steps.step("HTTP/2 with prior knowledge", || {
+        // HTTP/2 with prior knowledge.
+        let out = c.exec_ok(
             "proto",
             "deploy/client",
-            &["curl", "-sS", "--max-time", "10", "http://web:8080/again"],
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "--http2-prior-knowledge",
+                "-w",
+                "\nversion=%{http_version}",
+                "http://h2:8081/hello.txt",
+            ],
         );
-    }
-    let metrics = c.exec_ok(
-        "proto",
-        "deploy/client",
-        &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
-    );
-    let http_ok = metrics.lines().any(|l| {
-        l.starts_with("istio_requests_total{")
-            && l.contains("destination_service=\"web.proto.svc.cluster.local\"")
-            && l.contains("request_protocol=\"http\"")
-            && l.contains("response_code=\"200\"")
-            && l.contains("connection_security_policy=\"mutual_tls\"")
+        assert!(
+            out.contains("hello over h2") && out.ends_with("version=2"),
+            "{out}"
+        );
+        let out = c.exec_ok(
+            "proto",
+            "deploy/client",
+            &[
+                "nghttp",
+                "-n",
+                "-s",
+                "http://h2.proto.svc.cluster.local:8081/hello.txt",
+            ],
+        );
+        assert!(out.contains("hello.txt") || out.contains("200"), "{out}");
     });
-    assert!(http_ok, "no HTTP request metrics for web:\n{metrics}");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("istio_requests_total{")
-                && l.contains("request_protocol=\"grpc\"")),
-        "no gRPC request metrics:\n{metrics}"
-    );
-    let conns = c.exec_ok(
-        "proto",
-        "deploy/web",
-        &["ss", "-Htn", "state", "established", "( sport = :15008 )"],
-    );
-    assert_eq!(
-        conns.lines().count(),
-        1,
-        "expected one multiplexed connection from the client's proxy:\n{conns}"
-    );
+
+    steps.step("gRPC: unary with its trailer, and a server stream", || {
+        // gRPC: unary with its trailer, and a server stream.
+        let out = c.exec_ok(
+            "proto",
+            "deploy/client",
+            &["python3", &grpc, "client", "grpc:50051"],
+        );
+        assert!(out.contains("reply echo:hello"), "{out}");
+        assert!(out.contains("trailer kept"), "trailers lost: {out}");
+        assert!(out.contains("stream 0,1,2,3,4"), "{out}");
+    });
+
+    steps.step("WebSocket upgrade and frames both ways", || {
+        // WebSocket upgrade and frames both ways.
+        let out = c.exec_ok(
+            "proto",
+            "deploy/client",
+            &["python3", &ws, "client", "ws://ws:8765/"],
+        );
+        assert_eq!(out, "echo:m0\necho:m1\necho:m2\n");
+        // The proxies parsed HTTP and gRPC (Istio's request metrics), and the
+        // client's many connections to web rode one connection between proxies.
+        for _ in 0..3 {
+            c.exec_ok(
+                "proto",
+                "deploy/client",
+                &["curl", "-sS", "--max-time", "10", "http://web:8080/again"],
+            );
+        }
+        let metrics = c.exec_ok(
+            "proto",
+            "deploy/client",
+            &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
+        );
+        let http_ok = metrics.lines().any(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("destination_service=\"web.proto.svc.cluster.local\"")
+                && l.contains("request_protocol=\"http\"")
+                && l.contains("response_code=\"200\"")
+                && l.contains("connection_security_policy=\"mutual_tls\"")
+        });
+        assert!(http_ok, "no HTTP request metrics for web:\n{metrics}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("istio_requests_total{")
+                    && l.contains("request_protocol=\"grpc\"")),
+            "no gRPC request metrics:\n{metrics}"
+        );
+        let conns = c.exec_ok(
+            "proto",
+            "deploy/web",
+            &["ss", "-Htn", "state", "established", "( sport = :15008 )"],
+        );
+        assert_eq!(
+            conns.lines().count(),
+            1,
+            "expected one multiplexed connection from the client's proxy:\n{conns}"
+        );
+    });
+
+    steps.finish();
 }
 
 #[test]

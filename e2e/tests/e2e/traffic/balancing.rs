@@ -139,102 +139,112 @@ fn balancing_consistent_hash_and_mirroring() {
         }
     }
 
-    // A cookie with a TTL is made when missing, and sticks.
-    let mut cookie_homes = std::collections::BTreeSet::new();
-    for _ in 0..10 {
-        let out = curl(
-            &c,
-            "lb",
-            &["-si", "-H", "x-lb: cookie", "http://shard:8080/"],
-        );
-        let set = out
-            .lines()
-            .find_map(|l| l.strip_prefix("set-cookie: "))
-            .unwrap_or_else(|| panic!("no cookie made: {out}"));
-        assert!(
-            set.contains("Max-Age=60") && set.contains("Path=/"),
-            "{set}"
-        );
-        let cookie = set.split(';').next().unwrap().to_string();
-        let first = out
-            .lines()
-            .last()
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
-        let again = curl(
-            &c,
-            "lb",
-            &[
-                "-H",
-                "x-lb: cookie",
-                "-H",
-                &format!("cookie: {cookie}"),
-                "http://shard:8080/[1-5]",
-            ],
-        );
-        assert!(
-            pods_of(&again).iter().all(|p| *p == first),
-            "{cookie}: {again}"
-        );
-        cookie_homes.insert(first);
-    }
-    assert!(
-        cookie_homes.len() >= 2,
-        "ten cookies, one pod: {cookie_homes:?}"
+    let mut steps = e2e::Steps::new();
+    steps.step(
+        "A cookie with a TTL is made when missing, and sticks",
+        || {
+            // A cookie with a TTL is made when missing, and sticks.
+            let mut cookie_homes = std::collections::BTreeSet::new();
+            for _ in 0..10 {
+                let out = curl(
+                    &c,
+                    "lb",
+                    &["-si", "-H", "x-lb: cookie", "http://shard:8080/"],
+                );
+                let set = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("set-cookie: "))
+                    .unwrap_or_else(|| panic!("no cookie made: {out}"));
+                assert!(
+                    set.contains("Max-Age=60") && set.contains("Path=/"),
+                    "{set}"
+                );
+                let cookie = set.split(';').next().unwrap().to_string();
+                let first = out
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let again = curl(
+                    &c,
+                    "lb",
+                    &[
+                        "-H",
+                        "x-lb: cookie",
+                        "-H",
+                        &format!("cookie: {cookie}"),
+                        "http://shard:8080/[1-5]",
+                    ],
+                );
+                assert!(
+                    pods_of(&again).iter().all(|p| *p == first),
+                    "{cookie}: {again}"
+                );
+                cookie_homes.insert(first);
+            }
+            assert!(
+                cookie_homes.len() >= 2,
+                "ten cookies, one pod: {cookie_homes:?}"
+            );
+            // One of three pods goes: only its users move.
+            let home = |u: usize| {
+                let out = curl(
+                    &c,
+                    "lb",
+                    &["-H", &format!("x-user-id: user-{u}"), "http://shard:8080/"],
+                );
+                pods_of(&out)[0].clone()
+            };
+            let before: Vec<String> = (0..20).map(home).collect();
+            c.apply(&versioned("lb", "shard", 8080, &[("v1", 2, "")]));
+            let left: Vec<String> = c
+                .wait_ready("lb", "shard-v1", 2)
+                .iter()
+                .map(|p| format!("pod={}", p.name))
+                .collect();
+            until("the smaller endpoint set", Duration::from_secs(5), || {
+                (0..20).all(|u| left.contains(&home(u)))
+            });
+            for (u, was) in before.iter().enumerate() {
+                if left.contains(was) {
+                    assert_eq!(&home(u), was, "user-{u} moved though its pod stayed");
+                }
+            }
+        },
     );
-    // One of three pods goes: only its users move.
-    let home = |u: usize| {
-        let out = curl(
-            &c,
-            "lb",
-            &["-H", &format!("x-user-id: user-{u}"), "http://shard:8080/"],
-        );
-        pods_of(&out)[0].clone()
-    };
-    let before: Vec<String> = (0..20).map(home).collect();
-    c.apply(&versioned("lb", "shard", 8080, &[("v1", 2, "")]));
-    let left: Vec<String> = c
-        .wait_ready("lb", "shard-v1", 2)
-        .iter()
-        .map(|p| format!("pod={}", p.name))
-        .collect();
-    until("the smaller endpoint set", Duration::from_secs(5), || {
-        (0..20).all(|u| left.contains(&home(u)))
-    });
-    for (u, was) in before.iter().enumerate() {
-        if left.contains(was) {
-            assert_eq!(&home(u), was, "user-{u} moved though its pod stayed");
-        }
-    }
 
-    // Mirroring: the caller sees v1 only, fast, though the mirror answers
-    // 500 after 1.5 s; the mirror gets every request, with -shadow.
-    let start = Instant::now();
-    let out = curl(
-        &c,
-        "lb",
-        &["-w", " %{http_code}\n", "http://mir:8080/[1-20]"],
-    );
-    let took = start.elapsed();
-    if took >= Duration::from_secs(10) {
-        let log = c.meshctl(&["logs", "deploy/client", "-n", "lb", "-c", "proxy"]);
-        let ctl = std::fs::read_to_string(c.state.join("controller.log")).unwrap_or_default();
-        let daemon = std::fs::read_to_string(c.state.join("daemon.log")).unwrap_or_default();
-        panic!(
-            "mirror slowed the caller: 20 requests took {took:?}\n{out}\nclient proxy log:\n{}\ncontroller log:\n{ctl}\ndaemon log:\n{daemon}",
-            text(&log.stdout)
+    steps.step("Mirroring: the caller sees v1 only, fast, though the mirror answers", || {
+        // Mirroring: the caller sees v1 only, fast, though the mirror answers
+        // 500 after 1.5 s; the mirror gets every request, with -shadow.
+        let start = Instant::now();
+        let out = curl(
+            &c,
+            "lb",
+            &["-w", " %{http_code}\n", "http://mir:8080/[1-20]"],
         );
-    }
-    assert_eq!(count(&out, "mir-v1"), 20, "{out}");
-    assert_eq!(
-        out.lines().filter(|l| l.ends_with(" 200")).count(),
-        20,
-        "{out}"
-    );
-    until("every mirrored copy", Duration::from_secs(20), || {
-        stats(&c, "lb", "mir-v2-test") == [(20, 20)]
+        let took = start.elapsed();
+        if took >= Duration::from_secs(10) {
+            let log = c.meshctl(&["logs", "deploy/client", "-n", "lb", "-c", "proxy"]);
+            let ctl = std::fs::read_to_string(c.state.join("controller.log")).unwrap_or_default();
+            let daemon = std::fs::read_to_string(c.state.join("daemon.log")).unwrap_or_default();
+            panic!(
+                "mirror slowed the caller: 20 requests took {took:?}\n{out}\nclient proxy log:\n{}\ncontroller log:\n{ctl}\ndaemon log:\n{daemon}",
+                text(&log.stdout)
+            );
+        }
+        assert_eq!(count(&out, "mir-v1"), 20, "{out}");
+        assert_eq!(
+            out.lines().filter(|l| l.ends_with(" 200")).count(),
+            20,
+            "{out}"
+        );
+        until("every mirrored copy", Duration::from_secs(20), || {
+            stats(&c, "lb", "mir-v2-test") == [(20, 20)]
+        });
     });
+
+    steps.finish();
 }

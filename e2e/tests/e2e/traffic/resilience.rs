@@ -158,91 +158,108 @@ fn retries_timeouts_and_faults() {
     let after = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
     assert_eq!(after - before, 3, "per-try timeouts are retried");
 
-    // Bodies are kept for retries up to 64 KiB: a small POST is retried
-    // past the bad endpoint, a 100 KiB one is not.
-    let small = c.state.join("small.bin");
-    let big = c.state.join("big.bin");
-    std::fs::write(&small, vec![b'x'; 1024]).unwrap();
-    std::fs::write(&big, vec![b'x'; 100 * 1024]).unwrap();
-    let post = |file: &std::path::Path| -> Vec<u16> {
-        let data = format!("@{}", file.display());
-        requests(
+    let mut steps = e2e::Steps::new();
+    steps.step(
+        "Bodies are kept for retries up to 64 KiB: a small POST is retried",
+        || {
+            // Bodies are kept for retries up to 64 KiB: a small POST is retried
+            // past the bad endpoint, a 100 KiB one is not.
+            let small = c.state.join("small.bin");
+            let big = c.state.join("big.bin");
+            std::fs::write(&small, vec![b'x'; 1024]).unwrap();
+            std::fs::write(&big, vec![b'x'; 100 * 1024]).unwrap();
+            let post = |file: &std::path::Path| -> Vec<u16> {
+                let data = format!("@{}", file.display());
+                requests(
+                    &c,
+                    "res",
+                    20,
+                    1,
+                    &["--data-binary", &data, "http://flaky:8080/upload"],
+                )
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect()
+            };
+            let out = post(&small);
+            assert!(out.iter().all(|s| *s == 200), "{out:?}");
+            let out = post(&big);
+            let failed = out.iter().filter(|s| **s == 500).count();
+            assert!(
+                (5..=15).contains(&failed),
+                "a big body was retried: {out:?}"
+            );
+        },
+    );
+
+    steps.step(
+        "A retry budget of nothing: not one retry, whatever the policy says",
+        || {
+            // A retry budget of nothing: not one retry, whatever the policy says.
+            c.apply(
+                r#"
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {name: flaky, namespace: res}
+    spec:
+      host: flaky
+      trafficPolicy:
+        retryBudget: {percent: 0, minRetryConcurrency: 0}
+    "#,
+            );
+            until("the retry budget", Duration::from_secs(5), || {
+                codes(4, &["http://flaky:8080/"]).contains("500")
+            });
+            let before =
+                total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
+            let rows = requests(&c, "res", 40, 8, &["http://flaky:8080/"]);
+            let after =
+                total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
+            assert_eq!(after - before, 40, "retries beyond the budget: {rows:?}");
+        },
+    );
+
+    steps.step("Faults: only on their route, never retried", || {
+        // Faults: only on their route, never retried.
+        c.apply(FAULTS);
+        until("the fault routes", Duration::from_secs(5), || {
+            codes(1, &["-H", "x-test: abort", "http://flaky:8080/"]).trim() == "503"
+        });
+        let before = total(&stats(&c, "res", "flaky-good"));
+        let out = codes(20, &["-H", "x-test: abort", "http://flaky:8080/"]);
+        assert!(out.lines().all(|l| l == "503"), "{out}");
+        let out = codes(20, &["-H", "x-test: none", "http://flaky:8080/"]);
+        assert!(out.lines().all(|l| l == "200"), "fault leaked: {out}");
+        assert_eq!(
+            total(&stats(&c, "res", "flaky-good")),
+            before + 20,
+            "an injected abort reached the server or was retried"
+        );
+        let out = curl(
             &c,
             "res",
-            20,
-            1,
-            &["--data-binary", &data, "http://flaky:8080/upload"],
-        )
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect()
-    };
-    let out = post(&small);
-    assert!(out.iter().all(|s| *s == 200), "{out:?}");
-    let out = post(&big);
-    let failed = out.iter().filter(|s| **s == 500).count();
-    assert!(
-        (5..=15).contains(&failed),
-        "a big body was retried: {out:?}"
-    );
-
-    // A retry budget of nothing: not one retry, whatever the policy says.
-    c.apply(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: flaky, namespace: res}
-spec:
-  host: flaky
-  trafficPolicy:
-    retryBudget: {percent: 0, minRetryConcurrency: 0}
-"#,
-    );
-    until("the retry budget", Duration::from_secs(5), || {
-        codes(4, &["http://flaky:8080/"]).contains("500")
+            &[
+                "-si",
+                "-H",
+                "x-test: grpc",
+                "http://flaky:8080/pkg.Svc/Call",
+            ],
+        );
+        assert!(out.contains("grpc-status: 14"), "{out}");
+        // The seed: 10% delayed 5 s, 5% aborted with 503, on 400 requests.
+        let rows = requests(&c, "res", 400, 100, &["http://flaky:8080/"]);
+        let out = format!("{rows:?}");
+        assert_eq!(rows.len(), 400, "{out}");
+        let aborted = rows.iter().filter(|(c, _)| *c == 503).count();
+        let delayed = rows.iter().filter(|(_, t)| *t >= 5.0).count();
+        assert!((6..=40).contains(&aborted), "aborted {aborted} of 400");
+        assert!((18..=70).contains(&delayed), "delayed {delayed} of 400");
+        assert_eq!(
+            rows.iter().filter(|(c, _)| *c != 503 && *c != 200).count(),
+            0,
+            "{out}"
+        );
     });
-    let before = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
-    let rows = requests(&c, "res", 40, 8, &["http://flaky:8080/"]);
-    let after = total(&stats(&c, "res", "flaky-good")) + total(&stats(&c, "res", "flaky-bad"));
-    assert_eq!(after - before, 40, "retries beyond the budget: {rows:?}");
 
-    // Faults: only on their route, never retried.
-    c.apply(FAULTS);
-    until("the fault routes", Duration::from_secs(5), || {
-        codes(1, &["-H", "x-test: abort", "http://flaky:8080/"]).trim() == "503"
-    });
-    let before = total(&stats(&c, "res", "flaky-good"));
-    let out = codes(20, &["-H", "x-test: abort", "http://flaky:8080/"]);
-    assert!(out.lines().all(|l| l == "503"), "{out}");
-    let out = codes(20, &["-H", "x-test: none", "http://flaky:8080/"]);
-    assert!(out.lines().all(|l| l == "200"), "fault leaked: {out}");
-    assert_eq!(
-        total(&stats(&c, "res", "flaky-good")),
-        before + 20,
-        "an injected abort reached the server or was retried"
-    );
-    let out = curl(
-        &c,
-        "res",
-        &[
-            "-si",
-            "-H",
-            "x-test: grpc",
-            "http://flaky:8080/pkg.Svc/Call",
-        ],
-    );
-    assert!(out.contains("grpc-status: 14"), "{out}");
-    // The seed: 10% delayed 5 s, 5% aborted with 503, on 400 requests.
-    let rows = requests(&c, "res", 400, 100, &["http://flaky:8080/"]);
-    let out = format!("{rows:?}");
-    assert_eq!(rows.len(), 400, "{out}");
-    let aborted = rows.iter().filter(|(c, _)| *c == 503).count();
-    let delayed = rows.iter().filter(|(_, t)| *t >= 5.0).count();
-    assert!((6..=40).contains(&aborted), "aborted {aborted} of 400");
-    assert!((18..=70).contains(&delayed), "delayed {delayed} of 400");
-    assert_eq!(
-        rows.iter().filter(|(c, _)| *c != 503 && *c != 200).count(),
-        0,
-        "{out}"
-    );
+    steps.finish();
 }

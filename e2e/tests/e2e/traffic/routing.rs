@@ -181,135 +181,158 @@ fn routing_canary_override_rewrites_and_live_changes() {
     );
     assert_eq!(count(&out, "web-v2"), 200, "override leaked");
 
-    // The 90/10 split, on 10,000 requests: within 1.5 points.
-    let out = curl(&c, "route", &["http://web:8080/[1-10000]"]);
-    let (v1, v2) = (count(&out, "web-v1"), count(&out, "web-v2"));
-    assert_eq!(v1 + v2, 10_000);
-    let share = v2 as f64 / 100.0;
-    assert!((share - 10.0).abs() <= 1.5, "canary share {share}%");
-
-    // 95/5 across two hosts (a stable/canary pair of Services).
-    c.apply(STABLE_CANARY);
-    until("the host split", Duration::from_secs(5), || {
-        count(
-            &curl(&c, "route", &["http://stable:8080/[1-100]"]),
-            "canary-v1",
-        ) > 0
-    });
-    let out = curl(&c, "route", &["http://stable:8080/[1-10000]"]);
-    let (s, k) = (count(&out, "stable-v1"), count(&out, "canary-v1"));
-    assert_eq!(s + k, 10_000);
-    let share = k as f64 / 100.0;
-    assert!((share - 5.0).abs() <= 1.5, "canary host share {share}%");
-
-    // A routing change under constant load loses no request.
-    let load = c.spawn_exec(
-        "route",
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "-w",
-            "%{http_code}\n",
-            "http://web:8080/[1-3000]",
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(700));
-    c.apply(ALL_V2);
-    let out = text(&load.wait_with_output().unwrap().stdout);
-    let codes: Vec<&str> = out.lines().filter(|l| !l.starts_with("pod=")).collect();
-    assert_eq!(codes.len(), 3000, "{out}");
-    assert!(codes.iter().all(|c| *c == "200"), "a request failed");
-    let bodies: Vec<&str> = out.lines().filter(|l| l.starts_with("pod=")).collect();
-    assert!(
-        bodies[bodies.len() - 200..]
-            .iter()
-            .all(|b| b.starts_with("pod=web-v2")),
-        "the change did not apply to the running connection"
+    let mut steps = e2e::Steps::new();
+    steps.step(
+        "The 90/10 split, on 10,000 requests: within 1.5 points",
+        || {
+            // The 90/10 split, on 10,000 requests: within 1.5 points.
+            let out = curl(&c, "route", &["http://web:8080/[1-10000]"]);
+            let (v1, v2) = (count(&out, "web-v1"), count(&out, "web-v2"));
+            assert_eq!(v1 + v2, 10_000);
+            let share = v2 as f64 / 100.0;
+            assert!((share - 10.0).abs() <= 1.5, "canary share {share}%");
+        },
     );
 
-    // Rewrites, redirects, direct responses, headers and CORS.
-    c.apply(API);
-    until("the api routes", Duration::from_secs(5), || {
-        curl(&c, "route", &["http://api:8080/hello"]) == "hello from the mesh"
-    });
-    let out = curl(&c, "route", &["-si", "http://api:8080/old/page"]);
-    assert!(out.starts_with("HTTP/1.1 301"), "{out}");
-    assert!(out.contains("location: http://api.example/new/"), "{out}");
-    let out = curl(
-        &c,
-        "route",
-        &["-si", "-X", "DELETE", "http://api:8080/v1/x"],
+    steps.step(
+        "95/5 across two hosts (a stable/canary pair of Services)",
+        || {
+            // 95/5 across two hosts (a stable/canary pair of Services).
+            c.apply(STABLE_CANARY);
+            until("the host split", Duration::from_secs(5), || {
+                count(
+                    &curl(&c, "route", &["http://stable:8080/[1-100]"]),
+                    "canary-v1",
+                ) > 0
+            });
+            let out = curl(&c, "route", &["http://stable:8080/[1-10000]"]);
+            let (s, k) = (count(&out, "stable-v1"), count(&out, "canary-v1"));
+            assert_eq!(s + k, 10_000);
+            let share = k as f64 / 100.0;
+            assert!((share - 5.0).abs() <= 1.5, "canary host share {share}%");
+        },
     );
-    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
-    let out = curl(&c, "route", &["http://api:8080/v1/items?a=1"]);
-    assert!(
-        out.starts_with("pod=api-v1") && out.contains("path=/items?a=1"),
-        "{out}"
+
+    steps.step(
+        "A routing change under constant load loses no request",
+        || {
+            // A routing change under constant load loses no request.
+            let load = c.spawn_exec(
+                "route",
+                "deploy/client",
+                &[
+                    "curl",
+                    "-sS",
+                    "-w",
+                    "%{http_code}\n",
+                    "http://web:8080/[1-3000]",
+                ],
+            );
+            std::thread::sleep(Duration::from_millis(700));
+            c.apply(ALL_V2);
+            let out = text(&load.wait_with_output().unwrap().stdout);
+            let codes: Vec<&str> = out.lines().filter(|l| !l.starts_with("pod=")).collect();
+            assert_eq!(codes.len(), 3000, "{out}");
+            assert!(codes.iter().all(|c| *c == "200"), "a request failed");
+            let bodies: Vec<&str> = out.lines().filter(|l| l.starts_with("pod=")).collect();
+            assert!(
+                bodies[bodies.len() - 200..]
+                    .iter()
+                    .all(|b| b.starts_with("pod=web-v2")),
+                "the change did not apply to the running connection"
+            );
+        },
     );
-    let out = curl(
-        &c,
-        "route",
-        &["-si", "-H", "x-secret: s3", "http://api:8080/v2/items"],
+
+    steps.step(
+        "Rewrites, redirects, direct responses, headers and CORS",
+        || {
+            // Rewrites, redirects, direct responses, headers and CORS.
+            c.apply(API);
+            until("the api routes", Duration::from_secs(5), || {
+                curl(&c, "route", &["http://api:8080/hello"]) == "hello from the mesh"
+            });
+            let out = curl(&c, "route", &["-si", "http://api:8080/old/page"]);
+            assert!(out.starts_with("HTTP/1.1 301"), "{out}");
+            assert!(out.contains("location: http://api.example/new/"), "{out}");
+            let out = curl(
+                &c,
+                "route",
+                &["-si", "-X", "DELETE", "http://api:8080/v1/x"],
+            );
+            assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+            let out = curl(&c, "route", &["http://api:8080/v1/items?a=1"]);
+            assert!(
+                out.starts_with("pod=api-v1") && out.contains("path=/items?a=1"),
+                "{out}"
+            );
+            let out = curl(
+                &c,
+                "route",
+                &["-si", "-H", "x-secret: s3", "http://api:8080/v2/items"],
+            );
+            assert!(out.contains("x-served-by: mesh"), "{out}");
+            let body = out.lines().last().unwrap();
+            assert!(body.starts_with("pod=api-v2"), "{out}");
+            assert!(body.contains("path=/items host=api-v2.internal"), "{out}");
+            assert!(
+                body.contains("h:x-route=v2") && !body.contains("x-secret"),
+                "{out}"
+            );
+            assert_eq!(
+                curl(&c, "route", &["http://api:8080/whoami"]),
+                "a meshed client"
+            );
+            assert_eq!(curl(&c, "route", &["http://api:8080/CASE/x"]), "any case");
+            assert_eq!(curl(&c, "route", &["http://api:8080/items/42"]), "an item");
+            let out = curl(&c, "route", &["http://api:8080/items/42/parts"]);
+            assert!(out.starts_with("pod=api-v1"), "regex is anchored: {out}");
+            assert_eq!(curl(&c, "route", &["http://api:8080/debug"]), "no debug");
+            let out = curl(&c, "route", &["-H", "x-debug: 1", "http://api:8080/debug"]);
+            assert!(out.starts_with("pod=api-v1"), "withoutHeaders: {out}");
+            let out = curl(
+                &c,
+                "route",
+                &["-si", "-H", "host: api-admin.route", "http://api:8080/"],
+            );
+            assert!(out.starts_with("HTTP/1.1 403"), "authority: {out}");
+            let out = curl(&c, "route", &["http://api:8080/any?version=2"]);
+            assert!(out.starts_with("pod=api-v2"), "query match: {out}");
+            let out = curl(&c, "route", &["http://api:8080/any"]);
+            assert!(out.starts_with("pod=api-v1"), "default route: {out}");
+            // A preflight from an allowed origin is answered by the proxy.
+            let preflight = |origin: &str| {
+                curl(
+                    &c,
+                    "route",
+                    &[
+                        "-si",
+                        "-X",
+                        "OPTIONS",
+                        "-H",
+                        &format!("origin: {origin}"),
+                        "-H",
+                        "access-control-request-method: POST",
+                        "http://api:8080/v2/items",
+                    ],
+                )
+            };
+            let out = preflight("https://shop.example");
+            assert!(
+                out.contains("access-control-allow-origin: https://shop.example")
+                    && out.contains("access-control-allow-methods: GET,POST")
+                    && out.contains("access-control-max-age: 3600")
+                    && !out.contains("pod="),
+                "{out}"
+            );
+            let out = preflight("https://evil.example");
+            assert!(!out.contains("access-control-allow-origin"), "{out}");
+            assert!(
+                out.contains("pod=api-v2"),
+                "unmatched preflights go on: {out}"
+            );
+        },
     );
-    assert!(out.contains("x-served-by: mesh"), "{out}");
-    let body = out.lines().last().unwrap();
-    assert!(body.starts_with("pod=api-v2"), "{out}");
-    assert!(body.contains("path=/items host=api-v2.internal"), "{out}");
-    assert!(
-        body.contains("h:x-route=v2") && !body.contains("x-secret"),
-        "{out}"
-    );
-    assert_eq!(
-        curl(&c, "route", &["http://api:8080/whoami"]),
-        "a meshed client"
-    );
-    assert_eq!(curl(&c, "route", &["http://api:8080/CASE/x"]), "any case");
-    assert_eq!(curl(&c, "route", &["http://api:8080/items/42"]), "an item");
-    let out = curl(&c, "route", &["http://api:8080/items/42/parts"]);
-    assert!(out.starts_with("pod=api-v1"), "regex is anchored: {out}");
-    assert_eq!(curl(&c, "route", &["http://api:8080/debug"]), "no debug");
-    let out = curl(&c, "route", &["-H", "x-debug: 1", "http://api:8080/debug"]);
-    assert!(out.starts_with("pod=api-v1"), "withoutHeaders: {out}");
-    let out = curl(
-        &c,
-        "route",
-        &["-si", "-H", "host: api-admin.route", "http://api:8080/"],
-    );
-    assert!(out.starts_with("HTTP/1.1 403"), "authority: {out}");
-    let out = curl(&c, "route", &["http://api:8080/any?version=2"]);
-    assert!(out.starts_with("pod=api-v2"), "query match: {out}");
-    let out = curl(&c, "route", &["http://api:8080/any"]);
-    assert!(out.starts_with("pod=api-v1"), "default route: {out}");
-    // A preflight from an allowed origin is answered by the proxy.
-    let preflight = |origin: &str| {
-        curl(
-            &c,
-            "route",
-            &[
-                "-si",
-                "-X",
-                "OPTIONS",
-                "-H",
-                &format!("origin: {origin}"),
-                "-H",
-                "access-control-request-method: POST",
-                "http://api:8080/v2/items",
-            ],
-        )
-    };
-    let out = preflight("https://shop.example");
-    assert!(
-        out.contains("access-control-allow-origin: https://shop.example")
-            && out.contains("access-control-allow-methods: GET,POST")
-            && out.contains("access-control-max-age: 3600")
-            && !out.contains("pod="),
-        "{out}"
-    );
-    let out = preflight("https://evil.example");
-    assert!(!out.contains("access-control-allow-origin"), "{out}");
-    assert!(
-        out.contains("pod=api-v2"),
-        "unmatched preflights go on: {out}"
-    );
+
+    steps.finish();
 }
