@@ -17,8 +17,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // Encoded once, shared by every subscriber's response.
         .bytes(".mesh.v1.Resource.body")
-        .type_attribute(".mesh.v1", "#[derive(serde::Serialize)]")
-        .field_attribute(".mesh.v1.Resource.body", "#[serde(skip)]")
         .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -13,7 +13,6 @@ use std::hash::{DefaultHasher, Hasher};
 use std::net::IpAddr;
 
 use prost::Message;
-use serde::Serialize;
 
 use crate::proto;
 use crate::protocol::AppProtocol;
@@ -54,7 +53,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidResou
 }
 
 /// A pod as seen by proxies.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
     /// Pod name.
     pub name: String,
@@ -69,12 +68,11 @@ pub struct Workload {
     /// The workload (Deployment) it belongs to; empty when unknown.
     pub workload: String,
     /// What its own proxy enforces (on the pod's own resource only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Box<proto::WorkloadPolicy>>,
 }
 
 /// A Service port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServicePort {
     /// Port name (may be empty).
     pub name: String,
@@ -85,7 +83,7 @@ pub struct ServicePort {
 }
 
 /// One backend of a Service.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
     /// The pod.
     pub workload: Workload,
@@ -95,7 +93,7 @@ pub struct Endpoint {
 
 /// A Service and how clients route to it (its endpoints are a resource
 /// of their own).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Service {
     /// Name.
     pub name: String,
@@ -119,8 +117,7 @@ impl Service {
 }
 
 /// What an address resolves to.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Resolved {
     /// A Service's cluster IP.
     Service(Service),
@@ -287,7 +284,7 @@ fn at(prefix: &str, err: InvalidResource) -> InvalidResource {
 }
 
 /// The ready endpoints of one destination host.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Endpoints {
     /// The host (FQDN).
     pub host: String,
@@ -349,8 +346,7 @@ impl From<&Endpoints> for proto::Endpoints {
 }
 
 /// A resource as read from the wire.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Decoded {
     /// What an address resolves to.
     Address(Resolved),

@@ -18,7 +18,6 @@ use api::proto::{DiscoveryRequest, DiscoveryResponse, Node, ResourceError};
 use arc_swap::ArcSwap;
 use common::backoff::Backoff;
 use common::tls::Identity;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -26,14 +25,13 @@ use crate::control::{self, ControllerAddr};
 use crate::traffic::{EndpointsByHost, Router, state};
 
 /// A resolved address plus the data path's per-target state.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Target {
     /// What the controller said.
     pub resolved: Resolved,
     /// Content version.
     pub version: String,
     /// The compiled routing (HTTP and opaque).
-    #[serde(skip)]
     pub router: Arc<Router>,
 }
 
@@ -41,8 +39,7 @@ pub struct Target {
 pub const ATTEMPTS: usize = 3;
 
 /// An address's state in the cache.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum Slot {
     /// Asked for, no answer yet.
     Pending,
@@ -64,7 +61,7 @@ pub enum Lookup {
 }
 
 /// What the controller told this proxy.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Cache {
     /// By subscribed address.
     pub addresses: HashMap<IpAddr, Slot>,
