@@ -20,7 +20,7 @@ mod l4;
 mod workload;
 
 pub use backend::{backend, connection_pool, load_balancer, outlier_detection};
-pub use http::{RETRY_ON, default_retry, grpc_code, request_match, retry_on};
+pub use http::{RETRY_ON, default_retry, for_sidecars, grpc_code, request_match, retry_on};
 
 /// A translation failure: the field path and why.
 pub type Error = String;

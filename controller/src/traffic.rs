@@ -114,10 +114,6 @@ fn name<S>(r: &Resource<S>) -> &str {
     r.metadata.name.as_deref().unwrap_or_default()
 }
 
-fn for_sidecars(gateways: Option<&Vec<String>>) -> bool {
-    gateways.is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
-}
-
 /// The VirtualService for `hostname`: exact host first, then wildcard.
 fn virtual_service<'a>(
     config: &'a MeshConfig,
@@ -125,7 +121,7 @@ fn virtual_service<'a>(
 ) -> Option<&'a Resource<VirtualServiceSpec>> {
     let mut best: BTreeMap<(u8, &str, &str), &Resource<VirtualServiceSpec>> = BTreeMap::new();
     for vs in &config.virtual_services {
-        if !for_sidecars(vs.spec.gateways.as_ref()) {
+        if !api::routing::for_sidecars(vs.spec.gateways.as_ref()) {
             continue;
         }
         let ns = namespace(vs);

@@ -205,10 +205,10 @@ pub fn request_match(m: &HttpMatchRequest) -> proto::RequestMatch {
     }
 }
 
-fn for_sidecars(m: &HttpMatchRequest) -> bool {
-    m.gateways
-        .as_ref()
-        .is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
+/// Whether a VirtualService (or one of its matches) with these `gateways`
+/// applies to sidecars: none given, or `mesh` among them.
+pub fn for_sidecars(gateways: Option<&Vec<String>>) -> bool {
+    gateways.is_none_or(|g| g.is_empty() || g.iter().any(|g| g == "mesh"))
 }
 
 fn cors(c: &CorsPolicy, at: &str) -> Result<proto::Cors, Error> {
@@ -295,7 +295,7 @@ pub(super) fn route(
     let all = r.r#match.as_deref().unwrap_or_default();
     let matches: Vec<proto::RequestMatch> = all
         .iter()
-        .filter(|m| for_sidecars(m))
+        .filter(|m| for_sidecars(m.gateways.as_ref()))
         .map(request_match)
         .collect();
     if !all.is_empty() && matches.is_empty() {
