@@ -23,6 +23,8 @@ use mesh_controller::grpc::discovery::Session;
 use mesh_controller::index::Index;
 use prost::Message;
 
+use crate::procfs::usage;
+
 /// `bench-controller` flags.
 #[derive(clap::Args)]
 pub struct Args {
@@ -102,33 +104,6 @@ fn snapshot(a: &Args) -> Snapshot {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| f.get(*i)?.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -142,7 +117,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let idx = Index::build(&snap, "cluster.local");
     let build = started.elapsed();
-    let rss_index = rss_kib();
+    let me = std::process::id();
+    let rss_index = usage(me).1;
     let shared = ip([10, 96], 2).to_string();
     let mut sessions = Vec::new();
     let mut initial_bytes = 0usize;
@@ -164,7 +140,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
         sessions.push(s);
     }
-    let rss_subscribed = rss_kib();
+    let rss_subscribed = usage(me).1;
 
     // The change: the shared Service's pod goes unready, a new one is ready.
     snap.version += 1;
@@ -176,7 +152,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ip([10, 246], 2),
         true,
     ));
-    let cpu0 = cpu_s();
+    let cpu0 = usage(me).0;
     let change = Instant::now();
     let idx = Index::build(&snap, "cluster.local");
     let rebuilt = change.elapsed();
@@ -190,7 +166,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
         delivered.push(change.elapsed().as_secs_f64() * 1000.0);
     }
-    let cpu = cpu_s() - cpu0;
+    let cpu = usage(me).0 - cpu0;
     delivered.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&delivered, 0.5), percentile(&delivered, 0.99));
     let subs = u64::from(a.proxies) * u64::from(a.subscriptions + 2);

@@ -26,7 +26,8 @@ mod haproxy;
 mod report;
 mod runtime;
 
-use runtime::{Pods, Runtime, usage};
+use crate::procfs::{loadavg, steal_ticks, usage};
+use runtime::{Pods, Runtime};
 
 /// `bench` flags.
 #[derive(clap::Args)]
@@ -72,20 +73,6 @@ fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn steal_ticks() -> u64 {
-    std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| s.lines().next()?.split_whitespace().nth(8)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// One load: where from, to what, how much.
