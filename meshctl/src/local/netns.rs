@@ -152,26 +152,36 @@ pub enum Check {
     HttpOk(SocketAddr, &'static str),
 }
 
-/// Runs `checks` inside `ns` (on a thread of its own: it enters the
-/// namespace, which must never happen on a shared runtime thread).
-pub async fn probe(ns: &str, checks: Vec<Check>) -> Vec<bool> {
+/// Runs `f` inside `ns`, on a thread of its own: entering a namespace
+/// must never happen on a shared runtime thread.
+async fn in_netns<T: Send + 'static>(
+    ns: &str,
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
     let path = format!("/run/netns/{ns}");
-    let n = checks.len();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("probe".into())
+    std::thread::Builder::new()
+        .name(name.into())
         .spawn(move || {
             let result = (|| {
-                let f = std::fs::File::open(&path).ok()?;
-                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-                Some(checks.iter().map(run_check).collect::<Vec<_>>())
+                let file = std::fs::File::open(&path)?;
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                f()
             })();
-            let _ = tx.send(result.unwrap_or_else(|| vec![false; n]));
-        });
-    if spawned.is_err() {
-        return vec![false; n];
-    }
-    rx.await.unwrap_or_else(|_| vec![false; n])
+            let _ = tx.send(result);
+        })?;
+    rx.await?
+}
+
+/// Runs `checks` inside `ns`; a check that cannot run fails.
+pub async fn probe(ns: &str, checks: Vec<Check>) -> Vec<bool> {
+    let n = checks.len();
+    in_netns(ns, "probe", move || {
+        Ok(checks.iter().map(run_check).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_else(|_| vec![false; n])
 }
 
 fn run_check(c: &Check) -> bool {
@@ -191,33 +201,23 @@ fn run_check(c: &Check) -> bool {
     }
 }
 
-/// The body of `GET path` from `addr` inside `ns` (on a thread of its own,
-/// as [`probe`]), bounded by `timeout`.
+/// The body of `GET path` from `addr` inside `ns`, bounded by `timeout`.
 pub async fn http_get(
     ns: &str,
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<u8>> {
-    let netns = format!("/run/netns/{ns}");
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("netns-get".into())
-        .spawn(move || {
-            let got = (|| -> anyhow::Result<Vec<u8>> {
-                let f = std::fs::File::open(&netns)?;
-                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-                s.set_read_timeout(Some(timeout))?;
-                s.write_all(request.as_bytes())?;
-                let mut all = Vec::new();
-                s.read_to_end(&mut all)?;
-                Ok(all)
-            })();
-            let _ = tx.send(got);
-        })?;
-    let all = rx.await??;
+    let all = in_netns(ns, "netns-get", move || {
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(request.as_bytes())?;
+        let mut all = Vec::new();
+        s.read_to_end(&mut all)?;
+        Ok(all)
+    })
+    .await?;
     let split = all
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
