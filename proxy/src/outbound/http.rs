@@ -187,8 +187,6 @@ pub(crate) struct Picked {
     pub active: Option<Arc<std::sync::atomic::AtomicU32>>,
     /// Outlier detection for its subset.
     pub observer: Option<crate::traffic::outlier::Observer>,
-    /// The destination host, for logs and metrics.
-    pub host: String,
 }
 
 impl Picked {

@@ -150,6 +150,5 @@ fn pick(conn: &Conn, req: &Request<Body>) -> Result<Picked, Failure> {
         conn: sub.conn,
         active: sub.active.get(member).cloned(),
         observer: sub.observer(),
-        host: host.to_string(),
     })
 }

@@ -59,9 +59,9 @@ where
         }
         let in_flight = InFlight(picked.active.clone());
         let telemetry = self.telemetry.clone();
-        let per_try = req
-            .extensions()
-            .get::<Selected>()
+        let selected = req.extensions().get::<Selected>().cloned();
+        let per_try = selected
+            .as_ref()
             .and_then(|s| s.route().retry.per_try_timeout);
         let sent = self.inner.call(req);
         Box::pin(async move {
@@ -80,7 +80,8 @@ where
                 };
                 let ip = picked.workload().address;
                 if o.record(ip, seen) {
-                    crate::outbound::ejected(&telemetry.metrics, &picked.host, ip);
+                    let host = selected.as_ref().map_or("", |s| s.target().0);
+                    crate::outbound::ejected(&telemetry.metrics, host, ip);
                 }
             }
             result
