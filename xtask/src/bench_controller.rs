@@ -23,7 +23,7 @@ use mesh_controller::grpc::discovery::Session;
 use mesh_controller::index::Index;
 use prost::Message;
 
-use crate::procfs::usage;
+use common::procfs::usage;
 
 /// `bench-controller` flags.
 #[derive(clap::Args)]

@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_controller;
 mod loadgen;
-mod procfs;
 mod serve;
 
 #[derive(Parser)]

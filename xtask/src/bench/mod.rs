@@ -26,7 +26,7 @@ mod haproxy;
 mod report;
 mod runtime;
 
-use crate::procfs::{loadavg, steal_ticks, usage};
+use common::procfs::{loadavg, steal_ticks, usage};
 use runtime::{Pods, Runtime};
 
 /// `bench` flags.

@@ -1,7 +1,34 @@
-//! What the benchmarks read of processes and of the machine in `/proc`.
+//! What the proxy's metrics and the benchmarks read of processes and of
+//! the machine in `/proc`.
 
 /// utime + stime in seconds, and VmRSS in KiB, of a process.
 pub fn usage(pid: u32) -> (f64, u64) {
+    usage_at(&pid.to_string())
+}
+
+/// [`usage`] of the calling process.
+pub fn own_usage() -> (f64, u64) {
+    usage_at("self")
+}
+
+/// The calling process's open file descriptors, and its soft limit.
+pub fn own_fds() -> (u64, u64) {
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    (open, limit)
+}
+
+fn usage_at(pid: &str) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
