@@ -30,6 +30,7 @@ mod drain;
 mod http;
 mod identity;
 mod inbound;
+pub mod memory;
 mod metrics;
 mod orig_dst;
 mod outbound;

@@ -70,7 +70,7 @@ async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<State>>) ->
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        ctx.telemetry.metrics.render() + &circuit_metrics(&ctx),
+        ctx.telemetry.metrics.render() + &circuit_metrics(&ctx) + &crate::metrics::process(),
     )
 }
 
