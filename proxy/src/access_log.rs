@@ -113,7 +113,7 @@ impl Record {
             response_flags: self.info.flags(),
             route_name: self.info.route.as_deref().unwrap_or("default"),
             upstream_cluster: &self.service,
-            upstream_host: self.info.upstream.as_ref().map(|w| w.address),
+            upstream_host: self.info.upstream.as_ref().map(|e| e.workload().address),
             attempts: self.info.attempts,
             duration: u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
             x_request_id: r.request_id.as_deref().unwrap_or("-"),

@@ -3,8 +3,28 @@
 //! Each layer notes its part on the response (in its extensions) on the
 //! way out; metrics and the access log read it at the top of the stack.
 
-use api::discovery::Workload;
+use std::sync::Arc;
+
+use api::discovery::{Endpoint, Workload};
 use hyper::Response;
+
+/// One endpoint of a backend, by index into the backend's shared list:
+/// noting which endpoint a try went to copies a pointer, not the
+/// endpoint's workload.
+#[derive(Debug, Clone)]
+pub struct EndpointRef {
+    /// The backend's endpoints.
+    pub endpoints: Arc<[Endpoint]>,
+    /// Which one.
+    pub index: usize,
+}
+
+impl EndpointRef {
+    /// The endpoint's workload.
+    pub fn workload(&self) -> &Workload {
+        &self.endpoints[self.index].workload
+    }
+}
 
 /// Envoy's response flags that the proxy sets.
 pub mod flags {
@@ -36,7 +56,7 @@ pub mod flags {
 #[derive(Debug, Default, Clone)]
 pub struct StreamInfo {
     /// The endpoint that answered last.
-    pub upstream: Option<Workload>,
+    pub upstream: Option<EndpointRef>,
     /// Response flags, in the order they were set.
     pub flags: Vec<&'static str>,
     /// The route's name.

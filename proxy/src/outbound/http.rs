@@ -25,6 +25,7 @@ use super::Outbound;
 use crate::detect::Protocol;
 use crate::discovery::Target;
 use crate::drain::Watch;
+use crate::http::stream_info::EndpointRef;
 use crate::http::{Body, Stack};
 use crate::traffic::backend::{Backend, Subset};
 use crate::traffic::matching::Source;
@@ -158,7 +159,7 @@ pub(crate) struct TryLog {
     /// A `Set-Cookie` for a cookie made up for this request.
     pub set_cookie: Option<HeaderValue>,
     /// The endpoint of the last try.
-    pub last: Option<Workload>,
+    pub last: Option<EndpointRef>,
 }
 
 /// The request's [`TryLog`], in its extensions.
@@ -175,10 +176,8 @@ impl Tries {
 /// The endpoint the balancer picked for a try.
 #[derive(Clone)]
 pub(crate) struct Picked {
-    /// The backend's endpoints.
-    pub endpoints: Arc<[api::discovery::Endpoint]>,
-    /// Which one.
-    pub index: usize,
+    /// The endpoint.
+    pub endpoint: EndpointRef,
     /// The port on it.
     pub port: u16,
     /// How connections to it are made.
@@ -192,7 +191,7 @@ pub(crate) struct Picked {
 impl Picked {
     /// The endpoint's workload.
     pub fn workload(&self) -> &Workload {
-        &self.endpoints[self.index].workload
+        self.endpoint.workload()
     }
 }
 

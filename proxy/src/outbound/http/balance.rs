@@ -15,6 +15,7 @@ use tower::{Layer, Service};
 
 use super::{Conn, Failure, Picked, Selected, Tries, TryStack};
 use crate::http::Body;
+use crate::http::stream_info::EndpointRef;
 use crate::traffic::balance::{HashOn, hash};
 use crate::traffic::matching::query_param;
 
@@ -141,11 +142,13 @@ fn pick(conn: &Conn, req: &Request<Body>) -> Result<Picked, Failure> {
             "no healthy upstream for {host}"
         )));
     };
-    log.last = Some(ep.workload.clone());
-    let index = sub.members[member];
-    Ok(Picked {
+    let endpoint = EndpointRef {
         endpoints: backend.endpoints.clone(),
-        index,
+        index: sub.members[member],
+    };
+    log.last = Some(endpoint.clone());
+    Ok(Picked {
+        endpoint,
         port: backend.endpoint_port(ep, svc_port),
         conn: sub.conn,
         active: sub.active.get(member).cloned(),

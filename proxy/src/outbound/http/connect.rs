@@ -13,6 +13,7 @@ use crate::http::service_head;
 use api::discovery::Workload;
 use http_body_util::BodyExt;
 use hyper::header::{HOST, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, Uri, Version};
 use tower::Service;
 
@@ -98,12 +99,9 @@ async fn attempt(
         None => {
             let mut req = req;
             req.headers_mut().remove(ROUTE);
-            let uri = match absolute(req.uri(), &format!("{}:{port}", w.address)) {
-                Ok(u) => u,
-                Err(e) => return Err(Failure::Reset(e)),
-            };
-            let mut req = req;
-            *req.uri_mut() = uri;
+            let fallback = || format!("{}:{port}", w.address).parse().ok();
+            let uri = std::mem::take(req.uri_mut());
+            *req.uri_mut() = absolute(uri, fallback).map_err(Failure::Reset)?;
             strip_hop_by_hop(req.headers_mut());
             return match upstreams.http1.request(req).await {
                 Ok(r) => Ok(r.map(BodyExt::boxed)),
@@ -149,13 +147,18 @@ async fn attempt(
     }
 }
 
-/// An absolute URI with `authority` (the request's, or `fallback`).
-fn absolute(uri: &Uri, fallback: &str) -> Result<Uri, String> {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(fallback);
-    format!("http://{authority}{pq}")
-        .parse()
-        .map_err(|e| format!("bad request URI: {e}"))
+/// `uri` as an absolute `http` URI, with its own authority or else
+/// `fallback`'s. The path is moved, not copied.
+fn absolute(uri: Uri, fallback: impl FnOnce() -> Option<Authority>) -> Result<Uri, String> {
+    let mut parts = uri.into_parts();
+    if parts.authority.is_none() {
+        parts.authority = Some(fallback().ok_or("bad request authority")?);
+    }
+    parts.scheme = Some(Scheme::HTTP);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).map_err(|e| format!("bad request URI: {e}"))
 }
 
 /// The request as HTTP/2 to a peer proxy (or an HTTP/2 app).
@@ -166,13 +169,12 @@ fn to_h2(
     to_peer: bool,
 ) -> Result<Request<Body>, String> {
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| "localhost".into());
-    parts.uri = absolute(&parts.uri, &host)?;
+    let headers = &parts.headers;
+    let host = || match headers.get(HOST) {
+        Some(h) => Authority::try_from(h.as_bytes()).ok(),
+        None => Some(Authority::from_static("localhost")),
+    };
+    parts.uri = absolute(std::mem::take(&mut parts.uri), host)?;
     parts.version = Version::HTTP_2;
     strip_hop_by_hop(&mut parts.headers);
     if !to_peer {

@@ -193,7 +193,7 @@ where
                             .lock()
                             .last
                             .as_ref()
-                            .map(|w| w.address.to_string())
+                            .map(|e| e.workload().address.to_string())
                             .unwrap_or_default();
                         StreamInfo::flagged(error_response(status, &format!("{at}: {e}")), flag)
                     }

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::http::stream_info::EndpointRef;
 use crate::http::{Stack, service_head};
 use api::discovery::Resolved;
 use hyper::Request;
@@ -81,7 +82,7 @@ where
             let info = std::mem::take(StreamInfo::of(&mut resp));
             let status = resp.status().as_u16();
             let took = started.elapsed();
-            let used = info.upstream.as_ref();
+            let used = info.upstream.as_ref().map(EndpointRef::workload);
             let key = (used.map(|w| w.address), status, grpc, info.flags.clone());
             this.handles
                 .get(key, || {
