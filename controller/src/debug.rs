@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
 
-use crate::sync::Registry;
+use mesh_controller_core::sync::Registry;
 
 /// The routes.
 pub fn router(sync: Arc<Registry>) -> axum::Router {

@@ -12,7 +12,8 @@ use api::proto::discovery_server::DiscoveryServer;
 use api::proto::identity_server::IdentityServer;
 use api::spiffe::SpiffeId;
 use clap::Parser;
-use mesh_controller::{ca, debug, grpc, index, store, sync};
+use mesh_controller::debug;
+use mesh_controller_core::{ca, index, store, sync};
 use tokio::sync::watch;
 
 /// The mesh controller.
@@ -72,8 +73,9 @@ async fn main() -> anyhow::Result<()> {
     certify_self(&ca, &own)?;
     tokio::spawn(renew_self(ca.clone(), own.clone()));
 
-    let store: Arc<dyn store::Store> =
-        Arc::new(store::local::LocalStore::start(args.local_api.clone()));
+    let store: Arc<dyn store::Store> = Arc::new(mesh_controller_local::LocalStore::start(
+        args.local_api.clone(),
+    ));
     let index_rx = spawn_indexer(store.clone(), args.trust_domain.clone());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -89,15 +91,21 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, identity = %own_id, "controller serving");
     let tls = own.server_config_optional_client(&[b"h2"])?;
     tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(grpc::identity::IdentityService::new(
-            ca.clone(),
-            store.clone(),
-            args.trust_domain.clone(),
-        )))
-        .add_service(DiscoveryServer::new(
-            grpc::discovery::DiscoveryService::new(index_rx, sync, args.instance.clone()),
+        .add_service(IdentityServer::new(
+            mesh_controller_grpc::identity::IdentityService::new(
+                ca.clone(),
+                store.clone(),
+                args.trust_domain.clone(),
+            ),
         ))
-        .serve_with_incoming_shutdown(grpc::incoming(listener, tls), async {
+        .add_service(DiscoveryServer::new(
+            mesh_controller_grpc::discovery::DiscoveryService::new(
+                index_rx,
+                sync,
+                args.instance.clone(),
+            ),
+        ))
+        .serve_with_incoming_shutdown(mesh_controller_grpc::incoming(listener, tls), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;

@@ -6,7 +6,7 @@
 //! rebuilt and every subscriber's response is made.
 //!
 //! In process, without the gRPC transport: the discovery sessions
-//! ([`mesh_controller::grpc::discovery::Session`]) run as the controller
+//! ([`mesh_controller_grpc::discovery::Session`]) run as the controller
 //! runs them, one after the other on one core (the controller spreads
 //! them over its worker threads), so the delivery times are the
 //! controller's own work, an upper bound for one core. Reports the
@@ -19,8 +19,8 @@ use std::time::Instant;
 use api::cluster::{Pod, Service, ServicePort, Snapshot, TargetPort};
 use api::proto::DiscoveryRequest;
 use api::spiffe::SpiffeId;
-use mesh_controller::grpc::discovery::Session;
-use mesh_controller::index::Index;
+use mesh_controller_core::index::Index;
+use mesh_controller_grpc::discovery::Session;
 use prost::Message;
 
 use common::procfs::usage;

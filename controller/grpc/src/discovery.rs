@@ -26,8 +26,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::PeerInfo;
-use crate::index::{Entry, Index};
-use crate::sync;
+use mesh_controller_core::index::{Entry, Index};
+use mesh_controller_core::sync;
 
 /// The discovery service.
 pub struct DiscoveryService {

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use api::cluster::{Snapshot, TokenReview};
 use tokio::sync::watch;
 
-pub mod local;
-
 /// Why a token was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {

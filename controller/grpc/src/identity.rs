@@ -8,8 +8,8 @@ use api::proto::{CertifyRequest, CertifyResponse};
 use api::spiffe::SpiffeId;
 use tonic::{Request, Response, Status};
 
-use crate::ca::Ca;
-use crate::store::{ReviewError, Store};
+use mesh_controller_core::ca::Ca;
+use mesh_controller_core::store::{ReviewError, Store};
 
 /// The identity service.
 pub struct IdentityService {
@@ -86,7 +86,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::store::BoxFuture;
+    use mesh_controller_core::store::BoxFuture;
 
     /// A store that knows one token.
     struct OneToken(watch::Sender<Arc<Snapshot>>);

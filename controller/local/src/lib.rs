@@ -11,7 +11,7 @@ use common::backoff::Backoff;
 use common::unix_http::{self, Lines};
 use tokio::sync::watch;
 
-use super::{BoxFuture, ReviewError, Store};
+use mesh_controller_core::store::{BoxFuture, ReviewError, Store};
 
 /// Reads the local runtime at `socket`.
 pub struct LocalStore {
