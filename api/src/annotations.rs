@@ -63,6 +63,36 @@ impl TrafficExclusions {
                 .collect::<Result<_, _>>()?,
         })
     }
+
+    /// The `mesh-proxy init` flags that keep these out of redirection.
+    pub fn init_args(&self) -> Vec<String> {
+        let list = |v: &[u16]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut args = Vec::new();
+        if !self.inbound_ports.is_empty() {
+            args.push(format!(
+                "--exclude-inbound-ports={}",
+                list(&self.inbound_ports)
+            ));
+        }
+        if !self.outbound_ports.is_empty() {
+            args.push(format!(
+                "--exclude-outbound-ports={}",
+                list(&self.outbound_ports)
+            ));
+        }
+        if !self.outbound_cidrs.is_empty() {
+            args.push(format!(
+                "--exclude-outbound-cidrs={}",
+                self.outbound_cidrs.join(",")
+            ));
+        }
+        args
+    }
 }
 
 #[cfg(test)]

@@ -99,35 +99,9 @@ fn redirect_args(d: &Deployment) -> Vec<String> {
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.annotations.clone())
         .unwrap_or_default();
-    let Ok(t) = api::annotations::TrafficExclusions::from_annotations(&annotations) else {
-        return Vec::new();
-    };
-    let list = |v: &[u16]| {
-        v.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let mut args = Vec::new();
-    if !t.inbound_ports.is_empty() {
-        args.push(format!(
-            "--exclude-inbound-ports={}",
-            list(&t.inbound_ports)
-        ));
-    }
-    if !t.outbound_ports.is_empty() {
-        args.push(format!(
-            "--exclude-outbound-ports={}",
-            list(&t.outbound_ports)
-        ));
-    }
-    if !t.outbound_cidrs.is_empty() {
-        args.push(format!(
-            "--exclude-outbound-cidrs={}",
-            t.outbound_cidrs.join(",")
-        ));
-    }
-    args
+    api::annotations::TrafficExclusions::from_annotations(&annotations)
+        .map(|t| t.init_args())
+        .unwrap_or_default()
 }
 
 fn containers(d: &Deployment) -> Vec<Container> {
