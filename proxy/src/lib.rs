@@ -41,6 +41,7 @@ pub mod redirect;
 mod testing;
 mod traffic;
 mod transport;
+pub mod wait;
 
 /// What `mesh-proxy run` is told.
 #[derive(Debug, Clone)]
@@ -71,6 +72,9 @@ pub struct Config {
     pub drain_grace: Duration,
     /// The JSON access log on stdout.
     pub access_log: bool,
+    /// The app's probes that kubelet sends through the proxy, as the
+    /// injector wrote them (`MESH_APP_PROBERS`).
+    pub app_probers: Option<String>,
 }
 
 /// How connections are classified.
@@ -218,12 +222,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         drain.clone(),
     ));
     tokio::spawn(inbound::serve_mtls(mtls_l, inbound, drain.clone()));
+    let app_probes = match &cfg.app_probers {
+        Some(json) => admin::AppProbes::parse(json, cfg.pod_ip)?,
+        None => admin::AppProbes::default(),
+    };
     let admin = Arc::new(admin::State {
         pod,
         discovery,
         telemetry,
         controller,
         drain,
+        app_probes,
     });
     let admin_router = admin::admin(admin.clone());
     tokio::spawn(async move {

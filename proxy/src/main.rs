@@ -30,6 +30,13 @@ enum Cmd {
     Init(redirect::RedirectConfig),
     /// Run the proxy.
     Run(Box<RunArgs>),
+    /// Wait until the proxy in this pod is ready (a classic sidecar's
+    /// postStart hook: kubelet starts the app after it).
+    Wait {
+        /// How long to wait before failing.
+        #[arg(long, default_value = "120s", value_parser = api::duration::parse)]
+        timeout: Duration,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +96,10 @@ struct RunArgs {
     /// The JSON access log on stdout: `on` or `off`.
     #[arg(long, env = "MESH_ACCESS_LOG", default_value = "on", value_parser = ["on", "off"])]
     access_log: String,
+    /// The app's probes that kubelet sends through the proxy (JSON, from
+    /// the injector).
+    #[arg(long, env = "MESH_APP_PROBERS")]
+    app_probers: Option<String>,
 }
 
 impl From<RunArgs> for Config {
@@ -110,6 +121,7 @@ impl From<RunArgs> for Config {
             },
             drain_grace: a.drain_grace,
             access_log: a.access_log == "on",
+            app_probers: a.app_probers,
         }
     }
 }
@@ -119,6 +131,7 @@ fn main() -> anyhow::Result<()> {
     common::logging::init("info");
     match cli.cmd {
         Cmd::Init(cfg) => cfg.apply(),
+        Cmd::Wait { timeout } => mesh_proxy::wait::until_ready(timeout),
         Cmd::Run(args) => {
             raise_fd_limit();
             let runtime = match args.workers {

@@ -14,7 +14,10 @@ use crate::discovery::{Discovery, Slot};
 use crate::drain::Watch;
 use crate::{Pod, Telemetry};
 
+mod app_probe;
 mod dump;
+
+pub use app_probe::AppProbes;
 
 /// What the admin and health endpoints read.
 pub(crate) struct State {
@@ -28,6 +31,8 @@ pub(crate) struct State {
     pub controller: ControllerAddr,
     /// Whether it drains.
     pub drain: Watch,
+    /// The app's probes, run for kubelet.
+    pub app_probes: AppProbes,
 }
 
 use crate::traffic::outlier::{Circuit, EndpointState};
@@ -39,6 +44,7 @@ pub(crate) fn health(ctx: Arc<State>) -> Router {
         .route("/healthz/ready", get(ready))
         .route("/live", get(|| async { "live\n" }))
         .route("/metrics", get(metrics))
+        .route("/app-health/{container}/{kind}", get(app_health))
         .with_state(ctx)
 }
 
@@ -62,6 +68,16 @@ async fn ready(axum::extract::State(ctx): axum::extract::State<Arc<State>>) -> i
             format!("not ready: certificate={cert} config={config}\n"),
         ),
     }
+}
+
+async fn app_health(
+    axum::extract::State(ctx): axum::extract::State<Arc<State>>,
+    uri: axum::http::Uri,
+) -> StatusCode {
+    ctx.app_probes
+        .run(uri.path())
+        .await
+        .unwrap_or(StatusCode::NOT_FOUND)
 }
 
 async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<State>>) -> impl IntoResponse {
