@@ -43,6 +43,14 @@ pub const HEALTH_PORT: i32 = 15020;
 pub const TOKEN_DIR: &str = "/var/run/secrets/mesh/tokens";
 /// Where the proxy reads the trust anchors.
 pub const ANCHORS_DIR: &str = "/var/run/mesh/anchors";
+/// The proxy image, unless the installation says otherwise.
+pub const DEFAULT_IMAGE: &str = "local/mesh-proxy:0.1.0";
+/// The controller's Service, as proxies reach it.
+pub const DEFAULT_CONTROLLER: &str = "mesh-controller.mesh-system.svc:15012";
+/// The audience of the proxies' ServiceAccount tokens.
+pub const TOKEN_AUDIENCE: &str = "mesh.io/controller";
+/// The ConfigMap of the trust anchors, in every injected namespace.
+pub const ANCHORS_CONFIG_MAP: &str = "mesh-trust-anchors";
 
 /// What the injector puts in, from the installation.
 #[derive(Debug, Clone)]

@@ -33,6 +33,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check manifests (Kubernetes and mesh resources) without applying them.
     Validate(ValidateArgs),
+    /// Add the mesh's sidecar to the pod templates of manifests (Pods,
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs);
+    /// other kinds pass through. Prints the result; stderr says what was
+    /// injected or skipped and why.
+    Inject(InjectArgs),
     /// Find problems across resources: the files given, the local
     /// runtime's state, or both (exit 1: errors, 2: warnings only).
     Analyze(AnalyzeArgs),
@@ -43,6 +48,30 @@ pub enum Command {
     /// circuits, certificate and config version (like `istioctl
     /// proxy-config`).
     ProxyConfig(ProxyConfigArgs),
+}
+
+/// `inject`.
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    /// Manifest file, directory (its *.yaml/*.yml files) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The proxy image (it also runs the redirection init container).
+    #[arg(long, default_value = api::inject::DEFAULT_IMAGE)]
+    pub proxy_image: String,
+    /// The controller's address, as proxies reach it.
+    #[arg(long, default_value = api::inject::DEFAULT_CONTROLLER)]
+    pub controller: String,
+    /// The mesh's trust domain.
+    #[arg(long, default_value = api::spiffe::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// The proxy's UID.
+    #[arg(long, default_value_t = 1337)]
+    pub proxy_uid: i64,
+    /// Make the proxy a native sidecar (an init container with
+    /// `restartPolicy: Always`; Kubernetes 1.29 and later).
+    #[arg(long)]
+    pub native_sidecars: bool,
 }
 
 /// `proxy-config`.

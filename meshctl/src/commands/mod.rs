@@ -8,6 +8,7 @@ pub mod apply;
 pub mod demo;
 pub mod exec;
 pub mod get;
+pub mod inject;
 pub mod local;
 pub mod proxy_config;
 pub mod proxy_status;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Demo(d) => demo::demo(&StateDir::resolve(d.state.state_dir), d.requests).await,
         Command::Validate(v) => validate::validate(&v),
+        Command::Inject(i) => inject::run(&i),
         Command::Analyze(a) => analyze::analyze(&a).await,
         Command::ProxyStatus(p) => proxy_status::proxy_status(&p).await,
         Command::ProxyConfig(p) => proxy_config::proxy_config(&p).await,

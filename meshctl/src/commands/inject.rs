@@ -1,0 +1,160 @@
+//! `meshctl inject -f FILE|DIR|-`: manifests in, the same with the mesh's
+//! sidecar in every pod template out (Pods, Deployments, StatefulSets,
+//! DaemonSets, ReplicaSets, Jobs and CronJobs), like `istioctl
+//! kube-inject` and `linkerd inject`. Other kinds pass through unchanged.
+//! It is idempotent; stderr says what was injected, what was skipped and
+//! why. The injection itself is [`api::inject`], as the webhook's.
+
+use std::collections::BTreeMap;
+
+use api::inject::{self, Outcome, Settings, Target};
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_yaml_ng::Value;
+
+use crate::cli::InjectArgs;
+
+/// Where a kind keeps its pod template.
+fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "Pod" => &[],
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => &["spec", "template"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template"],
+        _ => return None,
+    })
+}
+
+fn get_mut<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v, |v, k| v.get_mut(*k))
+}
+
+fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
+}
+
+/// What happened to one document.
+enum Done {
+    Injected(Vec<String>),
+    Skipped(String),
+    Unchanged,
+}
+
+/// Injects the pod template of `doc` in place.
+fn inject_doc(
+    doc: &mut Value,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    s: &Settings,
+) -> Result<Done, String> {
+    let kind = text(doc, &["kind"]).unwrap_or_default().to_string();
+    let Some(path) = template_path(&kind) else {
+        return Ok(Done::Unchanged);
+    };
+    let namespace = text(doc, &["metadata", "namespace"])
+        .unwrap_or("default")
+        .to_string();
+    let name = text(doc, &["metadata", "name"])
+        .unwrap_or_default()
+        .to_string();
+    let Some(template) = get_mut(doc, path) else {
+        return Err(format!("{} has no pod template", path.join(".")));
+    };
+    let field = |k: &str| template.get(k).cloned().unwrap_or(Value::Null);
+    let mut meta: ObjectMeta = serde_yaml_ng::from_value(field("metadata"))
+        .map_err(|e| format!("{}: {e}", [path, &["metadata"]].concat().join(".")))?;
+    let mut spec: PodSpec = serde_yaml_ng::from_value(field("spec"))
+        .map_err(|e| format!("{}: {e}", [path, &["spec"]].concat().join(".")))?;
+    let workload = if kind == "Pod" {
+        inject::workload_of(&meta)
+    } else {
+        name
+    };
+    let empty = BTreeMap::new();
+    let target = Target {
+        namespace: &namespace,
+        namespace_labels: namespaces.get(&namespace).unwrap_or(&empty),
+        workload: &workload,
+    };
+    match inject::inject(&mut meta, &mut spec, target, s).map_err(|e| e.to_string())? {
+        Outcome::Skipped(why) => Ok(Done::Skipped(why)),
+        Outcome::Injected { ignored } => {
+            let map = template
+                .as_mapping_mut()
+                .ok_or_else(|| format!("{} is not a mapping", path.join(".")))?;
+            let meta = serde_yaml_ng::to_value(&meta).map_err(|e| e.to_string())?;
+            let spec = serde_yaml_ng::to_value(&spec).map_err(|e| e.to_string())?;
+            map.insert("metadata".into(), meta);
+            map.insert("spec".into(), spec);
+            Ok(Done::Injected(ignored))
+        }
+    }
+}
+
+/// Namespaces' labels, from the Namespace objects among `docs`.
+fn namespace_labels(docs: &[Value]) -> BTreeMap<String, BTreeMap<String, String>> {
+    docs.iter()
+        .filter(|d| text(d, &["kind"]) == Some("Namespace"))
+        .filter_map(|d| {
+            let name = text(d, &["metadata", "name"])?.to_string();
+            let labels = d
+                .get("metadata")?
+                .get("labels")
+                .and_then(|l| serde_yaml_ng::from_value(l.clone()).ok())
+                .unwrap_or_default();
+            Some((name, labels))
+        })
+        .collect()
+}
+
+/// Injects the files; prints the result; returns the exit code.
+pub fn run(args: &InjectArgs) -> anyhow::Result<i32> {
+    let settings = Settings {
+        image: args.proxy_image.clone(),
+        pull_policy: Some("IfNotPresent".into()),
+        controller: args.controller.clone(),
+        trust_domain: args.trust_domain.clone(),
+        proxy_uid: args.proxy_uid,
+        native_sidecars: args.native_sidecars,
+        by_default: true,
+        token_audience: inject::TOKEN_AUDIENCE.into(),
+        anchors_config_map: inject::ANCHORS_CONFIG_MAP.into(),
+    };
+    let mut docs = Vec::new();
+    for f in super::apply::expand(&args.files)? {
+        let name = f.display().to_string();
+        let source = super::apply::read(&f)?;
+        for (i, d) in serde_yaml_ng::Deserializer::from_str(&source).enumerate() {
+            let v = serde::Deserialize::deserialize(d)
+                .map_err(|e| anyhow::anyhow!("{name}:{}: not YAML: {e}", i + 1))?;
+            if !matches!(v, Value::Null) {
+                docs.push((name.clone(), i + 1, v));
+            }
+        }
+    }
+    let namespaces = namespace_labels(&docs.iter().map(|d| d.2.clone()).collect::<Vec<_>>());
+    let mut failed = 0;
+    let mut out = Vec::new();
+    for (file, index, mut doc) in docs {
+        let what = format!(
+            "{}/{}",
+            text(&doc, &["kind"]).unwrap_or("?").to_lowercase(),
+            text(&doc, &["metadata", "name"]).unwrap_or("?")
+        );
+        match inject_doc(&mut doc, &namespaces, &settings) {
+            Ok(Done::Injected(ignored)) => {
+                eprintln!("{what}: injected");
+                for i in ignored {
+                    eprintln!("{what}: warning: {i}");
+                }
+            }
+            Ok(Done::Skipped(why)) => eprintln!("{what}: skipped: {why}"),
+            Ok(Done::Unchanged) => {}
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {file}:{index} {what}: {e}; left unchanged");
+            }
+        }
+        out.push(serde_yaml_ng::to_string(&doc)?);
+    }
+    println!("{}", out.join("---\n").trim_end());
+    Ok(if failed == 0 { 0 } else { 1 })
+}
