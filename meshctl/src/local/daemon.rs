@@ -222,6 +222,10 @@ async fn serve(cfg: &DaemonConfig, id: &str) -> anyhow::Result<()> {
         running: AtomicBool::new(false),
     });
     let store = Store::new();
+    store.write(|s| {
+        s.injection.controller = ctl_addr.to_string();
+        ((), false)
+    });
     let node_cfg = NodeConfig {
         id: id.to_string(),
         state: state.clone(),

@@ -5,7 +5,7 @@
 //! and restarts containers that exit (with backoff). Nothing here reads
 //! the store's objects other than pods and services.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::inject::PROXY;
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,6 +24,8 @@ use super::hosts::{self, HostEntry};
 use super::netns::{self, Check};
 use super::objects::Phase;
 use super::store::{Key, PodRecord, Store};
+
+mod spec;
 
 /// First UID of pod proxies: each pod's proxy runs as its own UID, so that
 /// only it can read its bootstrap token.
@@ -206,6 +209,61 @@ fn prepare_dirs(
     Ok((work, proxy_dir.join("token")))
 }
 
+/// The directories that stand for the spec's volumes: the bootstrap
+/// token (readable by the proxy's UID only) and the trust anchors.
+fn volumes(
+    cfg: &NodeConfig,
+    p: &PodRecord,
+    dir: &Path,
+    token_file: &Path,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for v in p.spec.volumes.iter().flatten() {
+        let path = match spec::volume_kind(v) {
+            Some(spec::VolumeKind::Token) => token_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            Some(spec::VolumeKind::Anchors) => {
+                let d = dir.join("anchors");
+                fs::create_dir_all(&d)?;
+                fs::copy(&cfg.trust_anchors, d.join("ca.crt"))?;
+                d
+            }
+            None => continue,
+        };
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+/// What the runtime adds to the proxy: its log level, the proxy settings
+/// given to `meshctl local up`, and a profiler to run it under.
+fn proxy_extras(r: &mut spec::Runnable) {
+    r.env.push((
+        "RUST_LOG".into(),
+        std::env::var("MESH_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+    ));
+    for var in [
+        "MESH_PROXY_WORKERS",
+        "MESH_DETECT_TIMEOUT",
+        "MESH_OPAQUE_PORTS",
+        "MESH_ACCESS_LOG",
+        "MESH_DRAIN_GRACE",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            r.env.push((var.into(), v));
+        }
+    }
+    // `cargo xtask bench` runs sidecars under callgrind: a command line
+    // such as `valgrind --tool=callgrind`.
+    if let Ok(w) = std::env::var("MESH_PROXY_WRAPPER") {
+        let mut argv: Vec<String> = w.split_whitespace().map(str::to_string).collect();
+        argv.append(&mut r.argv);
+        r.argv = argv;
+    }
+}
+
 async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<Proc>> {
     let node = netns::node_ns(&cfg.id);
     netns::create_pod(&node, ns, &format!("v{}", p.seq), p.ip).await?;
@@ -220,81 +278,58 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
     // The hosts file is the agent loop's alone (written before this task
     // was spawned): a second writer here could overwrite a newer one.
     let dir = cfg.state.pod_dir(&p.namespace, &p.name);
-    let proxy_uid = p
-        .meshed
-        .then(|| PROXY_UID_BASE + u32::try_from(p.seq).unwrap_or(0));
-    let app_uid = p.containers.iter().find_map(|c| c.run_as);
+    let facts = spec::PodFacts {
+        name: &p.name,
+        namespace: &p.namespace,
+        ip: p.ip,
+        service_account: &p.service_account,
+    };
+    // The users first (the token is the proxy's alone), then the volumes.
+    let users = spec::runnables(&p.spec, &facts, &BTreeMap::new(), &cfg.proxy_bin);
+    let proxy_uid = users
+        .iter()
+        .find(|r| r.name == PROXY)
+        .and_then(|r| r.run_as)
+        .map(|(u, _)| u);
+    let app_uid = users
+        .iter()
+        .find(|r| r.name != PROXY && !r.init)
+        .and_then(|r| r.run_as);
     let (work, token_file) = prepare_dirs(&dir, proxy_uid, app_uid, &p.token)?;
-    let mut procs = Vec::new();
-    let base_env = vec![
+    let volumes = volumes(cfg, p, &dir, &token_file)?;
+    let base_env = [
         ("POD_NAME".to_string(), p.name.clone()),
         ("POD_NAMESPACE".to_string(), p.namespace.clone()),
         ("POD_IP".to_string(), p.ip.to_string()),
     ];
-    if let Some(uid) = proxy_uid {
-        let proxy = cfg.proxy_bin.display().to_string();
-        let mut init_argv = vec![proxy.clone(), "init".into(), format!("--proxy-uid={uid}")];
-        init_argv.extend(p.redirect_args.iter().cloned());
-        let init = netns::command(ns, None, &init_argv).output().await?;
-        anyhow::ensure!(
-            init.status.success(),
-            "mesh-proxy init: {}",
-            String::from_utf8_lossy(&init.stderr).trim()
-        );
-        let mut env = base_env.clone();
-        env.push((
-            "RUST_LOG".into(),
-            std::env::var("MESH_PROXY_LOG").unwrap_or_else(|_| "info".into()),
-        ));
-        // Proxy settings given to the runtime pass on to every sidecar.
-        for var in [
-            "MESH_PROXY_WORKERS",
-            "MESH_DETECT_TIMEOUT",
-            "MESH_OPAQUE_PORTS",
-            "MESH_ACCESS_LOG",
-            "MESH_DRAIN_GRACE",
-        ] {
-            if let Ok(v) = std::env::var(var) {
-                env.push((var.into(), v));
-            }
+    let mut procs = Vec::new();
+    for mut r in spec::runnables(&p.spec, &facts, &volumes, &cfg.proxy_bin) {
+        if r.init {
+            let out = netns::command(ns, r.run_as, &r.argv)
+                .envs(base_env.iter().cloned().chain(r.env.iter().cloned()))
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "init container {}: {}",
+                r.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            continue;
         }
-        // A profiler to run sidecars under (`cargo xtask bench` runs them
-        // under callgrind), as a command line: `valgrind --tool=callgrind`.
-        let mut argv: Vec<String> = std::env::var("MESH_PROXY_WRAPPER")
-            .map(|w| w.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
-        argv.extend([
-            proxy,
-            "run".into(),
-            format!("--controller={}", cfg.controller),
-            format!("--namespace={}", p.namespace),
-            format!("--service-account={}", p.service_account),
-            format!("--pod={}", p.name),
-            format!("--workload={}", p.deployment),
-            format!("--pod-ip={}", p.ip),
-            format!("--token-file={}", token_file.display()),
-            format!("--trust-anchors={}", cfg.trust_anchors.display()),
-        ]);
+        // The proxy's log keeps its name: `meshctl local logs -c proxy`.
+        let name = if r.name == PROXY {
+            proxy_extras(&mut r);
+            "proxy".to_string()
+        } else {
+            r.name.clone()
+        };
         procs.push(Proc {
-            name: "proxy".into(),
-            log: dir.join("proxy.log"),
-            argv,
-            run_as: Some((uid, uid)),
-            env,
-            child: None,
-            restart_at: None,
-            failures: 0,
-        });
-    }
-    for c in &p.containers {
-        let mut env = base_env.clone();
-        env.extend(c.env.iter().cloned());
-        procs.push(Proc {
-            name: c.name.clone(),
-            log: dir.join(format!("{}.log", c.name)),
-            argv: c.argv.clone(),
-            run_as: c.run_as,
-            env,
+            log: dir.join(format!("{name}.log")),
+            name,
+            argv: r.argv,
+            run_as: r.run_as,
+            env: base_env.iter().cloned().chain(r.env).collect(),
             child: None,
             restart_at: None,
             failures: 0,
@@ -351,9 +386,11 @@ async fn pod_task(
             "/ready",
         ));
     }
-    for c in &p.containers {
-        for (_, port) in &c.ports {
-            checks.push(Check::Tcp(SocketAddr::new(IpAddr::V4(p.ip), *port)));
+    for c in p.spec.containers.iter().filter(|c| c.name != PROXY) {
+        for port in c.ports.iter().flatten() {
+            if let Ok(port) = u16::try_from(port.container_port) {
+                checks.push(Check::Tcp(SocketAddr::new(IpAddr::V4(p.ip), port)));
+            }
         }
     }
     // The sidecar starts first; the app waits (bounded) until it is ready,

@@ -12,7 +12,10 @@ use std::time::SystemTime;
 use k8s_openapi::api::apps::v1::Deployment;
 
 use super::objects::Phase;
-use super::store::{Container, Key, PodRecord, State, Store, template_labels};
+use api::inject;
+
+use super::node::PROXY_UID_BASE;
+use super::store::{Key, PodRecord, State, Store, template_labels};
 
 /// What to do for one Deployment.
 #[derive(Debug, PartialEq, Eq, Default)]
@@ -73,85 +76,6 @@ fn token() -> anyhow::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Whether the sidecar goes in: the template annotation
-/// `sidecar.istio.io/inject: "false"` or the namespace label
-/// `istio-injection: disabled` keep it out.
-fn injected(d: &Deployment, ns_labels: Option<&BTreeMap<String, String>>) -> bool {
-    let annotated_off = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get("sidecar.istio.io/inject"))
-        .is_some_and(|v| v == "false");
-    let ns_off = ns_labels
-        .and_then(|l| l.get("istio-injection"))
-        .is_some_and(|v| v == "disabled");
-    !annotated_off && !ns_off
-}
-
-/// `mesh-proxy init` flags for Istio's `traffic.sidecar.istio.io/*`
-/// annotations (validated when the Deployment was applied).
-fn redirect_args(d: &Deployment) -> Vec<String> {
-    let annotations = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
-    api::annotations::TrafficExclusions::from_annotations(&annotations)
-        .map(|t| t.init_args())
-        .unwrap_or_default()
-}
-
-fn containers(d: &Deployment) -> Vec<Container> {
-    let Some(pod) = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-        return Vec::new();
-    };
-    let pod_ctx = pod.security_context.as_ref();
-    pod.containers
-        .iter()
-        .map(|c| {
-            let sc = c.security_context.as_ref();
-            let uid = sc
-                .and_then(|s| s.run_as_user)
-                .or(pod_ctx.and_then(|s| s.run_as_user));
-            let gid = sc
-                .and_then(|s| s.run_as_group)
-                .or(pod_ctx.and_then(|s| s.run_as_group));
-            let id = |v: i64| u32::try_from(v).unwrap_or(0);
-            Container {
-                name: c.name.clone(),
-                argv: c
-                    .command
-                    .iter()
-                    .flatten()
-                    .chain(c.args.iter().flatten())
-                    .cloned()
-                    .collect(),
-                env: c
-                    .env
-                    .iter()
-                    .flatten()
-                    .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-                    .collect(),
-                ports: c
-                    .ports
-                    .iter()
-                    .flatten()
-                    .map(|p| {
-                        (
-                            p.name.clone().unwrap_or_default(),
-                            u16::try_from(p.container_port).unwrap_or(0),
-                        )
-                    })
-                    .collect(),
-                run_as: uid.map(|u| (id(u), id(gid.unwrap_or(u)))),
-            }
-        })
-        .collect()
-}
-
 fn new_pod(s: &mut State, key: &Key, d: &Deployment) -> anyhow::Result<PodRecord> {
     let ip = s
         .pod_ips
@@ -160,19 +84,41 @@ fn new_pod(s: &mut State, key: &Key, d: &Deployment) -> anyhow::Result<PodRecord
     let seq = s.next_seq;
     s.next_seq += 1;
     let hash = template_hash(d);
-    let pod = d.spec.as_ref().and_then(|sp| sp.template.spec.as_ref());
+    let name = format!("{}-{}-{}", key.1, &hash[..6], random_suffix(5));
+    let template = d
+        .spec
+        .as_ref()
+        .map(|sp| sp.template.clone())
+        .unwrap_or_default();
+    let mut meta = template.metadata.unwrap_or_default();
+    meta.name = Some(name.clone());
+    meta.namespace = Some(key.0.clone());
+    let mut spec = template.spec.unwrap_or_default();
+    let mut settings = s.injection.clone();
+    settings.proxy_uid = i64::from(PROXY_UID_BASE) + i64::try_from(seq).unwrap_or(0);
+    let none = BTreeMap::new();
+    let target = inject::Target {
+        namespace: &key.0,
+        namespace_labels: s.namespaces.get(&key.0).unwrap_or(&none),
+        workload: &key.1,
+    };
+    // Annotations were validated when the Deployment was applied.
+    let meshed = matches!(
+        inject::inject(&mut meta, &mut spec, target, &settings),
+        Ok(inject::Outcome::Injected { .. })
+    );
     Ok(PodRecord {
         namespace: key.0.clone(),
-        name: format!("{}-{}-{}", key.1, &hash[..6], random_suffix(5)),
+        name,
         deployment: key.1.clone(),
         template_hash: hash,
         labels: template_labels(d),
-        service_account: pod
-            .and_then(|p| p.service_account_name.clone())
+        service_account: spec
+            .service_account_name
+            .clone()
             .unwrap_or_else(|| "default".into()),
-        meshed: injected(d, s.namespaces.get(&key.0)),
-        redirect_args: redirect_args(d),
-        containers: containers(d),
+        spec,
+        meshed,
         seq,
         ip,
         token: token()?,
@@ -274,9 +220,8 @@ mod tests {
             template_hash: hash.into(),
             labels: BTreeMap::new(),
             service_account: "default".into(),
+            spec: Default::default(),
             meshed: true,
-            redirect_args: vec![],
-            containers: vec![],
             seq,
             ip: "10.244.0.2".parse().unwrap(),
             token: String::new(),
@@ -327,15 +272,33 @@ mod tests {
 
     #[test]
     fn injection_follows_annotation_and_namespace_label() {
+        let store = Store::new();
+        let key: Key = ("ns".into(), "web".into());
+        let meshed = |d: &Deployment, ns_labels: &[(&str, &str)]| {
+            store.write(|s| {
+                let labels = ns_labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                s.namespaces.insert("ns".into(), labels);
+                let p = new_pod(s, &key, d).unwrap();
+                let proxy = p
+                    .spec
+                    .init_containers
+                    .iter()
+                    .flatten()
+                    .any(|c| c.name == inject::PROXY);
+                assert_eq!(proxy, p.meshed, "{:?}", p.spec);
+                (p.meshed, false)
+            })
+        };
         let mut d = deployment(1, "v1");
-        assert!(injected(&d, None));
-        let off: BTreeMap<String, String> =
-            [("istio-injection".to_string(), "disabled".to_string())].into();
-        assert!(!injected(&d, Some(&off)));
+        assert!(meshed(&d, &[]));
+        assert!(!meshed(&d, &[("istio-injection", "disabled")]));
         if let Some(m) = d.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
             m.annotations =
                 Some([("sidecar.istio.io/inject".to_string(), "false".to_string())].into());
         }
-        assert!(!injected(&d, None));
+        assert!(!meshed(&d, &[]));
     }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use api::cluster::{self, Snapshot, TargetPort};
 use api::manifest::Object;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{PodSpec, Service};
 use tokio::sync::watch;
 
 use super::ipam::Pool;
@@ -19,21 +19,6 @@ use super::objects::{ObjectResult, Phase, PodStatus, ServiceStatus};
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
-
-/// One container to run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Container {
-    /// Name.
-    pub name: String,
-    /// command + args.
-    pub argv: Vec<String>,
-    /// Environment.
-    pub env: Vec<(String, String)>,
-    /// Declared ports (name, port).
-    pub ports: Vec<(String, u16)>,
-    /// UID/GID to run as (`securityContext`); root when unset.
-    pub run_as: Option<(u32, u32)>,
-}
 
 /// A pod and its status.
 #[derive(Clone, Debug)]
@@ -50,12 +35,10 @@ pub struct PodRecord {
     pub labels: BTreeMap<String, String>,
     /// ServiceAccount.
     pub service_account: String,
-    /// Sidecar injected.
+    /// Its spec as the injector left it: what the node agent runs.
+    pub spec: PodSpec,
+    /// Whether the injector put the sidecar in.
     pub meshed: bool,
-    /// Extra `mesh-proxy init` flags (from Istio's traffic annotations).
-    pub redirect_args: Vec<String>,
-    /// Containers.
-    pub containers: Vec<Container>,
     /// Unique number in this run (names its namespace and proxy UID).
     pub seq: u64,
     /// Address.
@@ -98,6 +81,9 @@ pub struct State {
     pub service_ips: Pool,
     /// Next pod number.
     pub next_seq: u64,
+    /// How pods are injected (the controller's address is set when the
+    /// runtime starts).
+    pub injection: api::inject::Settings,
 }
 
 /// The store, shared by the API, the reconcilers and the node agent.
@@ -105,6 +91,27 @@ pub struct Store {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
     snapshots: watch::Sender<Arc<Snapshot>>,
+}
+
+/// The image name that stands for the `mesh-proxy` binary: the local
+/// runtime runs binaries, not images.
+pub const PROXY_IMAGE: &str = "mesh-proxy";
+
+/// The local runtime's injection: every pod unless it or its namespace
+/// opts out, the proxy as a native sidecar (the node agent starts the app
+/// once the proxy's startup probe passes).
+fn injection_defaults() -> api::inject::Settings {
+    api::inject::Settings {
+        image: PROXY_IMAGE.into(),
+        pull_policy: None,
+        controller: String::new(),
+        trust_domain: api::spiffe::DEFAULT_TRUST_DOMAIN.into(),
+        proxy_uid: 0,
+        native_sidecars: true,
+        by_default: true,
+        token_audience: api::inject::TOKEN_AUDIENCE.into(),
+        anchors_config_map: api::inject::ANCHORS_CONFIG_MAP.into(),
+    }
 }
 
 /// Namespaces that always exist.
@@ -124,6 +131,7 @@ impl Store {
             pod_ips: Pool::pods(),
             service_ips: Pool::services(),
             next_seq: 1,
+            injection: injection_defaults(),
         };
         for ns in BUILTIN_NAMESPACES {
             s.namespaces.insert((*ns).to_string(), BTreeMap::new());

@@ -25,9 +25,14 @@ pub(super) fn snapshot(s: &State) -> Snapshot {
                 meshed: p.meshed,
                 ready: p.ready && p.phase == Phase::Running,
                 named_ports: p
+                    .spec
                     .containers
                     .iter()
-                    .flat_map(|c| c.ports.iter().filter(|(n, _)| !n.is_empty()).cloned())
+                    .filter(|c| c.name != api::inject::PROXY)
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .filter_map(|cp| {
+                        Some((cp.name.clone()?, u16::try_from(cp.container_port).ok()?))
+                    })
                     .collect(),
                 owner: p.deployment.clone(),
             })
