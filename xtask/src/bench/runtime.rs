@@ -154,9 +154,13 @@ pub fn proxy_pid(pod: &str) -> anyhow::Result<u32> {
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
+        // The pod's name is in the proxy's environment (the injector's
+        // downward API), not on its command line.
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
         if cmd.contains("mesh-proxy")
-            && cmd.contains(&format!("--pod={pod}"))
             && cmd.contains("run")
+            && env.split('\0').any(|v| v == format!("POD_NAME={pod}"))
         {
             return Ok(pid);
         }
