@@ -143,6 +143,11 @@ pub fn analyze(objects: &[Located<'_>], pods: Option<&[PodLabels]>) -> Vec<Findi
         have_pods: pods.is_some(),
         out: Vec::new(),
     };
+    for l in objects {
+        for (field, note) in crate::enforcement::not_enforced(l.object) {
+            c.add(Severity::Warning, l, field, note);
+        }
+    }
     let services = c.services();
     let se_hosts = c.service_entry_hosts();
     // Subsets by host FQDN.

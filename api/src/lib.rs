@@ -11,6 +11,7 @@ pub mod config_dump;
 pub mod crd;
 pub mod discovery;
 pub mod duration;
+pub mod enforcement;
 pub mod inject;
 pub mod istio;
 pub mod linkerd;

@@ -123,8 +123,14 @@ fn finds_every_kind_of_problem() {
     );
     let nobody = find(&f, "AuthorizationPolicy/nobody", "spec.selector");
     assert!(nobody.message.contains("app=nobody selects no workload"));
+    // Stored, not enforced yet: said, never silent.
+    let stored = f
+        .iter()
+        .filter(|x| x.message.contains("stored but not enforced yet"))
+        .count();
+    assert_eq!(stored, 2, "{f:#?}");
     // Nothing else: the v1 route and the subset v1 are fine.
-    assert_eq!(f.len(), 7, "{f:#?}");
+    assert_eq!(f.len(), 7 + stored, "{f:#?}");
 }
 
 #[test]
@@ -174,7 +180,11 @@ metadata: {name: default, namespace: istio-system}
 spec: {mtls: {mode: STRICT}}
 "#;
     let pods = pods();
-    assert_eq!(run(clean, Some(&pods)), vec![]);
+    // Only what is stored and not enforced yet: the PeerAuthentication.
+    let f = run(clean, Some(&pods));
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0].object, "PeerAuthentication/default");
+    assert_eq!(f[0].severity, Severity::Warning);
 }
 
 #[test]

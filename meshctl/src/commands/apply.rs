@@ -75,9 +75,13 @@ pub fn load(files: &[PathBuf]) -> anyhow::Result<(Vec<(String, manifest::Documen
     Ok((docs, errors.len()))
 }
 
-fn report(sources: &[(String, usize)], results: &[ObjectResult]) -> usize {
+fn report(
+    sources: &[(String, usize)],
+    results: &[ObjectResult],
+    notes: &[Vec<(String, String)>],
+) -> usize {
     let mut errors = 0;
-    for ((file, doc), r) in sources.iter().zip(results) {
+    for (((file, doc), r), notes) in sources.iter().zip(results).zip(notes) {
         let at = if r.field.is_empty() {
             String::new()
         } else {
@@ -90,6 +94,15 @@ fn report(sources: &[(String, usize)], results: &[ObjectResult]) -> usize {
             println!("{} {}", r.object, r.action);
             if !r.message.is_empty() {
                 eprintln!("warning: {file}:{doc} {}: {at}{}", r.object, r.message);
+            }
+            // Never accepted silently: what is stored and not acted on.
+            for (field, note) in notes {
+                let at = if field.is_empty() {
+                    String::new()
+                } else {
+                    format!("{field}: ")
+                };
+                eprintln!("warning: {file}:{doc} {}: {at}{note}", r.object);
             }
         }
     }
@@ -122,9 +135,19 @@ async fn send_docs(
     docs.sort_by_key(|(_, d)| d.object.apply_rank());
     let sources: Vec<(String, usize)> = docs.iter().map(|(f, d)| (f.clone(), d.index)).collect();
     let objects: Vec<Object> = docs.into_iter().map(|(_, d)| d.object).collect();
+    let notes: Vec<Vec<(String, String)>> = objects
+        .iter()
+        .map(|o| {
+            if path == "/apply" {
+                api::enforcement::not_enforced(o)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
     if !objects.is_empty() {
         let results: Vec<ObjectResult> = Client::new(state.clone()).post(path, &objects).await?;
-        errors += report(&sources, &results);
+        errors += report(&sources, &results, &notes);
     }
     Ok(if errors > 0 { 1 } else { 0 })
 }

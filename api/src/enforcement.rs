@@ -1,0 +1,125 @@
+//! What the mesh stores without acting on it yet. `apply` prints it as a
+//! warning beside the object's result and `analyze` reports it, so that
+//! no kind or field is ever accepted silently.
+
+use crate::manifest::Object;
+
+/// Kinds stored but not enforced, and what that means for the user.
+fn kind_note(o: &Object) -> Option<&'static str> {
+    Some(match o {
+        Object::PeerAuthentication(_) => {
+            "stored but not enforced yet: proxies accept plaintext and mTLS whatever its mode says"
+        }
+        Object::AuthorizationPolicy(_) => {
+            "stored but not enforced yet: no request is allowed or denied by it"
+        }
+        Object::RequestAuthentication(_) => "stored but not enforced yet: no token is checked",
+        Object::Telemetry(_) => {
+            "stored but without effect yet: metrics, tracing and access logs keep their defaults"
+        }
+        Object::WorkloadEntry(_) => {
+            "stored but not used yet: no ServiceEntry sends traffic to workload entries"
+        }
+        _ => return None,
+    })
+}
+
+/// Fields of enforced kinds that are stored but not acted on.
+fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    match o {
+        Object::Sidecar(s) => {
+            let spec = &s.spec;
+            for (field, set) in [
+                ("spec.ingress", spec.ingress.is_some()),
+                ("spec.egress", spec.egress.is_some()),
+                (
+                    "spec.inboundConnectionPool",
+                    spec.inbound_connection_pool.is_some(),
+                ),
+            ] {
+                if set {
+                    out.push((
+                        field.to_string(),
+                        "stored but not enforced yet: only spec.outboundTrafficPolicy is",
+                    ));
+                }
+            }
+        }
+        Object::VirtualService(v) => {
+            if v.spec.export_to.is_some() {
+                out.push((
+                    "spec.exportTo".into(),
+                    "stored but not enforced yet: the routes apply in every namespace",
+                ));
+            }
+            for (i, h) in v.spec.http.iter().flatten().enumerate() {
+                if h.cors_policy
+                    .as_ref()
+                    .is_some_and(|c| c.unmatched_preflights.is_some())
+                {
+                    out.push((
+                        format!("spec.http[{i}].corsPolicy.unmatchedPreflights"),
+                        "stored but not enforced yet: unmatched preflights are forwarded",
+                    ));
+                }
+            }
+        }
+        Object::DestinationRule(d) if d.spec.export_to.is_some() => out.push((
+            "spec.exportTo".into(),
+            "stored but not enforced yet: the policy applies in every namespace",
+        )),
+        _ => {}
+    }
+    out
+}
+
+/// What of `o` is stored and not enforced: (field path, note); an empty
+/// path stands for the whole object.
+pub fn not_enforced(o: &Object) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = kind_note(o)
+        .map(|n| (String::new(), format!("{} is {n}", o.kind())))
+        .into_iter()
+        .collect();
+    out.extend(field_notes(o).into_iter().map(|(f, n)| (f, n.to_string())));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(yaml: &str) -> Object {
+        let (docs, errors) = crate::manifest::parse("t", yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        docs.into_iter().next().unwrap().object
+    }
+
+    #[test]
+    fn security_kinds_and_unused_fields_are_named() {
+        let pa = object(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n",
+        );
+        let notes = not_enforced(&pa);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].0, "");
+        assert!(
+            notes[0]
+                .1
+                .starts_with("PeerAuthentication is stored but not enforced"),
+            "{notes:?}"
+        );
+        let sidecar = object(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        );
+        let notes = not_enforced(&sidecar);
+        assert_eq!(
+            notes.iter().map(|n| n.0.as_str()).collect::<Vec<_>>(),
+            ["spec.egress"]
+        );
+        let vs = object(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: shop}\nspec:\n  hosts: [web]\n  http: [{route: [{destination: {host: web}}]}]\n",
+        );
+        assert!(not_enforced(&vs).is_empty());
+    }
+}
