@@ -159,6 +159,30 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// A new key and a server certificate for `dns_names` (the admission
+    /// webhooks' Service names), for `lifetime`; the key as PKCS#8 DER.
+    pub fn sign_server(
+        &self,
+        dns_names: &[String],
+        lifetime: Duration,
+    ) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::new(dns_names.to_vec())?;
+        p.distinguished_name = DistinguishedName::new();
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        (p.not_before, p.not_after) = window(lifetime);
+        p.serial_number = Some(random_serial());
+        let cert = p.signed_by(&key, &self.issuer)?;
+        Ok((cert.der().to_vec(), key.serialize_der()))
+    }
+}
+
 /// The one SAN of a workload certificate: its SPIFFE ID as a URI.
 fn spiffe_san(id: &SpiffeId) -> Result<SanType, PkiError> {
     let uri = id

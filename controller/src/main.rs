@@ -12,7 +12,7 @@ use api::proto::discovery_server::DiscoveryServer;
 use api::proto::identity_server::IdentityServer;
 use api::spiffe::SpiffeId;
 use clap::Parser;
-use mesh_controller::debug;
+use mesh_controller::{debug, webhook};
 use mesh_controller_core::{ca, index, store, sync};
 use tokio::sync::watch;
 
@@ -48,6 +48,24 @@ struct Args {
     /// `meshctl proxy-status` reads it there).
     #[arg(long, env = "MESH_DEBUG_SOCKET")]
     debug_socket: Option<PathBuf>,
+    /// Serve the admission webhooks (HTTPS; istiod's port is 15017).
+    #[arg(long, env = "MESH_WEBHOOK_LISTEN")]
+    webhook_listen: Option<SocketAddr>,
+    /// DNS names of the webhooks' serving certificate (the controller's
+    /// Service, as the API server calls it).
+    #[arg(
+        long,
+        env = "MESH_WEBHOOK_DNS",
+        value_delimiter = ',',
+        default_value = "mesh-controller.mesh-system.svc,mesh-controller.mesh-system.svc.cluster.local"
+    )]
+    webhook_dns: Vec<String>,
+    /// The proxy image that injection puts in.
+    #[arg(long, env = "MESH_PROXY_IMAGE", default_value = api::inject::DEFAULT_IMAGE)]
+    proxy_image: String,
+    /// Inject the proxy as a native sidecar (Kubernetes 1.29 and later).
+    #[arg(long, env = "MESH_NATIVE_SIDECARS")]
+    native_sidecars: bool,
     /// This instance's name, shown by `meshctl proxy-status`.
     #[arg(long, env = "POD_NAME", default_value = "mesh-controller")]
     instance: String,
@@ -88,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         sync.clone(),
     )
     .await?;
+    if let Some(addr) = args.webhook_listen {
+        start_webhooks(&args, addr, ca.clone()).await?;
+    }
     tracing::info!(listen = %args.listen, identity = %own_id, "controller serving");
     let tls = own.server_config_optional_client(&[b"h2"])?;
     tonic::transport::Server::builder()
@@ -126,6 +147,44 @@ async fn renew_self(ca: Arc<ca::Ca>, own: Arc<common::tls::Identity>) {
             tracing::error!(%e, "renewing the controller's certificate");
         }
     }
+}
+
+/// Serves the admission webhooks on `addr` with a certificate from the
+/// CA, renewed at half its lifetime.
+async fn start_webhooks(args: &Args, addr: SocketAddr, ca: Arc<ca::Ca>) -> anyhow::Result<()> {
+    let (chain, key) = ca.serving(&args.webhook_dns)?;
+    let serving = webhook::Serving::new(chain, key)?;
+    let settings = api::inject::Settings {
+        image: args.proxy_image.clone(),
+        pull_policy: Some("IfNotPresent".into()),
+        controller: api::inject::DEFAULT_CONTROLLER.into(),
+        trust_domain: args.trust_domain.clone(),
+        proxy_uid: 1337,
+        native_sidecars: args.native_sidecars,
+        by_default: false,
+        token_audience: api::inject::TOKEN_AUDIENCE.into(),
+        anchors_config_map: api::inject::ANCHORS_CONFIG_MAP.into(),
+    };
+    tokio::spawn(webhook::serve(
+        webhook::bind(addr).await?,
+        serving.tls()?,
+        settings,
+    ));
+    let dns = args.webhook_dns.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ca.lifetime().mul_f64(0.5)).await;
+            let renewed = ca
+                .serving(&dns)
+                .map_err(anyhow::Error::from)
+                .and_then(|(chain, key)| serving.renew(chain, key));
+            if let Err(e) = renewed {
+                tracing::error!(error = %e, "renewing the webhooks' certificate");
+            }
+        }
+    });
+    tracing::info!(%addr, "admission webhooks serving");
+    Ok(())
 }
 
 /// Rebuilds the index on every snapshot; streams watch the result.

@@ -39,6 +39,13 @@ impl Ca {
         self.lifetime
     }
 
+    /// A serving certificate (leaf then issuer, DER) and its key (PKCS#8
+    /// DER) for `dns_names`: the admission webhooks'.
+    pub fn serving(&self, dns_names: &[String]) -> Result<(Vec<Vec<u8>>, Vec<u8>), PkiError> {
+        let (leaf, key) = self.signer.sign_server(dns_names, self.lifetime)?;
+        Ok((vec![leaf, self.signer.issuer_der().to_vec()], key))
+    }
+
     /// Leaf then issuer, DER.
     pub fn certify(&self, csr_der: &[u8], id: &SpiffeId) -> Result<Vec<Vec<u8>>, PkiError> {
         let leaf = self.signer.sign_csr(csr_der, id, self.lifetime)?;
