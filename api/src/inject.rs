@@ -78,6 +78,25 @@ pub struct Settings {
     pub anchors_config_map: String,
 }
 
+impl Settings {
+    /// Kubernetes' defaults for `image`: the controller's Service, the
+    /// default trust domain, UID 1337, classic sidecars, injection where
+    /// asked for, the mesh's token audience and anchors ConfigMap.
+    pub fn for_image(image: &str) -> Self {
+        Self {
+            image: image.to_string(),
+            pull_policy: Some("IfNotPresent".into()),
+            controller: DEFAULT_CONTROLLER.into(),
+            trust_domain: crate::spiffe::DEFAULT_TRUST_DOMAIN.into(),
+            proxy_uid: 1337,
+            native_sidecars: false,
+            by_default: false,
+            token_audience: TOKEN_AUDIENCE.into(),
+            anchors_config_map: ANCHORS_CONFIG_MAP.into(),
+        }
+    }
+}
+
 /// Why a pod cannot be injected: a bad annotation, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("metadata.annotations[{annotation:?}]: {message}")]

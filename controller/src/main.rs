@@ -155,15 +155,9 @@ async fn start_webhooks(args: &Args, addr: SocketAddr, ca: Arc<ca::Ca>) -> anyho
     let (chain, key) = ca.serving(&args.webhook_dns)?;
     let serving = webhook::Serving::new(chain, key)?;
     let settings = api::inject::Settings {
-        image: args.proxy_image.clone(),
-        pull_policy: Some("IfNotPresent".into()),
-        controller: api::inject::DEFAULT_CONTROLLER.into(),
         trust_domain: args.trust_domain.clone(),
-        proxy_uid: 1337,
         native_sidecars: args.native_sidecars,
-        by_default: false,
-        token_audience: api::inject::TOKEN_AUDIENCE.into(),
-        anchors_config_map: api::inject::ANCHORS_CONFIG_MAP.into(),
+        ..api::inject::Settings::for_image(&args.proxy_image)
     };
     tokio::spawn(webhook::serve(
         webhook::bind(addr).await?,

@@ -180,17 +180,7 @@ mod tests {
         let (chain, key) = ca.serving(&["localhost".to_string()]).unwrap();
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let settings = api::inject::Settings {
-            image: api::inject::DEFAULT_IMAGE.into(),
-            pull_policy: None,
-            controller: api::inject::DEFAULT_CONTROLLER.into(),
-            trust_domain: "cluster.local".into(),
-            proxy_uid: 1337,
-            native_sidecars: false,
-            by_default: false,
-            token_audience: api::inject::TOKEN_AUDIENCE.into(),
-            anchors_config_map: api::inject::ANCHORS_CONFIG_MAP.into(),
-        };
+        let settings = api::inject::Settings::for_image(api::inject::DEFAULT_IMAGE);
         let serving = Serving::new(chain, key).unwrap();
         tokio::spawn(serve(listener, serving.tls().unwrap(), settings));
 

@@ -7,15 +7,9 @@ use super::*;
 
 fn settings(native: bool) -> Settings {
     Settings {
-        image: "local/mesh-proxy:0.1.0".into(),
-        pull_policy: Some("IfNotPresent".into()),
-        controller: "mesh-controller.mesh-system.svc:15012".into(),
-        trust_domain: "cluster.local".into(),
-        proxy_uid: 1337,
-        native_sidecars: native,
-        by_default: false,
         token_audience: "mesh".into(),
-        anchors_config_map: "mesh-trust-anchors".into(),
+        native_sidecars: native,
+        ..Settings::for_image("local/mesh-proxy:0.1.0")
     }
 }
 

@@ -220,17 +220,7 @@ mod tests {
     use super::*;
 
     fn settings() -> api::inject::Settings {
-        api::inject::Settings {
-            image: "local/mesh-proxy:0.1.0".into(),
-            pull_policy: None,
-            controller: api::inject::DEFAULT_CONTROLLER.into(),
-            trust_domain: "cluster.local".into(),
-            proxy_uid: 1337,
-            native_sidecars: false,
-            by_default: false,
-            token_audience: api::inject::TOKEN_AUDIENCE.into(),
-            anchors_config_map: api::inject::ANCHORS_CONFIG_MAP.into(),
-        }
+        api::inject::Settings::for_image(api::inject::DEFAULT_IMAGE)
     }
 
     fn review(kind: &str, object: Value) -> AdmissionReview {

@@ -55,6 +55,15 @@ fn raw(
     c.exec_ok(ns, &format!("deploy/{deploy}"), &argv)
 }
 
+/// The status code of curl's GET of web from the client, with `extra`
+/// arguments.
+fn status(c: &Cluster, ns: &str, extra: &[&str]) -> String {
+    let mut argv = vec!["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
+    argv.extend(extra);
+    argv.push("http://web:8080/");
+    c.exec_ok(ns, "deploy/client", &argv)
+}
+
 fn up(name: &str, ns: &str) -> Cluster {
     let c = Cluster::up(name, &[]);
     c.apply(&client(ns, true));
@@ -128,22 +137,7 @@ fn one_large_header_harms_no_other_request() {
     let c = up("hostile-big", ns);
     // Under the limit, between proxies too: passes.
     let big = format!("x-big: {}", "a".repeat(40_000));
-    let out = c.exec_ok(
-        ns,
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &big,
-            "http://web:8080/",
-        ],
-    );
-    assert_eq!(out, "200");
+    assert_eq!(status(&c, ns, &["-H", &big]), "200");
     // Over it: 431 at the client's proxy, while 40 small requests from
     // the same pod, on the same connection between the proxies, succeed.
     let huge = format!("x-big: {}", "a".repeat(66_000));
@@ -255,20 +249,7 @@ fn memory_is_given_back_after_a_flood() {
     let ns = "hostile-flood";
     let c = up("hostile-flood", ns);
     // Warm: the route to web is known and one request went through.
-    let out = c.exec_ok(
-        ns,
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://web:8080/",
-        ],
-    );
-    assert_eq!(out, "200");
+    assert_eq!(status(&c, ns, &[]), "200");
     let out = c.exec_ok(ns, "deploy/client", &["python3", "-c", FLOOD]);
     let figures: Vec<u64> = out
         .split_whitespace()

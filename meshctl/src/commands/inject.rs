@@ -108,15 +108,12 @@ fn namespace_labels(docs: &[Value]) -> BTreeMap<String, BTreeMap<String, String>
 /// Injects the files; prints the result; returns the exit code.
 pub fn run(args: &InjectArgs) -> anyhow::Result<i32> {
     let settings = Settings {
-        image: args.proxy_image.clone(),
-        pull_policy: Some("IfNotPresent".into()),
         controller: args.controller.clone(),
         trust_domain: args.trust_domain.clone(),
         proxy_uid: args.proxy_uid,
         native_sidecars: args.native_sidecars,
         by_default: true,
-        token_audience: inject::TOKEN_AUDIENCE.into(),
-        anchors_config_map: inject::ANCHORS_CONFIG_MAP.into(),
+        ..Settings::for_image(&args.proxy_image)
     };
     let mut docs = Vec::new();
     for f in super::apply::expand(&args.files)? {

@@ -102,15 +102,12 @@ pub const PROXY_IMAGE: &str = "mesh-proxy";
 /// once the proxy's startup probe passes).
 fn injection_defaults() -> api::inject::Settings {
     api::inject::Settings {
-        image: PROXY_IMAGE.into(),
         pull_policy: None,
         controller: String::new(),
-        trust_domain: api::spiffe::DEFAULT_TRUST_DOMAIN.into(),
         proxy_uid: 0,
         native_sidecars: true,
         by_default: true,
-        token_audience: api::inject::TOKEN_AUDIENCE.into(),
-        anchors_config_map: api::inject::ANCHORS_CONFIG_MAP.into(),
+        ..api::inject::Settings::for_image(PROXY_IMAGE)
     }
 }
 
