@@ -46,8 +46,8 @@ pub mod wait;
 /// What `mesh-proxy run` is told.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The controller's gRPC address.
-    pub controller: SocketAddr,
+    /// The controller's gRPC address, `host:port`.
+    pub controller: String,
     /// Trust domain.
     pub trust_domain: String,
     /// The pod's namespace.
@@ -144,7 +144,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let ident = common::tls::Identity::new(id.clone(), anchors)?;
     let controller = control::ControllerAddr {
-        addr: cfg.controller,
+        addr: control::parse_addr(&cfg.controller)
+            .map_err(|e| anyhow::anyhow!("MESH_CONTROLLER: {e}"))?,
         identity: SpiffeId::new(&cfg.trust_domain, "mesh-system", "mesh-controller")?,
     };
 

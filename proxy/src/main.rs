@@ -2,7 +2,7 @@
 //! pod's network namespace; `run` is the data plane ([`mesh_proxy::run`]).
 //! This file only reads flags.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,9 +41,10 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The controller's gRPC address.
+    /// The controller's gRPC address, `host:port` (a name is resolved on
+    /// each connect).
     #[arg(long, env = "MESH_CONTROLLER")]
-    controller: SocketAddr,
+    controller: String,
     /// Trust domain.
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = api::spiffe::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
