@@ -121,7 +121,7 @@ impl Cluster {
 
     /// All pods.
     pub fn pods(&self) -> Vec<PodStatus> {
-        let out = self.meshctl(&["get", "pods", "-o", "json"]);
+        let out = self.meshctl(&["get", "pods", "-A", "-o", "json"]);
         assert!(out.status.success(), "get pods: {}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("pods JSON")
     }

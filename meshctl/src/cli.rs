@@ -225,9 +225,17 @@ pub enum Output {
 pub struct GetArgs {
     /// pods or services.
     pub resource: Resource,
-    /// Namespace (default: all).
-    #[arg(short, long)]
-    pub namespace: Option<String>,
+    /// Namespace, as kubectl's `-n`.
+    #[arg(
+        short,
+        long,
+        default_value = "default",
+        conflicts_with = "all_namespaces"
+    )]
+    pub namespace: String,
+    /// Every namespace, as kubectl's `-A`.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,

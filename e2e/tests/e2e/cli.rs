@@ -111,10 +111,32 @@ fn demo_serves_traffic_and_down_removes_every_trace() {
     let stdout = text(&out.stdout);
     let ok = out.status.success();
     let pods = Command::new(&meshctl)
-        .args(["local", "--state-dir", &state, "get", "pods", "-o", "json"])
+        .args([
+            "local",
+            "--state-dir",
+            &state,
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "json",
+        ])
         .output()
         .unwrap();
     let pods: Vec<serde_json::Value> = serde_json::from_slice(&pods.stdout).unwrap_or_default();
+    // The hints are commands to paste as they are: run the first one.
+    let hint = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.ends_with("get pods -n shop"))
+        .unwrap_or_else(|| panic!("no get pods hint in:\n{stdout}"));
+    let pasted = Command::new("sh").args(["-c", hint]).output().unwrap();
+    assert!(
+        pasted.status.success() && text(&pasted.stdout).contains("frontend-"),
+        "{hint}: {}{}",
+        text(&pasted.stdout),
+        text(&pasted.stderr)
+    );
     // Every proxy of the demo is in sync with the controller (bounded
     // wait: the last responses may still be on their way).
     let meshed = pods.iter().filter(|p| p["meshed"] == true).count();

@@ -11,6 +11,32 @@ use crate::local::objects::PodStatus;
 
 const SHOP: &str = include_str!("../../../examples/shop.yaml");
 
+/// How a user runs this meshctl with this state, to paste as is:
+/// `meshctl` when the one on the PATH is this binary, else its path; and
+/// ` --state-dir DIR` only when it is not the default one.
+fn hint_command(state: &StateDir) -> (String, String) {
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("meshctl"))
+            .find(|p| p.is_file())
+            .and_then(|p| p.canonicalize().ok())
+    });
+    let cmd = match &me {
+        Some(me) if on_path.as_ref() == Some(me) => "meshctl".to_string(),
+        Some(me) => me.display().to_string(),
+        None => "meshctl".to_string(),
+    };
+    let sd = if state.0 == StateDir::resolve(None).0 {
+        String::new()
+    } else {
+        format!(" --state-dir {}", state.0.display())
+    };
+    (cmd, sd)
+}
+
 /// Starts the demo and returns once traffic has flowed.
 pub async fn demo(state: &StateDir, requests: u32) -> anyhow::Result<i32> {
     let up = UpArgs {
@@ -71,19 +97,20 @@ pub async fn demo(state: &StateDir, requests: u32) -> anyhow::Result<i32> {
     for (body, n) in &seen {
         println!("  {n:>4}  {body}");
     }
-    let sd = format!("--state-dir {}", state.0.display());
+    let (m, sd) = hint_command(state);
+    let (local, status) = (format!("{m} local{sd}"), format!("{m} proxy-status{sd}"));
     println!(
         "\nThe demo is running. Try:
-  meshctl local {sd} get pods -n shop
-  meshctl local {sd} get services -n shop
-  meshctl proxy-status {sd}      # every proxy's config sync with the controller
-  meshctl local {sd} exec deploy/client -n shop -- curl -s http://frontend:8080/
-  meshctl local {sd} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15000/config_dump
-  meshctl local {sd} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15020/metrics
-  meshctl local {sd} logs deploy/orders-v1 -n shop -c proxy
-  meshctl local {sd} apply -f examples/canary.yaml   # 90/10 canary, x-canary: true to v2
-  meshctl local {sd} exec deploy/client -n shop -- curl -s -H 'x-canary: true' http://orders:8080/
-  meshctl local {sd} down        # removes every namespace, interface and process"
+  {local} get pods -n shop
+  {local} get services -n shop
+  {status}      # every proxy's config sync with the controller
+  {local} exec deploy/client -n shop -- curl -s http://frontend:8080/
+  {local} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15000/config_dump
+  {local} exec deploy/frontend -n shop -- curl -s 127.0.0.1:15020/metrics
+  {local} logs deploy/orders-v1 -n shop -c proxy
+  {local} apply -f examples/canary.yaml   # 90/10 canary, x-canary: true to v2
+  {local} exec deploy/client -n shop -- curl -s -H 'x-canary: true' http://orders:8080/
+  {local} down        # removes every namespace, interface and process"
     );
     let failed = seen
         .keys()

@@ -9,7 +9,17 @@ use crate::output::{age, print_data, table};
 /// Lists pods or services.
 pub async fn get(state: &StateDir, args: &GetArgs) -> anyhow::Result<i32> {
     let client = Client::new(state.clone());
-    let in_ns = |ns: &str| args.namespace.as_deref().is_none_or(|n| n == ns);
+    let all = args.all_namespaces;
+    let in_ns = |ns: &str| all || args.namespace == ns;
+    // As kubectl: the NAMESPACE column only across namespaces.
+    let table = |head: &[&str], rows: &[Vec<String>]| {
+        if all {
+            table(head, rows);
+        } else {
+            let rows: Vec<Vec<String>> = rows.iter().map(|r| r[1..].to_vec()).collect();
+            table(&head[1..], &rows);
+        }
+    };
     match args.resource {
         Resource::Pods => {
             let mut pods: Vec<PodStatus> = client.get("/pods").await?;
