@@ -6,6 +6,8 @@
 //!   never a test): fixed-rate HTTP/1.1 load from a client pod to a server
 //!   pod, direct, through the mesh and through HAProxy in the same run.
 //! - `bench-controller`: the controller at scale (a report).
+//! - `images`: the controller's and the proxy's images as OCI archives,
+//!   without a container engine.
 //! - `loadgen` and `serve` (hidden): the load generator and the HTTP
 //!   server that `bench` runs inside pods.
 
@@ -13,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_controller;
+mod images;
 mod loadgen;
 mod serve;
 
@@ -31,6 +34,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// The controller at scale: 10k Services, 5k subscribed proxies.
     BenchController(bench_controller::Args),
+    /// Build the controller's and the proxy's images as OCI archives.
+    Images(images::ImagesArgs),
     /// Generate HTTP/1.1 load (run inside a pod by `bench`).
     #[command(hide = true)]
     Loadgen(loadgen::LoadArgs),
@@ -55,6 +60,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(a) => bench::run(&a),
         Cmd::BenchController(a) => bench_controller::run(&a),
+        Cmd::Images(a) => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            images::run(&a, &root).map(|_| ())
+        }
         Cmd::Loadgen(a) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
