@@ -230,7 +230,6 @@ async fn serve(cfg: &DaemonConfig, id: &str) -> anyhow::Result<()> {
         id: id.to_string(),
         state: state.clone(),
         proxy_bin: install_proxy(state)?,
-        controller: ctl_addr,
         trust_anchors: anchors,
     };
     let _ = std::fs::remove_file(state.socket());

@@ -40,11 +40,13 @@ pub struct NodeConfig {
     pub state: StateDir,
     /// The `mesh-proxy` binary.
     pub proxy_bin: PathBuf,
-    /// The controller's address for proxies.
-    pub controller: SocketAddr,
     /// Trust anchors file (PEM).
     pub trust_anchors: PathBuf,
 }
+
+/// The image name that stands for the `mesh-proxy` binary: the node agent
+/// runs binaries, not images.
+pub const PROXY_IMAGE: &str = "mesh-proxy";
 
 /// The PATH of every process in a pod.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -189,7 +191,7 @@ fn prepare_dirs(
     proxy_uid: Option<u32>,
     app_uid: Option<(u32, u32)>,
     token: &str,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
+) -> anyhow::Result<PathBuf> {
     let work = dir.join("work");
     fs::create_dir_all(&work)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
@@ -206,35 +208,25 @@ fn prepare_dirs(
         nix::unistd::chown(&token_file, Some(uid.into()), Some(uid.into()))?;
         nix::unistd::chown(&proxy_dir, Some(uid.into()), Some(uid.into()))?;
     }
-    Ok((work, proxy_dir.join("token")))
+    Ok(work)
 }
 
-/// The directories that stand for the spec's volumes: the bootstrap
-/// token (readable by the proxy's UID only) and the trust anchors.
-fn volumes(
-    cfg: &NodeConfig,
-    p: &PodRecord,
-    dir: &Path,
-    token_file: &Path,
-) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let mut out = BTreeMap::new();
-    for v in p.spec.volumes.iter().flatten() {
-        let path = match spec::volume_kind(v) {
-            Some(spec::VolumeKind::Token) => token_file
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
-            Some(spec::VolumeKind::Anchors) => {
-                let d = dir.join("anchors");
-                fs::create_dir_all(&d)?;
-                fs::copy(&cfg.trust_anchors, d.join("ca.crt"))?;
-                d
-            }
-            None => continue,
-        };
-        out.insert(v.name.clone(), path);
-    }
-    Ok(out)
+/// The directories of the pod (`dir`) that stand for the spec's volumes:
+/// `proxy/` holds the bootstrap token (the proxy's UID only, written by
+/// [`prepare_dirs`]) and `anchors/` the trust anchors.
+fn volumes(p: &PodRecord, dir: &Path) -> BTreeMap<String, PathBuf> {
+    p.spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let path = match spec::volume_kind(v)? {
+                spec::VolumeKind::Token => dir.join("proxy"),
+                spec::VolumeKind::Anchors => dir.join("anchors"),
+            };
+            Some((v.name.clone(), path))
+        })
+        .collect()
 }
 
 /// What the runtime adds to the proxy: its log level, the proxy settings
@@ -284,26 +276,37 @@ async fn setup(cfg: &NodeConfig, p: &PodRecord, ns: &str) -> anyhow::Result<Vec<
         ip: p.ip,
         service_account: &p.service_account,
     };
-    // The users first (the token is the proxy's alone), then the volumes.
-    let users = spec::runnables(&p.spec, &facts, &BTreeMap::new(), &cfg.proxy_bin);
-    let proxy_uid = users
+    let volumes = volumes(p, &dir);
+    let runnables = spec::runnables(&p.spec, &facts, &volumes, &cfg.proxy_bin);
+    // The token is the proxy's alone; the work directory the app's.
+    let proxy_uid = runnables
         .iter()
         .find(|r| r.name == PROXY)
         .and_then(|r| r.run_as)
         .map(|(u, _)| u);
-    let app_uid = users
+    let app_uid = runnables
         .iter()
         .find(|r| r.name != PROXY && !r.init)
         .and_then(|r| r.run_as);
-    let (work, token_file) = prepare_dirs(&dir, proxy_uid, app_uid, &p.token)?;
-    let volumes = volumes(cfg, p, &dir, &token_file)?;
+    let work = prepare_dirs(&dir, proxy_uid, app_uid, &p.token)?;
+    let anchors_volume = p
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| spec::volume_kind(v) == Some(spec::VolumeKind::Anchors));
+    if anchors_volume {
+        let anchors = dir.join("anchors");
+        fs::create_dir_all(&anchors)?;
+        fs::copy(&cfg.trust_anchors, anchors.join("ca.crt"))?;
+    }
     let base_env = [
         ("POD_NAME".to_string(), p.name.clone()),
         ("POD_NAMESPACE".to_string(), p.namespace.clone()),
         ("POD_IP".to_string(), p.ip.to_string()),
     ];
     let mut procs = Vec::new();
-    for mut r in spec::runnables(&p.spec, &facts, &volumes, &cfg.proxy_bin) {
+    for mut r in runnables {
         if r.init {
             let out = netns::command(ns, r.run_as, &r.argv)
                 .envs(base_env.iter().cloned().chain(r.env.iter().cloned()))

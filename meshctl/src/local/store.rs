@@ -93,10 +93,6 @@ pub struct Store {
     snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
-/// The image name that stands for the `mesh-proxy` binary: the local
-/// runtime runs binaries, not images.
-pub const PROXY_IMAGE: &str = "mesh-proxy";
-
 /// The local runtime's injection: every pod unless it or its namespace
 /// opts out, the proxy as a native sidecar (the node agent starts the app
 /// once the proxy's startup probe passes).
@@ -107,7 +103,7 @@ fn injection_defaults() -> api::inject::Settings {
         proxy_uid: 0,
         native_sidecars: true,
         by_default: true,
-        ..api::inject::Settings::for_image(PROXY_IMAGE)
+        ..api::inject::Settings::for_image(super::node::PROXY_IMAGE)
     }
 }
 

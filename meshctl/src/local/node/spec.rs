@@ -117,7 +117,7 @@ fn runnable(
     proxy_bin: &Path,
 ) -> Runnable {
     let mut argv: Vec<String> = c.command.iter().flatten().cloned().collect();
-    if argv.is_empty() && c.image.as_deref() == Some(super::super::store::PROXY_IMAGE) {
+    if argv.is_empty() && c.image.as_deref() == Some(super::PROXY_IMAGE) {
         argv.push(proxy_bin.display().to_string());
     }
     argv.extend(c.args.iter().flatten().cloned());
