@@ -90,9 +90,10 @@ fn inject_doc(
 }
 
 /// Namespaces' labels, from the Namespace objects among `docs`.
-fn namespace_labels(docs: &[Value]) -> BTreeMap<String, BTreeMap<String, String>> {
-    docs.iter()
-        .filter(|d| text(d, &["kind"]) == Some("Namespace"))
+fn namespace_labels<'a>(
+    docs: impl Iterator<Item = &'a Value>,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    docs.filter(|d| text(d, &["kind"]) == Some("Namespace"))
         .filter_map(|d| {
             let name = text(d, &["metadata", "name"])?.to_string();
             let labels = d
@@ -127,7 +128,7 @@ pub fn run(args: &InjectArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let namespaces = namespace_labels(&docs.iter().map(|d| d.2.clone()).collect::<Vec<_>>());
+    let namespaces = namespace_labels(docs.iter().map(|d| &d.2));
     let mut failed = 0;
     let mut out = Vec::new();
     for (file, index, mut doc) in docs {
