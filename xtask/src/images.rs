@@ -12,6 +12,8 @@ use std::process::Command;
 
 use clap::Args;
 
+use crate::run_ok;
+
 mod oci;
 
 /// `cargo xtask images`.
@@ -35,26 +37,9 @@ pub struct ImagesArgs {
 /// The proxy image must stay under this (the bar).
 pub const PROXY_MAX_BYTES: u64 = 20 << 20;
 
-fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Copies `file` (and, for an executable, its `ldd` closure) to the same
-/// path under `rootfs`.
-fn copy_with_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
-    run_ok(
-        Command::new("cp")
-            .arg("-L")
-            .arg("--parents")
-            .arg(file)
-            .arg(rootfs),
-    )?;
+/// Copies the shared libraries `ldd` lists for `file` to the same paths
+/// under `rootfs`.
+fn copy_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
     let ldd = Command::new("ldd").arg(file).output()?;
     for lib in String::from_utf8_lossy(&ldd.stdout)
         .split_whitespace()
@@ -67,6 +52,18 @@ fn copy_with_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Copies `file` and its libraries to the same paths under `rootfs`.
+fn copy_with_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
+    run_ok(
+        Command::new("cp")
+            .arg("-L")
+            .arg("--parents")
+            .arg(file)
+            .arg(rootfs),
+    )?;
+    copy_libs(rootfs, file)
 }
 
 /// A stripped copy of `bin` at `rootfs/usr/local/bin/NAME`, with its libraries.
@@ -82,18 +79,7 @@ fn install_binary(rootfs: &Path, bin: &Path) -> anyhow::Result<()> {
             .arg(bin)
             .arg(dir.join(name)),
     )?;
-    let ldd = Command::new("ldd").arg(bin).output()?;
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        run_ok(
-            Command::new("cp")
-                .args(["-L", "--parents", lib])
-                .arg(rootfs),
-        )?;
-    }
-    Ok(())
+    copy_libs(rootfs, bin)
 }
 
 fn base_files(rootfs: &Path) -> anyhow::Result<()> {

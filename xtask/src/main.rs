@@ -11,6 +11,9 @@
 //! - `loadgen` and `serve` (hidden): the load generator and the HTTP
 //!   server that `bench` runs inside pods.
 
+use std::path::PathBuf;
+use std::process::Command;
+
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -44,13 +47,27 @@ enum Cmd {
     Serve(serve::ServeArgs),
 }
 
+/// The workspace's root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `cmd`; its stdout, or an error with its stderr.
+fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Codegen => {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join(api::crd::CHART_PATH);
+            let path = root().join(api::crd::CHART_PATH);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -60,10 +77,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(a) => bench::run(&a),
         Cmd::BenchController(a) => bench_controller::run(&a),
-        Cmd::Images(a) => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            images::run(&a, &root).map(|_| ())
-        }
+        Cmd::Images(a) => images::run(&a, &root()).map(|_| ()),
         Cmd::Loadgen(a) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

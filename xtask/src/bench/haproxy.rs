@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::run_ok;
+use crate::run_ok;
 
 /// Where the load goes, inside the client pod.
 pub const FRONTEND: &str = "127.0.0.1:18001";

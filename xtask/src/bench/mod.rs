@@ -26,6 +26,7 @@ mod haproxy;
 mod report;
 mod runtime;
 
+use crate::{root, run_ok};
 use common::procfs::{loadavg, steal_ticks, usage};
 use runtime::{Pods, Runtime};
 
@@ -59,20 +60,6 @@ pub struct BenchArgs {
     /// Where to write the raw numbers (default target/bench/bench-<time>.json).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One load: where from, to what, how much.

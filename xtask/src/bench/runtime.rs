@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::run_ok;
+use crate::run_ok;
 
 /// One runtime, down on drop.
 pub struct Runtime {

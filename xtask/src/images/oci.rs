@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::run_ok;
+use crate::run_ok;
 
 fn sha256(path: &Path) -> anyhow::Result<String> {
     let out = run_ok(Command::new("sha256sum").arg(path))?;
