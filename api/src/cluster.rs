@@ -58,6 +58,28 @@ pub struct MeshConfig {
     pub sidecars: Vec<Resource<SidecarSpec>>,
 }
 
+impl MeshConfig {
+    /// The native (Istio) configuration of valid objects, Linkerd's kinds
+    /// translated; kinds the proxies do not read are left out.
+    pub fn from_objects<'a>(
+        objects: impl IntoIterator<Item = &'a crate::manifest::Object>,
+    ) -> Self {
+        use crate::manifest::Object;
+        let mut c = Self::default();
+        for o in objects.into_iter().flat_map(Object::native) {
+            match o {
+                Object::VirtualService(vs) => c.virtual_services.push(*vs),
+                Object::DestinationRule(dr) => c.destination_rules.push(*dr),
+                Object::LocalRateLimit(rl) => c.rate_limits.push(*rl),
+                Object::ServiceEntry(se) => c.service_entries.push(*se),
+                Object::Sidecar(sc) => c.sidecars.push(*sc),
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
 /// A pod and its status.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pod {
@@ -99,6 +121,48 @@ pub struct Service {
     /// (`None`: exported to every namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_to: Option<Vec<String>>,
+}
+
+impl Service {
+    /// The mesh's view of a Kubernetes Service that has `cluster_ip`.
+    pub fn from_k8s(svc: &k8s_openapi::api::core::v1::Service, cluster_ip: IpAddr) -> Self {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let spec = svc.spec.clone().unwrap_or_default();
+        let port = |n: i32| u16::try_from(n).unwrap_or(0);
+        Self {
+            export_to: export_to_annotation(svc.metadata.annotations.as_ref()),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            cluster_ip,
+            selector: spec.selector.unwrap_or_default(),
+            ports: spec
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| ServicePort {
+                    name: p.name.unwrap_or_default(),
+                    port: port(p.port),
+                    target_port: match p.target_port {
+                        Some(IntOrString::Int(n)) => TargetPort::Number(port(n)),
+                        Some(IntOrString::String(n)) => TargetPort::Name(n),
+                        None => TargetPort::Number(port(p.port)),
+                    },
+                    app_protocol: p.app_protocol,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The named ports of a pod's app containers (the proxy's are not
+/// targets).
+pub fn named_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> BTreeMap<String, u16> {
+    spec.containers
+        .iter()
+        .filter(|c| c.name != crate::inject::PROXY)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|cp| Some((cp.name.clone()?, u16::try_from(cp.container_port).ok()?)))
+        .collect()
 }
 
 /// The Service annotation that limits which namespaces see a Service.

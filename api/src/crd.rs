@@ -248,6 +248,39 @@ fn kinds() -> Vec<(&'static str, Vec<Kind>)> {
     ]
 }
 
+/// A mesh kind as the API server serves it: the stored version, which a
+/// controller watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// e.g. `networking.istio.io`.
+    pub group: &'static str,
+    /// The stored version, e.g. `v1`.
+    pub version: &'static str,
+    /// e.g. `VirtualService`.
+    pub kind: &'static str,
+    /// e.g. `virtualservices`.
+    pub plural: &'static str,
+}
+
+/// Every mesh kind, at its stored version.
+pub fn served() -> Vec<Served> {
+    kinds()
+        .into_iter()
+        .flat_map(|(group, ks)| {
+            ks.into_iter().map(move |k| Served {
+                group,
+                version: k
+                    .versions
+                    .last()
+                    .map(|v| v.rsplit('/').next().unwrap_or(v))
+                    .unwrap_or("v1"),
+                kind: k.kind,
+                plural: k.plural,
+            })
+        })
+        .collect()
+}
+
 fn crd(group: &str, k: &Kind) -> Value {
     let spec = (k.schema)();
     let n = k.versions.len();

@@ -275,6 +275,20 @@ pub fn parse(source: &str, text: &str) -> (Vec<Document>, Vec<ManifestError>) {
     (docs, errors)
 }
 
+/// Reads one object as a cluster returns it (JSON), with the same checks
+/// as [`parse`]: the problems come as (field path, message).
+pub fn read(value: serde_json::Value) -> Result<Object, Vec<(String, String)>> {
+    let value: Value =
+        serde_json::from_value(value).map_err(|e| vec![(String::new(), e.to_string())])?;
+    let object = read_object(value).map_err(|(_, field, message)| vec![(field, message)])?;
+    let problems = validate::object(&object);
+    if problems.is_empty() {
+        Ok(object)
+    } else {
+        Err(problems)
+    }
+}
+
 /// `Kind/name`, as errors address objects.
 pub fn address(o: &Object) -> String {
     format!("{}/{}", o.kind(), o.name())
