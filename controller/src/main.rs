@@ -38,9 +38,14 @@ struct Args {
     /// Trust domain of SPIFFE IDs.
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = api::spiffe::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
-    /// The local runtime's API socket (the local store backend).
+    /// The local runtime's API socket (the local store backend). Without
+    /// it the controller reads a Kubernetes API server (in-cluster
+    /// configuration, or the kubeconfig).
     #[arg(long, env = "MESH_LOCAL_API")]
-    local_api: PathBuf,
+    local_api: Option<PathBuf>,
+    /// The namespace the controller runs in (its Lease lives there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mesh-system")]
+    namespace: String,
     /// Address of the debug API (`/debug/syncz`), Istio's istiod port.
     #[arg(long, env = "MESH_DEBUG_LISTEN", default_value = "127.0.0.1:15014")]
     debug_listen: SocketAddr,
@@ -51,18 +56,20 @@ struct Args {
     /// Serve the admission webhooks (HTTPS; istiod's port is 15017).
     #[arg(long, env = "MESH_WEBHOOK_LISTEN")]
     webhook_listen: Option<SocketAddr>,
-    /// DNS names of the webhooks' serving certificate (the controller's
-    /// Service, as the API server calls it).
-    #[arg(
-        long,
-        env = "MESH_WEBHOOK_DNS",
-        value_delimiter = ',',
-        default_value = "mesh-controller.mesh-system.svc,mesh-controller.mesh-system.svc.cluster.local"
-    )]
+    /// DNS names of the webhooks' serving certificate (default: the
+    /// controller's Service in its namespace, as the API server calls it).
+    #[arg(long, env = "MESH_WEBHOOK_DNS", value_delimiter = ',')]
     webhook_dns: Vec<String>,
     /// The proxy image that injection puts in.
     #[arg(long, env = "MESH_PROXY_IMAGE", default_value = api::inject::DEFAULT_IMAGE)]
     proxy_image: String,
+    /// Its pull policy.
+    #[arg(
+        long,
+        env = "MESH_PROXY_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    proxy_image_pull_policy: String,
     /// Inject the proxy as a native sidecar (Kubernetes 1.29 and later).
     #[arg(long, env = "MESH_NATIVE_SIDECARS")]
     native_sidecars: bool,
@@ -91,9 +98,10 @@ async fn main() -> anyhow::Result<()> {
     certify_self(&ca, &own)?;
     tokio::spawn(renew_self(ca.clone(), own.clone()));
 
-    let store: Arc<dyn store::Store> = Arc::new(mesh_controller_local::LocalStore::start(
-        args.local_api.clone(),
-    ));
+    let store: Arc<dyn store::Store> = match &args.local_api {
+        Some(socket) => Arc::new(mesh_controller_local::LocalStore::start(socket.clone())),
+        None => start_kubernetes(&args, &anchors_pem).await?,
+    };
     let index_rx = spawn_indexer(store.clone(), args.trust_domain.clone());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -103,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
     debug::serve(
         args.debug_listen,
         args.debug_socket.as_deref(),
-        sync.clone(),
+        debug::Debug {
+            sync: sync.clone(),
+            index: index_rx.clone(),
+        },
     )
     .await?;
     if let Some(addr) = args.webhook_listen {
@@ -152,11 +163,19 @@ async fn renew_self(ca: Arc<ca::Ca>, own: Arc<common::tls::Identity>) {
 /// Serves the admission webhooks on `addr` with a certificate from the
 /// CA, renewed at half its lifetime.
 async fn start_webhooks(args: &Args, addr: SocketAddr, ca: Arc<ca::Ca>) -> anyhow::Result<()> {
-    let (chain, key) = ca.serving(&args.webhook_dns)?;
+    let service = format!("mesh-controller.{}.svc", args.namespace);
+    let dns = if args.webhook_dns.is_empty() {
+        vec![service.clone(), format!("{service}.cluster.local")]
+    } else {
+        args.webhook_dns.clone()
+    };
+    let (chain, key) = ca.serving(&dns)?;
     let serving = webhook::Serving::new(chain, key)?;
     let settings = api::inject::Settings {
         trust_domain: args.trust_domain.clone(),
         native_sidecars: args.native_sidecars,
+        pull_policy: Some(args.proxy_image_pull_policy.clone()),
+        controller: format!("{service}:15012"),
         ..api::inject::Settings::for_image(&args.proxy_image)
     };
     tokio::spawn(webhook::serve(
@@ -164,7 +183,6 @@ async fn start_webhooks(args: &Args, addr: SocketAddr, ca: Arc<ca::Ca>) -> anyho
         serving.tls()?,
         settings,
     ));
-    let dns = args.webhook_dns.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(ca.lifetime().mul_f64(0.5)).await;
@@ -179,6 +197,32 @@ async fn start_webhooks(args: &Args, addr: SocketAddr, ca: Arc<ca::Ca>) -> anyho
     });
     tracing::info!(%addr, "admission webhooks serving");
     Ok(())
+}
+
+/// The Kubernetes store, and the leader's writes behind a Lease.
+async fn start_kubernetes(args: &Args, anchors_pem: &str) -> anyhow::Result<Arc<dyn store::Store>> {
+    use mesh_controller_k8s::{KubeStore, leader, lease};
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster, or KUBECONFIG)")?;
+    let store = KubeStore::start(client.clone(), api::inject::TOKEN_AUDIENCE);
+    let leads = lease::elect(
+        client.clone(),
+        &args.namespace,
+        "mesh-controller",
+        &args.instance,
+    );
+    tokio::spawn(
+        leader::Leader {
+            client,
+            readers: store.readers().clone(),
+            verdicts: store.verdicts(),
+            anchors_pem: anchors_pem.to_string(),
+            leads,
+        }
+        .run(),
+    );
+    Ok(Arc::new(store))
 }
 
 /// Rebuilds the index on every snapshot; streams watch the result.
