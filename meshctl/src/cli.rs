@@ -48,6 +48,16 @@ pub enum Command {
     /// circuits, certificate and config version (like `istioctl
     /// proxy-config`).
     ProxyConfig(ProxyConfigArgs),
+    /// Install the mesh on a Kubernetes cluster (server-side apply of the
+    /// CRDs, the controller, its RBAC and webhooks), then wait until it
+    /// is ready.
+    Install(crate::install::InstallArgs),
+    /// Upgrade an installation: the same objects, applied again, with the
+    /// cluster's trust anchors and issuer kept.
+    Upgrade(crate::install::InstallArgs),
+    /// Remove the mesh from a Kubernetes cluster; workloads stay, and the
+    /// pods that still carry a sidecar are named.
+    Uninstall(crate::install::UninstallArgs),
 }
 
 /// `inject`.

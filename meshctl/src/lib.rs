@@ -3,5 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod install;
+pub mod k8s;
 pub mod local;
 pub mod output;

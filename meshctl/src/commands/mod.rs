@@ -37,6 +37,9 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Analyze(a) => analyze::analyze(&a).await,
         Command::ProxyStatus(p) => proxy_status::proxy_status(&p).await,
         Command::ProxyConfig(p) => proxy_config::proxy_config(&p).await,
+        Command::Install(i) => crate::install::install(&i, false).await,
+        Command::Upgrade(i) => crate::install::install(&i, true).await,
+        Command::Uninstall(u) => crate::install::uninstall(&u).await,
     };
     match result {
         Ok(code) => code,

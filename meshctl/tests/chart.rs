@@ -1,0 +1,217 @@
+//! The Helm chart against `meshctl install --dry-run`: the same objects
+//! for the same values (but the Namespace, which Helm leaves to
+//! `--create-namespace`), `helm lint` clean, and every manifest valid
+//! against the schemas of Kubernetes 1.25 to 1.37.
+//!
+//! The tools come from `scripts/install-deps.sh` (into `$MESH_TOOLS`,
+//! default `/opt/mesh-tools`); CI runs these tests with the ignored ones.
+
+// A step that cannot be taken is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var("MESH_TOOLS").unwrap_or_else(|_| "/opt/mesh-tools".into());
+    let p = Path::new(&dir).join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-deps.sh",
+        p.display()
+    );
+    p
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("mesh-chart-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A values file with a fresh identity; `extra` sets more (an
+/// `externalSecret` replaces the issuer).
+fn values(dir: &Path, extra: Value) -> PathBuf {
+    let root = common::pki::generate_root("cluster.local").unwrap();
+    let issuer = common::pki::generate_issuer(&root, "cluster.local").unwrap();
+    let mut v = serde_json::json!({
+        "identity": {
+            "trustAnchorsPEM": root.cert,
+            "issuer": {"certPEM": issuer.cert, "keyPEM": issuer.key},
+        },
+    });
+    if let Some(secret) = extra.pointer("/identity/externalSecret") {
+        v["identity"] = serde_json::json!({"trustAnchorsPEM": root.cert, "externalSecret": secret});
+    }
+    for (k, x) in extra.as_object().unwrap() {
+        if k != "identity" {
+            v[k] = x.clone();
+        }
+    }
+    let p = dir.join("values.yaml");
+    std::fs::write(&p, serde_yaml_ng::to_string(&v).unwrap()).unwrap();
+    p
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn objects(yaml: &str) -> BTreeMap<(String, String), Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            let key = (
+                v["kind"].as_str().unwrap().to_string(),
+                v["metadata"]["name"].as_str().unwrap().to_string(),
+            );
+            (key, v)
+        })
+        .collect()
+}
+
+fn install_dry_run(values: &Path, sets: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshctl"));
+    cmd.args(["install", "--dry-run", "-f"]).arg(values);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    // No cluster: what a new installation applies.
+    run(cmd
+        .env("KUBECONFIG", "/nonexistent")
+        .env_remove("KUBERNETES_SERVICE_HOST"))
+}
+
+fn helm_template(values: &Path, sets: &[&str]) -> String {
+    let mut cmd = Command::new(tool("helm"));
+    cmd.args(["template", "mesh"])
+        .arg(root().join("charts/mesh"))
+        .args(["-n", "mesh-system", "--include-crds", "-f"])
+        .arg(values);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    run(&mut cmd)
+}
+
+fn same_objects(extra: Value, sets: &[&str]) {
+    let dir = Scratch::new("same");
+    let v = values(&dir.0, extra);
+    let mut ours = objects(&install_dry_run(&v, sets));
+    let theirs = objects(&helm_template(&v, sets));
+    let ns = ours.remove(&("Namespace".into(), "mesh-system".into()));
+    assert!(ns.is_some(), "install creates its namespace");
+    let ours_keys: Vec<_> = ours.keys().collect();
+    let their_keys: Vec<_> = theirs.keys().collect();
+    assert_eq!(ours_keys, their_keys);
+    for (k, o) in &ours {
+        assert_eq!(o, &theirs[k], "{k:?} differs between install and the chart");
+    }
+}
+
+#[test]
+#[ignore = "needs helm: scripts/install-deps.sh"]
+fn the_chart_renders_what_install_applies() {
+    same_objects(serde_json::json!({"nativeSidecars": false}), &[]);
+}
+
+#[test]
+#[ignore = "needs helm: scripts/install-deps.sh"]
+fn the_chart_and_install_take_the_same_values() {
+    same_objects(
+        serde_json::json!({
+            "nativeSidecars": true,
+            "identity": {"externalSecret": "mesh-issuer-by-cert-manager"},
+        }),
+        &[
+            "controller.image=registry.example/mesh-controller:1.2.3",
+            "proxy.image=registry.example/mesh-proxy:1.2.3",
+            "controller.replicas=3",
+            "webhook.failurePolicy=Ignore",
+        ],
+    );
+}
+
+#[test]
+fn the_charts_defaults_are_installs_defaults() {
+    let text = std::fs::read_to_string(root().join("charts/mesh/values.yaml")).unwrap();
+    let chart: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let ours = serde_json::to_value(meshctl::install::values::Values::default()).unwrap();
+    assert_eq!(chart, ours);
+}
+
+#[test]
+#[ignore = "needs helm: scripts/install-deps.sh"]
+fn helm_lint_is_clean() {
+    let dir = Scratch::new("lint");
+    let v = values(&dir.0, serde_json::json!({}));
+    let out = run(Command::new(tool("helm"))
+        .args(["lint", "--strict"])
+        .arg(root().join("charts/mesh"))
+        .arg("-f")
+        .arg(&v));
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate: scripts/install-deps.sh"]
+fn every_manifest_validates_against_kubernetes_1_25_to_1_37() {
+    let dir = Scratch::new("validate");
+    let v = values(&dir.0, serde_json::json!({}));
+    for (name, text) in [
+        ("install.yaml", install_dry_run(&v, &[])),
+        ("chart.yaml", helm_template(&v, &[])),
+    ] {
+        let f = dir.0.join(name);
+        std::fs::write(&f, text).unwrap();
+        for minor in 25..=37 {
+            run(Command::new(tool("kubernetes-validate"))
+                .args(["--strict", "--quiet", "-k", &format!("1.{minor}.0")])
+                .arg(&f));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate: scripts/install-deps.sh"]
+fn the_validator_refuses_what_a_cluster_refuses() {
+    // The check above can fail: an unknown field is an error under --strict.
+    let dir = Scratch::new("refuse");
+    let f = dir.0.join("bad.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 80}], bogus: 1}\n",
+    )
+    .unwrap();
+    let out = Command::new(tool("kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", "1.30.0"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
