@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::run_ok;
 
-mod oci;
+pub(crate) mod oci;
 
 /// `cargo xtask images`.
 #[derive(Args, Debug)]
@@ -55,7 +55,7 @@ fn copy_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
 }
 
 /// Copies `file` and its libraries to the same paths under `rootfs`.
-fn copy_with_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
+pub(crate) fn copy_with_libs(rootfs: &Path, file: &Path) -> anyhow::Result<()> {
     run_ok(
         Command::new("cp")
             .arg("-L")
@@ -82,7 +82,7 @@ fn install_binary(rootfs: &Path, bin: &Path) -> anyhow::Result<()> {
     copy_libs(rootfs, bin)
 }
 
-fn base_files(rootfs: &Path) -> anyhow::Result<()> {
+pub(crate) fn base_files(rootfs: &Path) -> anyhow::Result<()> {
     for d in ["etc", "tmp", "proc", "sys", "dev", "run", "var/run"] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
@@ -108,6 +108,12 @@ fn proxy_rootfs(rootfs: &Path, bin: &Path) -> anyhow::Result<()> {
         "{} is missing: apt-get install iptables",
         xtables.display()
     );
+    iptables(rootfs)
+}
+
+/// iptables-nft, its extensions and its usual names, under `rootfs`.
+pub(crate) fn iptables(rootfs: &Path) -> anyhow::Result<()> {
+    let xtables = Path::new("/usr/sbin/xtables-nft-multi");
     copy_with_libs(rootfs, xtables)?;
     run_ok(
         Command::new("cp")

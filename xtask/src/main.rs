@@ -8,6 +8,8 @@
 //! - `bench-controller`: the controller at scale (a report).
 //! - `images`: the controller's and the proxy's images as OCI archives,
 //!   without a container engine.
+//! - `node`: a real single-node Kubernetes for the Kubernetes scenarios
+//!   (build, images, start, stop).
 //! - `loadgen` and `serve` (hidden): the load generator and the HTTP
 //!   server that `bench` runs inside pods.
 
@@ -20,6 +22,7 @@ mod bench;
 mod bench_controller;
 mod images;
 mod loadgen;
+mod node;
 mod serve;
 
 #[derive(Parser)]
@@ -39,6 +42,8 @@ enum Cmd {
     BenchController(bench_controller::Args),
     /// Build the controller's and the proxy's images as OCI archives.
     Images(images::ImagesArgs),
+    /// A real single-node Kubernetes on this host (build, images, start, stop).
+    Node(node::NodeArgs),
     /// Generate HTTP/1.1 load (run inside a pod by `bench`).
     #[command(hide = true)]
     Loadgen(loadgen::LoadArgs),
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::run(&a),
         Cmd::BenchController(a) => bench_controller::run(&a),
         Cmd::Images(a) => images::run(&a, &root()).map(|_| ()),
+        Cmd::Node(a) => node::run(&a, &root()),
         Cmd::Loadgen(a) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
