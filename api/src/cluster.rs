@@ -102,6 +102,10 @@ pub struct Pod {
     /// The workload (Deployment) that owns it.
     #[serde(default)]
     pub owner: String,
+    /// Every app container has exited and none will restart (a Job's
+    /// pod): its proxy should leave.
+    #[serde(default)]
+    pub app_exited: bool,
 }
 
 /// A ClusterIP Service.

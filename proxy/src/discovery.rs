@@ -122,6 +122,11 @@ impl Discovery {
         })
     }
 
+    /// Ticks on every applied change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
     /// The controller's system version of the last response applied.
     pub fn version(&self) -> String {
         self.version

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::spiffe::SpiffeId;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 mod accept;
 mod access_log;
@@ -110,18 +111,28 @@ pub(crate) struct Telemetry {
 
 /// Keeps `pod.source` current with this pod's labels, from the discovery
 /// of the pod's own address.
-async fn own_labels(pod: Arc<Pod>, discovery: Arc<discovery::Discovery>) {
+/// Follows the pod's own resource: its labels (for route matches) and
+/// whether its app has exited for good (a Job's pod), which ends the
+/// proxy so that the pod can complete.
+async fn own_workload(pod: Arc<Pod>, discovery: Arc<discovery::Discovery>, leave: Arc<Notify>) {
+    let mut changes = discovery.changes();
     loop {
         if let discovery::Lookup::Mesh(t) = discovery.lookup(pod.ip).await
             && let api::discovery::Resolved::Workload(w) = &t.resolved
-            && pod.source.load().labels != w.labels
         {
-            pod.source.store(Arc::new(traffic::matching::Source {
-                labels: w.labels.clone(),
-                namespace: w.namespace.clone(),
-            }));
+            if pod.source.load().labels != w.labels {
+                pod.source.store(Arc::new(traffic::matching::Source {
+                    labels: w.labels.clone(),
+                    namespace: w.namespace.clone(),
+                }));
+            }
+            if w.policy.as_ref().is_some_and(|p| p.app_exited) {
+                tracing::info!("the app's containers have exited: the proxy leaves");
+                leave.notify_one();
+                return;
+            }
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
     }
 }
 
@@ -188,7 +199,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             namespace: cfg.namespace.clone(),
         }),
     });
-    tokio::spawn(own_labels(pod.clone(), discovery.clone()));
+    let leave = Arc::new(Notify::new());
+    tokio::spawn(own_workload(pod.clone(), discovery.clone(), leave.clone()));
     tokio::spawn({
         let upstreams = upstreams.clone();
         async move {
@@ -246,6 +258,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        () = leave.notified() => {}
     }
     tracing::info!(grace = ?cfg.drain_grace, "proxy draining");
     let left = drainer.run(cfg.drain_grace).await;

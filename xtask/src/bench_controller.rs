@@ -57,6 +57,7 @@ fn pod(name: String, ns: String, app: String, ip: IpAddr, ready: bool) -> Pod {
         ready,
         named_ports: Default::default(),
         owner: app,
+        app_exited: false,
     }
 }
 

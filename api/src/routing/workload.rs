@@ -63,5 +63,6 @@ pub(super) fn policy(p: &WorkloadPolicy) -> Result<proto::WorkloadPolicy, Error>
     Ok(proto::WorkloadPolicy {
         rate_limits,
         outbound: outbound as i32,
+        app_exited: false,
     })
 }

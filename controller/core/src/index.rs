@@ -296,6 +296,7 @@ mod tests {
             ready,
             named_ports: [("web".to_string(), 9090)].into(),
             owner: app.into(),
+            app_exited: false,
         }
     }
 

@@ -41,7 +41,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
     let outbound_traffic_policy = sidecar(config, pod)
         .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
         .and_then(|o| o.mode.clone());
-    if rate_limits.is_empty() && outbound_traffic_policy.is_none() {
+    if rate_limits.is_empty() && outbound_traffic_policy.is_none() && !pod.app_exited {
         return None;
     }
     let policy = WorkloadPolicy {
@@ -49,7 +49,10 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
         outbound_traffic_policy,
     };
     match api::routing::workload_policy(&policy) {
-        Ok(p) => Some(p),
+        Ok(p) => Some(api::proto::WorkloadPolicy {
+            app_exited: pod.app_exited,
+            ..p
+        }),
         Err(e) => {
             tracing::error!(pod = %pod.name, namespace = %pod.namespace, error = %e, "workload policy not compiled");
             None
@@ -100,6 +103,7 @@ mod tests {
             ready: true,
             named_ports: Default::default(),
             owner: app.into(),
+            app_exited: false,
         }
     }
 

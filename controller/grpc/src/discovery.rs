@@ -322,6 +322,7 @@ mod tests {
             ready: true,
             named_ports: Default::default(),
             owner: "a".into(),
+            app_exited: false,
         };
         let sidecar = serde_yaml_ng::from_str(
             "apiVersion: networking.istio.io/v1
@@ -485,6 +486,7 @@ spec:
             ready,
             named_ports: Default::default(),
             owner: "a".into(),
+            app_exited: false,
         };
         let svc = api::cluster::Service {
             name: "a".into(),

@@ -40,7 +40,41 @@ pub fn pod(p: &Pod) -> Option<cluster::Pod> {
         ready,
         named_ports: cluster::named_ports(spec),
         owner: api::inject::workload_of(meta),
+        app_exited: app_exited(spec, status),
     })
+}
+
+/// Whether every app container has exited and none will restart: with
+/// `restartPolicy: Never`, once each has terminated; with `OnFailure`,
+/// once each has terminated with 0. (A Deployment's pods always restart.)
+fn app_exited(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    status: Option<&k8s_openapi::api::core::v1::PodStatus>,
+) -> bool {
+    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    if policy == "Always" {
+        return false;
+    }
+    let statuses = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    let apps: Vec<_> = statuses
+        .iter()
+        .filter(|c| c.name != api::inject::PROXY)
+        .collect();
+    !apps.is_empty()
+        && apps.len()
+            == spec
+                .containers
+                .iter()
+                .filter(|c| c.name != api::inject::PROXY)
+                .count()
+        && apps.iter().all(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| policy == "Never" || t.exit_code == 0)
+        })
 }
 
 /// The mesh's view of a Service with a cluster IP (headless Services and

@@ -102,3 +102,28 @@ fn an_invalid_object_is_refused_with_its_field_path_in_the_status() {
         "{message}"
     );
 }
+
+fn job_pod(restart: &str, app_exit: Option<i32>) -> Pod {
+    let state = match app_exit {
+        Some(code) => serde_json::json!({"terminated": {"exitCode": code}}),
+        None => serde_json::json!({"running": {}}),
+    };
+    from_json(serde_json::json!({
+        "metadata": {"name": "report-x1", "namespace": "shop"},
+        "spec": {"restartPolicy": restart, "containers": [{"name": "app"}, {"name": "mesh-proxy"}]},
+        "status": {"phase": "Running", "podIP": "10.244.0.9", "containerStatuses": [
+            {"name": "app", "ready": false, "restartCount": 0, "image": "i", "imageID": "", "state": state},
+            {"name": "mesh-proxy", "ready": true, "restartCount": 0, "image": "i", "imageID": "", "state": {"running": {}}},
+        ]},
+    }))
+}
+
+#[test]
+fn a_jobs_proxy_is_told_to_leave_once_the_app_is_done_for_good() {
+    assert!(pod(&job_pod("Never", Some(1))).unwrap().app_exited);
+    assert!(pod(&job_pod("OnFailure", Some(0))).unwrap().app_exited);
+    // It restarts after a failure; it has not started; a Deployment's pod.
+    assert!(!pod(&job_pod("OnFailure", Some(2))).unwrap().app_exited);
+    assert!(!pod(&job_pod("Never", None)).unwrap().app_exited);
+    assert!(!pod(&job_pod("Always", Some(0))).unwrap().app_exited);
+}

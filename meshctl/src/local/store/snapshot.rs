@@ -24,6 +24,7 @@ pub(super) fn snapshot(s: &State) -> Snapshot {
                 ready: p.ready && p.phase == Phase::Running,
                 named_ports: cluster::named_ports(&p.spec),
                 owner: p.deployment.clone(),
+                app_exited: false,
             })
             .collect(),
         services: s
