@@ -302,3 +302,37 @@ mod tests {
         assert_eq!(pem_certs(&der_to_pem(&der)).unwrap(), vec![der]);
     }
 }
+
+/// What any certificate says of its names and validity (trust anchors and
+/// issuers carry no SPIFFE ID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertValidity {
+    /// Subject, as text.
+    pub subject: String,
+    /// Issuer, as text.
+    pub issuer: String,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// Whether it may sign certificates.
+    pub is_ca: bool,
+}
+
+/// Reads the names and validity of a certificate.
+pub fn validity(der: &[u8]) -> Result<CertValidity, PkiError> {
+    use x509_parser::prelude::*;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| PkiError::Parse(format!("certificate: {e}")))?;
+    let time = |t: ASN1Time| {
+        SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+    };
+    Ok(CertValidity {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        not_before: time(cert.validity().not_before),
+        not_after: time(cert.validity().not_after),
+        is_ca: cert.is_ca(),
+    })
+}

@@ -48,6 +48,9 @@ pub enum Command {
     /// circuits, certificate and config version (like `istioctl
     /// proxy-config`).
     ProxyConfig(ProxyConfigArgs),
+    /// Check a Kubernetes cluster: ready for the mesh (--pre), the mesh
+    /// healthy, the proxies in sync (--proxy); exit 1 when a check fails.
+    Check(crate::commands::check::CheckArgs),
     /// Install the mesh on a Kubernetes cluster (server-side apply of the
     /// CRDs, the controller, its RBAC and webhooks), then wait until it
     /// is ready.
@@ -87,14 +90,20 @@ pub struct InjectArgs {
 /// `proxy-config`.
 #[derive(Args, Debug)]
 pub struct ProxyConfigArgs {
-    /// Pod name, or `deploy/NAME` for a ready pod of a Deployment.
-    pub pod: String,
+    /// `[SECTION] POD`: the section (listeners, routes, clusters,
+    /// endpoints, secrets or all; default all), then the pod's name or
+    /// `deploy/NAME` for a ready pod of a Deployment.
+    #[arg(num_args = 1..=2, required = true, value_names = ["SECTION", "POD"])]
+    pub targets: Vec<String>,
     /// Namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
     /// State.
     #[command(flatten)]
     pub state: StateArgs,
+    /// The cluster (when the local runtime does not run, or one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
@@ -109,6 +118,9 @@ pub struct ProxyStatusArgs {
     /// State.
     #[command(flatten)]
     pub state: StateArgs,
+    /// The cluster (when the local runtime does not run, or one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,

@@ -24,25 +24,14 @@ struct Row {
     status: String,
 }
 
-/// Prints the sync state of every proxy of the local runtime.
+/// Prints the sync state of every proxy.
 pub async fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<i32> {
     let state = StateDir::resolve(args.state.state_dir.clone());
-    let pods: Vec<PodStatus> = Client::new(state.clone()).get("/pods").await?;
-    let (code, body) = common::unix_http::request(
-        &state.controller_socket(),
-        Method::GET,
-        "/debug/syncz",
-        Vec::new(),
-    )
-    .await
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "the controller is not answering ({e}); `meshctl local controller start` starts it"
-        )
-    })?;
-    anyhow::ensure!(code.is_success(), "/debug/syncz: {code}");
-    let streams: Vec<ProxySync> = serde_json::from_slice(&body)?;
-    let rows = rows(streams, &pods, args.namespace.as_deref());
+    let (streams, meshed) = match crate::k8s::target(&args.kube, &state).await? {
+        crate::k8s::Target::Local => local(&state).await?,
+        crate::k8s::Target::Kubernetes(client) => kubernetes(&client).await?,
+    };
+    let rows = rows(streams, &meshed, args.namespace.as_deref());
     if print_data(args.output, &rows)? {
         return Ok(0);
     }
@@ -92,8 +81,95 @@ pub async fn proxy_status(args: &ProxyStatusArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// A meshed pod: (namespace, name).
+type Meshed = (String, String);
+
+/// The local runtime's streams and meshed pods.
+async fn local(state: &StateDir) -> anyhow::Result<(Vec<ProxySync>, Vec<Meshed>)> {
+    let pods: Vec<PodStatus> = Client::new(state.clone()).get("/pods").await?;
+    let (code, body) = common::unix_http::request(
+        &state.controller_socket(),
+        Method::GET,
+        "/debug/syncz",
+        Vec::new(),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "the controller is not answering ({e}); `meshctl local controller start` starts it"
+        )
+    })?;
+    anyhow::ensure!(code.is_success(), "/debug/syncz: {code}");
+    let meshed = pods
+        .into_iter()
+        .filter(|p| p.meshed)
+        .map(|p| (p.namespace, p.name))
+        .collect();
+    Ok((serde_json::from_slice(&body)?, meshed))
+}
+
+/// Every controller replica's streams (through port-forwards to their
+/// debug port) and the running pods that carry a proxy.
+async fn kubernetes(client: &kube::Client) -> anyhow::Result<(Vec<ProxySync>, Vec<Meshed>)> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let ns = crate::install::NAMESPACE;
+    let controllers: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={}", crate::install::render::CONTROLLER));
+    let mut streams = Vec::new();
+    let mut reached = 0;
+    for c in controllers.list(&lp).await? {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        match crate::k8s::forward::http_get(client, ns, &name, 15014, "/debug/syncz").await {
+            Ok(body) => {
+                streams.extend(serde_json::from_slice::<Vec<ProxySync>>(&body)?);
+                reached += 1;
+            }
+            Err(e) => eprintln!("controller {ns}/{name}: {e:#}"),
+        }
+    }
+    anyhow::ensure!(
+        reached > 0,
+        "no controller answered: is the mesh installed? (meshctl check)"
+    );
+    let pods: Api<Pod> = Api::all(client.clone());
+    let meshed = pods
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .any(|c| c.name == api::inject::PROXY)
+            })
+        })
+        .map(|p| {
+            (
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok((streams, meshed))
+}
+
+/// (name, status) of every proxy of a cluster, for `check`.
+pub async fn kubernetes_rows(
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let (streams, meshed) = kubernetes(client).await?;
+    Ok(rows(streams, &meshed, namespace)
+        .into_iter()
+        .map(|r| (r.name, r.status))
+        .collect())
+}
+
 /// Streams by pod name, then meshed running pods without a stream.
-fn rows(streams: Vec<ProxySync>, pods: &[PodStatus], namespace: Option<&str>) -> Vec<Row> {
+fn rows(streams: Vec<ProxySync>, meshed: &[Meshed], namespace: Option<&str>) -> Vec<Row> {
     let in_ns = |ns: &str| namespace.is_none_or(|n| n == ns);
     let mut rows: Vec<Row> = streams
         .into_iter()
@@ -104,9 +180,9 @@ fn rows(streams: Vec<ProxySync>, pods: &[PodStatus], namespace: Option<&str>) ->
             sync: Some(s),
         })
         .collect();
-    for p in pods {
-        let name = format!("{}.{}", p.name, p.namespace);
-        if p.meshed && in_ns(&p.namespace) && !rows.iter().any(|r| r.name == name) {
+    for (ns, pod) in meshed {
+        let name = format!("{pod}.{ns}");
+        if in_ns(ns) && !rows.iter().any(|r| r.name == name) {
             rows.push(Row {
                 name,
                 status: "NOT CONNECTED".into(),

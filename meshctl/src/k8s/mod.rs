@@ -9,6 +9,7 @@ use anyhow::Context;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub mod apply;
+pub mod forward;
 
 /// How a command reaches its cluster.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -58,4 +59,71 @@ pub async fn server_minor(client: &kube::Client) -> anyhow::Result<(u32, u32)> {
     let v = client.apiserver_version().await?;
     let num = |s: &str| s.trim_end_matches('+').parse::<u32>().unwrap_or(0);
     Ok((num(&v.major), num(&v.minor)))
+}
+
+/// Where a command that works on both finds the mesh.
+pub enum Target {
+    /// The local runtime.
+    Local,
+    /// A Kubernetes cluster.
+    Kubernetes(kube::Client),
+}
+
+/// The local runtime when it runs and no cluster was named (`--context`,
+/// `--kubeconfig`); else the cluster of the kubeconfig.
+pub async fn target(kube: &KubeArgs, state: &crate::local::StateDir) -> anyhow::Result<Target> {
+    let named = kube.context.is_some() || kube.kubeconfig.is_some();
+    if !named
+        && tokio::net::UnixStream::connect(state.socket())
+            .await
+            .is_ok()
+    {
+        return Ok(Target::Local);
+    }
+    kube.client().await.map(Target::Kubernetes).map_err(|e| {
+        e.context("neither the local runtime (meshctl local up) nor a cluster is reachable")
+    })
+}
+
+/// A pod by name, or the first ready pod of `deploy/NAME`.
+pub async fn find_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Some(deploy) = name
+        .strip_prefix("deploy/")
+        .or_else(|| name.strip_prefix("deployment/"))
+    else {
+        return pods.get_opt(name).await?.with_context(|| {
+            format!("pod {namespace}/{name} not found (kubectl get pods -n {namespace})")
+        });
+    };
+    let d: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), namespace);
+    let dep = d
+        .get_opt(deploy)
+        .await?
+        .with_context(|| format!("deployment {namespace}/{deploy} not found"))?;
+    let selector = dep
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    pods.list(&ListParams::default().labels(&selector))
+        .await?
+        .into_iter()
+        .find(ready)
+        .with_context(|| format!("deployment {namespace}/{deploy} has no ready pod"))
 }
