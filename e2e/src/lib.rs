@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use meshctl::local::objects::PodStatus;
 
+pub mod k8s;
+
 /// Asserts that this process is root. Scenarios that need it are
 /// `#[ignore = "needs root"]`, so a plain `cargo test` lists them as
 /// ignored rather than passed; `cargo test -- --include-ignored` (CI, as

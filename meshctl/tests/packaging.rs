@@ -1,7 +1,8 @@
-//! The Helm chart against `meshctl install --dry-run`: the same objects
-//! for the same values (but the Namespace, which Helm leaves to
-//! `--create-namespace`), `helm lint` clean, and every manifest valid
-//! against the schemas of Kubernetes 1.25 to 1.37.
+//! How the mesh ships: the Helm chart against `meshctl install
+//! --dry-run` (the same objects for the same values, but the Namespace,
+//! which Helm leaves to `--create-namespace`), `helm lint` clean, every
+//! manifest valid against the schemas of Kubernetes 1.25 to 1.37, and the
+//! users' CI workflow clean under actionlint.
 //!
 //! The tools come from `scripts/install-deps.sh` (into `$MESH_TOOLS`,
 //! default `/opt/mesh-tools`); CI runs these tests with the ignored ones.
@@ -214,4 +215,26 @@ fn the_validator_refuses_what_a_cluster_refuses() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+#[ignore = "needs actionlint: scripts/install-deps.sh"]
+fn the_github_workflows_lint_clean() {
+    let dir = root().join(".github/workflows");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    assert!(!files.is_empty(), "no workflow in {}", dir.display());
+    run(Command::new(tool("actionlint")).args(&files));
+    // And the linter finds what it should.
+    let scratch = Scratch::new("actionlint");
+    let bad = scratch.0.join("bad.yml");
+    std::fs::write(&bad, "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n    - run: echo ${{ nothing.here }}\n").unwrap();
+    let out = Command::new(tool("actionlint")).arg(&bad).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "actionlint accepted a broken workflow"
+    );
 }
