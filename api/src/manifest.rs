@@ -254,7 +254,7 @@ pub fn parse(source: &str, text: &str) -> (Vec<Document>, Vec<ManifestError>) {
         }
         match read_object(value) {
             Ok(object) => {
-                let problems = validate::object(&object);
+                let problems = validate::object(&object, validate::For::Files);
                 let at = address(&object);
                 if problems.is_empty() {
                     docs.push(Document { index, object });
@@ -275,13 +275,15 @@ pub fn parse(source: &str, text: &str) -> (Vec<Document>, Vec<ManifestError>) {
     (docs, errors)
 }
 
-/// Reads one object as a cluster returns it (JSON), with the same checks
-/// as [`parse`]: the problems come as (field path, message).
+/// Reads one object as a cluster returns it (JSON), with the checks of
+/// [`parse`] but the local runtime's own (a container's `command`, env
+/// values only, ClusterIP Services only, matchLabels only): the problems
+/// come as (field path, message).
 pub fn read(value: serde_json::Value) -> Result<Object, Vec<(String, String)>> {
     let value: Value =
         serde_json::from_value(value).map_err(|e| vec![(String::new(), e.to_string())])?;
     let object = read_object(value).map_err(|(_, field, message)| vec![(field, message)])?;
-    let problems = validate::object(&object);
+    let problems = validate::object(&object, validate::For::Cluster);
     if problems.is_empty() {
         Ok(object)
     } else {

@@ -67,8 +67,27 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct InjectArgs {
     /// Manifest file, directory (its *.yaml/*.yml files) or `-` for stdin.
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required_unless_present = "workload",
+        conflicts_with = "workload"
+    )]
     pub files: Vec<PathBuf>,
+    /// A live workload to patch instead: `deploy/NAME`, `sts/NAME`,
+    /// `ds/NAME` or `cronjob/NAME` (its pods are then replaced by a
+    /// rollout). The proxy image, trust domain and sidecar kind are the
+    /// installation's.
+    pub workload: Option<String>,
+    /// The live workload's namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// With a live workload: print the patched object, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The cluster (with a live workload).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
     /// The proxy image (it also runs the redirection init container).
     #[arg(long, default_value = api::inject::DEFAULT_IMAGE)]
     pub proxy_image: String,
@@ -132,9 +151,13 @@ pub struct AnalyzeArgs {
     /// Manifest files or directories (default: only the runtime's state).
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<PathBuf>,
-    /// Ignore the local runtime, even if it runs.
+    /// Ignore the local runtime and any cluster: the files alone.
     #[arg(long)]
     pub no_runtime: bool,
+    /// The cluster whose objects are analyzed, when the local runtime
+    /// does not run (or when one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
     /// State.
     #[command(flatten)]
     pub state: StateArgs,

@@ -138,3 +138,27 @@ fn traffic_annotations_are_checked() {
     );
     assert!(e.message.contains("\"x\" is not a port"), "{}", e.message);
 }
+
+#[test]
+fn a_clusters_deployment_runs_its_image_and_needs_no_command() {
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "managedFields": []},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "web:1"}]},
+            },
+        },
+        "status": {"replicas": 1},
+    });
+    assert!(super::read(deployment.clone()).is_ok());
+    // The same as a file for the local runtime needs its command.
+    let text = serde_yaml_ng::to_string(&deployment).unwrap();
+    let (_, errors) = super::parse("web.yaml", &text);
+    assert!(
+        errors.iter().any(|e| e.field.ends_with(".command")),
+        "{errors:?}"
+    );
+}

@@ -55,8 +55,19 @@ fn meta(m: &ObjectMeta, label_only: bool) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Where an object is headed: the local runtime runs a container's
+/// `command` and ignores its image, and takes a subset of Kubernetes
+/// (ClusterIP Services, matchLabels, env values); a cluster takes it all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum For {
+    /// Files, which may be applied to the local runtime.
+    Files,
+    /// An object a cluster already holds.
+    Cluster,
+}
+
 /// Every problem of an object (empty: valid).
-pub(super) fn object(o: &Object) -> Vec<Problem> {
+pub(super) fn object(o: &Object, target: For) -> Vec<Problem> {
     let first = |r: Result<(), Problem>| r.err().into_iter().collect::<Vec<_>>();
     let istio = |m: &ObjectMeta, problems: Vec<crate::istio::validate::Problem>| {
         let mut out = first(meta(m, false));
@@ -66,8 +77,8 @@ pub(super) fn object(o: &Object) -> Vec<Problem> {
     match o {
         Object::Namespace(n) => first(meta(&n.metadata, true)),
         Object::ServiceAccount(s) => first(meta(&s.metadata, false)),
-        Object::Deployment(d) => first(deployment(d)),
-        Object::Service(s) => first(service(s)),
+        Object::Deployment(d) => first(deployment(d, target)),
+        Object::Service(s) => first(service(s, target)),
         Object::VirtualService(v) => istio(
             &v.metadata,
             crate::istio::validate::virtual_service(&v.spec),
@@ -120,7 +131,7 @@ pub(super) fn object(o: &Object) -> Vec<Problem> {
     }
 }
 
-fn deployment(d: &Deployment) -> Result<(), Problem> {
+fn deployment(d: &Deployment, target: For) -> Result<(), Problem> {
     meta(&d.metadata, true)?;
     let spec = d.spec.as_ref().ok_or_else(|| problem("spec", "required"))?;
     if spec.replicas.is_some_and(|r| r < 0) {
@@ -137,11 +148,12 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
                 "required: the labels that pick this Deployment's pods",
             )
         })?;
-    if spec
-        .selector
-        .match_expressions
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
+    if target == For::Files
+        && spec
+            .selector
+            .match_expressions
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
     {
         return Err(problem(
             "spec.selector.matchExpressions",
@@ -185,7 +197,7 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
     }
     for (i, c) in pod.containers.iter().enumerate() {
         let at = format!("spec.template.spec.containers[{i}]");
-        if c.command.as_ref().is_none_or(|c| c.is_empty()) {
+        if target == For::Files && c.command.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(problem(
                 format!("{at}.command"),
                 "required in the local runtime, which runs the command and ignores the image",
@@ -200,7 +212,7 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
             }
         }
         for (j, e) in c.env.iter().flatten().enumerate() {
-            if e.value_from.is_some() {
+            if target == For::Files && e.value_from.is_some() {
                 return Err(problem(
                     format!("{at}.env[{j}].valueFrom"),
                     "not supported by the local runtime; use value",
@@ -211,11 +223,12 @@ fn deployment(d: &Deployment) -> Result<(), Problem> {
     Ok(())
 }
 
-fn service(s: &Service) -> Result<(), Problem> {
+fn service(s: &Service, target: For) -> Result<(), Problem> {
     meta(&s.metadata, true)?;
     let spec = s.spec.as_ref().ok_or_else(|| problem("spec", "required"))?;
     if let Some(t) = spec.type_.as_deref()
         && t != "ClusterIP"
+        && target == For::Files
     {
         return Err(problem(
             "spec.type",

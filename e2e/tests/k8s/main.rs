@@ -61,8 +61,10 @@ fn the_mesh_on_kubernetes() {
     retries(&node);
     job_completes(&node);
     opted_out(&node);
+    live_inject(&node);
     validation_and_status(&node);
     proxy_views(&node);
+    analyze_cluster(&node);
     identity::token_reviews(&node);
     uninstall(&node);
     node.stop();
@@ -318,6 +320,91 @@ fn opted_out(node: &Node) {
         ]);
         assert_eq!(names, "app|", "{ns}/{pod} was changed");
     }
+}
+
+fn live_inject(node: &Node) {
+    step("inject deploy/NAME -n NS patches a live workload, once");
+    ok(node.apply(manifests::SOLO), "apply solo");
+    node.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "plain",
+        "deploy/solo",
+        "--timeout=120s",
+    ]);
+    let first = node.meshctl(&["inject", "deploy/solo", "-n", "plain"]);
+    let said = String::from_utf8_lossy(&first.stderr).into_owned();
+    ok(first, "meshctl inject deploy/solo");
+    assert!(said.contains("deployment/solo: injected"), "{said}");
+    node.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        "plain",
+        "deploy/solo",
+        "--timeout=180s",
+    ]);
+    node.wait_for(
+        "the new pod carries the proxy",
+        Duration::from_secs(60),
+        || {
+            let names = node.kubectl_ok(&[
+                "get",
+                "pods",
+                "-n",
+                "plain",
+                "-l",
+                "app=solo",
+                "-o",
+                "jsonpath={.items[*].spec.containers[*].name}",
+            ]);
+            // One pod left (the old one gone), and it carries the proxy.
+            if names.contains(api::inject::PROXY)
+                && names.split_whitespace().filter(|n| *n == "app").count() == 1
+            {
+                Ok(())
+            } else {
+                Err(names)
+            }
+        },
+    );
+    let again = node.meshctl(&["inject", "deploy/solo", "-n", "plain"]);
+    let said = String::from_utf8_lossy(&again.stderr).into_owned();
+    ok(again, "meshctl inject deploy/solo, again");
+    assert!(said.contains("skipped: already injected"), "{said}");
+}
+
+fn analyze_cluster(node: &Node) {
+    step("analyze reads the cluster's objects");
+    // A VirtualService routing to a subset no DestinationRule defines.
+    ok(
+        node.apply(manifests::UNKNOWN_SUBSET),
+        "apply a route to a missing subset",
+    );
+    let out = node.meshctl(&["analyze", "-o", "json"]);
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        findings.iter().any(
+            |f| f["object"].as_str().is_some_and(|o| o.contains("ghost"))
+                && f["message"].as_str().is_some_and(|m| m.contains("v9"))
+        ),
+        "{findings:?}"
+    );
+    assert_eq!(out.status.code(), Some(1), "an error finding exits 1");
+    // Workloads as Kubernetes runs them are not held to the local
+    // runtime's rules (a command instead of the image's).
+    assert!(
+        !findings.iter().any(|f| f["object"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("Deployment"))),
+        "{findings:?}"
+    );
+    ok(
+        node.kubectl(&["delete", "virtualservice", "-n", "shop", "ghost"]),
+        "delete ghost",
+    );
 }
 
 fn validation_and_status(node: &Node) {

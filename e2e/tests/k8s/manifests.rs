@@ -210,3 +210,30 @@ spec:
   containers:
   - {name: app, image: local/tools:1, imagePullPolicy: Never, command: ["sleep", "100000"]}
 "#;
+
+/// A Deployment in a namespace that says nothing: injected by name.
+pub const SOLO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: solo, namespace: plain}
+spec:
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: app, image: local/tools:1, imagePullPolicy: Never, command: ["sleep", "100000"]}
+"#;
+
+/// A route to a subset that no DestinationRule defines: valid alone, an
+/// error across resources.
+pub const UNKNOWN_SUBSET: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ghost, namespace: shop}
+spec:
+  hosts: [web]
+  http:
+  - route: [{destination: {host: web, subset: v9}}]
+"#;

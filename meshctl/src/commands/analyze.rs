@@ -1,6 +1,7 @@
 //! `meshctl analyze`: checks across resources, on files, on the local
-//! runtime's state, or on both (files override what the runtime holds
-//! under the same kind, namespace and name). Document errors count too.
+//! runtime's state or a cluster's objects, or on both (files override
+//! what the runtime or cluster holds under the same kind, namespace and
+//! name). Document errors count too.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +16,20 @@ use crate::local::objects::PodStatus;
 /// Runs the analysis; returns 0 (clean), 1 (errors) or 2 (warnings only).
 pub async fn analyze(args: &AnalyzeArgs) -> anyhow::Result<i32> {
     let client = Client::new(StateDir::resolve(args.state.state_dir.clone()));
-    let runtime = !args.no_runtime && client.alive().await;
+    let named = args.kube.context.is_some() || args.kube.kubeconfig.is_some();
+    let runtime = !args.no_runtime && !named && client.alive().await;
+    let kube = if args.no_runtime || runtime {
+        None
+    } else if named || args.files.is_empty() {
+        Some(args.kube.client().await.map_err(|e| {
+            e.context("nothing to analyze: give files with -f, start the local runtime (meshctl local up), or point at a cluster")
+        })?)
+    } else {
+        // Files alone, unless a cluster answers.
+        args.kube.client().await.ok()
+    };
     anyhow::ensure!(
-        runtime || !args.files.is_empty(),
+        runtime || kube.is_some() || !args.files.is_empty(),
         "nothing to analyze: give files with -f, or start the local runtime (meshctl local up)"
     );
     let mut findings: Vec<Finding> = Vec::new();
@@ -47,6 +59,25 @@ pub async fn analyze(args: &AnalyzeArgs) -> anyhow::Result<i32> {
                     .collect(),
             ),
         )
+    } else if let Some(k) = &kube {
+        let read = crate::k8s::objects::read(k).await?;
+        findings.extend(
+            read.refused
+                .into_iter()
+                .map(|(object, field, message)| Finding {
+                    severity: Severity::Error,
+                    source: "cluster".into(),
+                    object,
+                    field,
+                    message,
+                }),
+        );
+        let pods = read
+            .pods
+            .into_iter()
+            .map(|(namespace, labels)| PodLabels { namespace, labels })
+            .collect();
+        (read.objects, Some(pods))
     } else {
         (Vec::new(), None)
     };
@@ -100,6 +131,8 @@ pub async fn analyze(args: &AnalyzeArgs) -> anyhow::Result<i32> {
                 located.len(),
                 if runtime {
                     " (with the local runtime's state)"
+                } else if kube.is_some() {
+                    " (with the cluster's objects)"
                 } else {
                     ""
                 },

@@ -156,3 +156,129 @@ pub fn run(args: &InjectArgs) -> anyhow::Result<i32> {
     println!("{}", out.join("---\n").trim_end());
     Ok(if failed == 0 { 0 } else { 1 })
 }
+
+/// A live workload kind: (`apiVersion`, `Kind`) from kubectl's names.
+fn live_kind(word: &str) -> anyhow::Result<(&'static str, &'static str)> {
+    Ok(match word {
+        "deploy" | "deployment" | "deployments" => ("apps/v1", "Deployment"),
+        "sts" | "statefulset" | "statefulsets" => ("apps/v1", "StatefulSet"),
+        "ds" | "daemonset" | "daemonsets" => ("apps/v1", "DaemonSet"),
+        "cj" | "cronjob" | "cronjobs" => ("batch/v1", "CronJob"),
+        "job" | "jobs" | "pod" | "pods" | "po" => anyhow::bail!(
+            "a {word}'s pod template cannot change once created: inject its manifest (meshctl inject -f FILE | kubectl apply -f -) and create it again"
+        ),
+        _ => anyhow::bail!("{word:?}: give deploy/NAME, sts/NAME, ds/NAME or cronjob/NAME"),
+    })
+}
+
+/// The installation's injection settings, read from the controller's
+/// Deployment (its `--proxy-image`, `--trust-domain`... arguments).
+async fn installed_settings(client: &kube::Client) -> anyhow::Result<Settings> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: kube::Api<Deployment> =
+        kube::Api::namespaced(client.clone(), crate::install::NAMESPACE);
+    let d = deployments
+        .get_opt(crate::install::render::CONTROLLER)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("the mesh is not installed on this cluster: run meshctl install")
+        })?;
+    let args: Vec<String> = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.args)
+        .unwrap_or_default();
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_string))
+    };
+    let mut s =
+        Settings::for_image(&flag("proxy-image").unwrap_or_else(|| inject::DEFAULT_IMAGE.into()));
+    s.pull_policy = flag("proxy-image-pull-policy").or(s.pull_policy);
+    if let Some(td) = flag("trust-domain") {
+        s.trust_domain = td;
+    }
+    s.native_sidecars = args.iter().any(|a| a == "--native-sidecars");
+    s.controller = format!(
+        "{}.{}.svc:15012",
+        crate::install::render::CONTROLLER,
+        crate::install::NAMESPACE
+    );
+    // Asked for by name: injected unless the workload or its namespace
+    // says no.
+    s.by_default = true;
+    Ok(s)
+}
+
+/// Injects a live workload: reads it, injects its pod template, replaces
+/// it (the resourceVersion read makes a concurrent change fail, not be
+/// lost).
+pub async fn live(args: &InjectArgs) -> anyhow::Result<i32> {
+    let target = args.workload.as_deref().unwrap_or_default();
+    let (word, name) = target
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("{target:?}: give KIND/NAME, e.g. deploy/web"))?;
+    let (mut api_version, kind) = live_kind(word)?;
+    let client = args.kube.client().await?;
+    let settings = installed_settings(&client).await?;
+    let reference = |v: &str| {
+        serde_json::json!({
+            "apiVersion": v, "kind": kind,
+            "metadata": {"name": name, "namespace": args.namespace},
+        })
+    };
+    let api = match crate::k8s::apply::api_for(&client, &reference(api_version)).await {
+        Ok((api, _)) => api,
+        // CronJobs are batch/v1beta1 before Kubernetes 1.21.
+        Err(_) if kind == "CronJob" => {
+            api_version = "batch/v1beta1";
+            crate::k8s::apply::api_for(&client, &reference(api_version))
+                .await?
+                .0
+        }
+        Err(e) => return Err(e),
+    };
+    let object = api.get_opt(name).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} {}/{name} not found",
+            kind.to_lowercase(),
+            args.namespace
+        )
+    })?;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let labels = namespaces
+        .get_opt(&args.namespace)
+        .await?
+        .and_then(|n| n.metadata.labels)
+        .unwrap_or_default();
+    let mut json = serde_json::to_value(&object)?;
+    json["apiVersion"] = api_version.into();
+    json["kind"] = kind.into();
+    let mut doc: Value = serde_json::from_value(json)?;
+    let what = format!("{}/{name}", kind.to_lowercase());
+    let ns_labels = BTreeMap::from([(args.namespace.clone(), labels)]);
+    match inject_doc(&mut doc, &ns_labels, &settings).map_err(|e| anyhow::anyhow!("{what}: {e}"))? {
+        Done::Skipped(why) => {
+            eprintln!("{what}: skipped: {why}");
+            return Ok(0);
+        }
+        Done::Unchanged => return Ok(0),
+        Done::Injected(ignored) => {
+            for i in ignored {
+                eprintln!("{what}: warning: {i}");
+            }
+        }
+    }
+    if args.dry_run {
+        print!("{}", serde_yaml_ng::to_string(&doc)?);
+        return Ok(0);
+    }
+    let updated: kube::api::DynamicObject = serde_yaml_ng::from_value(doc)?;
+    api.replace(name, &kube::api::PostParams::default(), &updated)
+        .await
+        .map_err(|e| anyhow::anyhow!("{what}: not patched: {e}; run the command again"))?;
+    eprintln!("{what}: injected; its pods are replaced by a rollout");
+    Ok(0)
+}

@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Demo(d) => demo::demo(&StateDir::resolve(d.state.state_dir), d.requests).await,
         Command::Validate(v) => validate::validate(&v),
+        Command::Inject(i) if i.workload.is_some() => inject::live(&i).await,
         Command::Inject(i) => inject::run(&i),
         Command::Analyze(a) => analyze::analyze(&a).await,
         Command::ProxyStatus(p) => proxy_status::proxy_status(&p).await,

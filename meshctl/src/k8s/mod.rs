@@ -10,6 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub mod apply;
 pub mod forward;
+pub mod objects;
 
 /// How a command reaches its cluster.
 #[derive(clap::Args, Debug, Clone, Default)]
