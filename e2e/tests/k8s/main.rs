@@ -31,6 +31,9 @@ fn the_mesh_on_kubernetes() {
 
     step("deploy the shop, injected by the webhook");
     ok(node.apply(manifests::SHOP), "kubectl apply shop");
+    for version in ["v1", "v2"] {
+        ok(node.apply(&manifests::web(version)), "kubectl apply web");
+    }
     for d in ["web-v1", "web-v2", "flaky", "client"] {
         node.kubectl_ok(&[
             "rollout",

@@ -1,7 +1,7 @@
 //! The scenarios' manifests, applied with kubectl as users do.
 
-/// An injected namespace: a server in two versions, a flaky server, a
-/// client; Services for both servers.
+/// An injected namespace: the Service of the server (its versions come
+/// from [`web`]), a flaky server, a client.
 pub const SHOP: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -17,42 +17,6 @@ metadata: {name: web, namespace: shop}
 spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web-v1, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web, version: v1}}
-  template:
-    metadata: {labels: {app: web, version: v1}}
-    spec:
-      serviceAccountName: web
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: local/tools:1
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /tmp/www && echo v1 > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
-        ports: [{containerPort: 8080, name: http}]
-        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 2}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web-v2, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web, version: v2}}
-  template:
-    metadata: {labels: {app: web, version: v2}}
-    spec:
-      serviceAccountName: web
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: local/tools:1
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /tmp/www && echo v2 > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
-        ports: [{containerPort: 8080, name: http}]
-        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 2}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -110,6 +74,31 @@ spec:
         imagePullPolicy: Never
         command: ["sleep", "100000"]
 "#;
+
+/// The server in `version` (it answers its version).
+pub fn web(version: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web-{version}, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: web, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: web, version: {version}}}}}
+    spec:
+      serviceAccountName: web
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: local/tools:1
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /tmp/www && echo {version} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
+        ports: [{{containerPort: 8080, name: http}}]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 2}}
+"#
+    )
+}
 
 /// The canary's subsets.
 pub const SUBSETS: &str = r#"

@@ -57,12 +57,7 @@ pub async fn proxy_config(args: &ProxyConfigArgs) -> anyhow::Result<i32> {
         crate::k8s::Target::Kubernetes(client) => {
             let p = crate::k8s::find_pod(&client, &args.namespace, pod).await?;
             let name = p.metadata.name.clone().unwrap_or_default();
-            let meshed = p.spec.as_ref().is_some_and(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-                    .any(|c| c.name == api::inject::PROXY)
-            });
+            let meshed = crate::k8s::carries_proxy(&p);
             anyhow::ensure!(
                 meshed,
                 "pod {}/{name} has no proxy (not injected)",

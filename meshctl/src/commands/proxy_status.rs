@@ -138,14 +138,7 @@ async fn kubernetes(client: &kube::Client) -> anyhow::Result<(Vec<ProxySync>, Ve
         .await?
         .into_iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .filter(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-                    .any(|c| c.name == api::inject::PROXY)
-            })
-        })
+        .filter(crate::k8s::carries_proxy)
         .map(|p| {
             (
                 p.metadata.namespace.unwrap_or_default(),

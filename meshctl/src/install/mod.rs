@@ -327,14 +327,7 @@ async fn sidecars_left(client: &kube::Client) -> anyhow::Result<()> {
         .await
         .context("listing pods")?
         .into_iter()
-        .filter(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-                    .any(|c| c.name == api::inject::PROXY)
-            })
-        })
+        .filter(crate::k8s::carries_proxy)
         .map(|p| {
             format!(
                 "{}/{}",

@@ -128,3 +128,14 @@ pub async fn find_pod(
         .find(ready)
         .with_context(|| format!("deployment {namespace}/{deploy} has no ready pod"))
 }
+
+/// Whether a pod carries the mesh's proxy (a container, or a native
+/// sidecar among its init containers).
+pub fn carries_proxy(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == api::inject::PROXY)
+    })
+}
