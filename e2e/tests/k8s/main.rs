@@ -67,6 +67,7 @@ fn the_mesh_on_kubernetes() {
     live_inject(&node);
     validation_and_status(&node);
     proxy_views(&node);
+    failover(&node);
     analyze_cluster(&node);
     identity::token_reviews(&node);
     uninstall(&node);
@@ -514,6 +515,79 @@ fn proxy_views(node: &Node) {
         "check --proxy",
     );
     assert!(proxy_check.contains("every check passed"), "{proxy_check}");
+}
+
+fn failover(node: &Node) {
+    step(
+        "upgrade to two replicas; the Lease moves when its holder goes, and the new leader writes",
+    );
+    let out = node.meshctl(&["upgrade", "--set", "controller.replicas=2"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out, "meshctl upgrade");
+    assert!(
+        said.contains("kept from the cluster"),
+        "upgrade did not keep the CA: {said}"
+    );
+    let holder = || {
+        node.kubectl_ok(&[
+            "get",
+            "lease",
+            "-n",
+            "mesh-system",
+            "mesh-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let first = holder();
+    assert!(first.starts_with("mesh-controller-"), "{first:?}");
+    node.kubectl_ok(&["delete", "pod", "-n", "mesh-system", &first, "--wait=false"]);
+    let second = node.wait_for(
+        "another replica takes the Lease",
+        Duration::from_secs(90),
+        || {
+            let h = holder();
+            if !h.is_empty() && h != first {
+                Ok(h)
+            } else {
+                Err(h)
+            }
+        },
+    );
+    ok(
+        node.apply(manifests::FLAKY_POLICY),
+        "apply a DestinationRule",
+    );
+    node.wait_for(
+        "the new leader writes its status",
+        Duration::from_secs(60),
+        || {
+            let s = node.kubectl_ok(&[
+                "get",
+                "destinationrule",
+                "-n",
+                "shop",
+                "flaky",
+                "-o",
+                "jsonpath={.status.conditions[0].status}",
+            ]);
+            if s == "True" {
+                Ok(())
+            } else {
+                Err(format!("{second}: {s:?}"))
+            }
+        },
+    );
+    let check = node.wait_for("every proxy back in sync", Duration::from_secs(60), || {
+        let out = node.meshctl(&["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(check.contains("2/2 replicas"), "{check}");
 }
 
 fn uninstall(node: &Node) {

@@ -226,3 +226,14 @@ spec:
   http:
   - route: [{destination: {host: web, subset: v9}}]
 "#;
+
+/// A connection pool for the flaky server: written after a failover.
+pub const FLAKY_POLICY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: flaky, namespace: shop}
+spec:
+  host: flaky
+  trafficPolicy:
+    connectionPool: {http: {http1MaxPendingRequests: 100}}
+"#;
