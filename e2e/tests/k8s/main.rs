@@ -25,6 +25,7 @@ fn the_mesh_on_kubernetes() {
     step("check --pre, install, check");
     let pre = node.meshctl(&["check", "--pre"]);
     ok(pre, "meshctl check --pre");
+    half_applied(&node);
     ok(node.meshctl(&["install"]), "meshctl install");
     let check = ok(node.meshctl(&["check"]), "meshctl check");
     assert!(check.contains("every check passed"), "{check}");
@@ -72,6 +73,52 @@ fn the_mesh_on_kubernetes() {
     identity::token_reviews(&node);
     uninstall(&node);
     node.stop();
+}
+
+/// An install that fails part-way (its user may create the CRDs and the
+/// namespace, nothing else) says what it applied and how to finish or
+/// undo; the next install, with the rights, finishes it.
+fn half_applied(node: &Node) {
+    step("a failed install says what is half-applied and how to finish or undo it");
+    ok(
+        node.apply(manifests::LIMITED_INSTALLER),
+        "apply the limited installer",
+    );
+    let token = node.kubectl_ok(&["create", "token", "installer", "-n", "default"]);
+    let kubeconfig = e2e::k8s::run_dir().join("installer.kubeconfig");
+    std::fs::copy(node.kubeconfig(), &kubeconfig).unwrap();
+    let kc = kubeconfig.to_str().unwrap();
+    node.kubectl_ok(&[
+        "--kubeconfig",
+        kc,
+        "config",
+        "set-credentials",
+        "installer",
+        "--token",
+        token.trim(),
+    ]);
+    node.kubectl_ok(&[
+        "--kubeconfig",
+        kc,
+        "config",
+        "set-context",
+        "--current",
+        "--user",
+        "installer",
+    ]);
+    let out = node.meshctl(&["install", "--kubeconfig", kc]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("applied before the failure:"), "{said}");
+    assert!(
+        said.contains("CustomResourceDefinition virtualservices.networking.istio.io"),
+        "{said}"
+    );
+    assert!(said.contains("Namespace mesh-system"), "{said}");
+    assert!(
+        said.contains("run meshctl install again") && said.contains("meshctl uninstall"),
+        "{said}"
+    );
 }
 
 /// The client's curl to the server's Service, through both proxies; a

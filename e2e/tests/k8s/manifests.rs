@@ -237,3 +237,34 @@ spec:
   trafficPolicy:
     connectionPool: {http: {http1MaxPendingRequests: 100}}
 "#;
+
+/// A user who may apply the CRDs and the namespace, and read what install
+/// reads, but nothing else: its install stops part-way.
+pub const LIMITED_INSTALLER: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: installer, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: limited-installer}
+rules:
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: limited-installer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: limited-installer}
+subjects: [{kind: ServiceAccount, name: installer, namespace: default}]
+"#;
