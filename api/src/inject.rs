@@ -49,6 +49,9 @@ pub const DEFAULT_IMAGE: &str = "local/mesh-proxy:0.1.0";
 pub const DEFAULT_CONTROLLER: &str = "mesh-controller.mesh-system.svc:15012";
 /// The audience of the proxies' ServiceAccount tokens.
 pub const TOKEN_AUDIENCE: &str = "mesh.io/controller";
+/// The label on every object the installation and the controller make
+/// (install, uninstall and the leader's writes find them by it).
+pub const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "mesh");
 /// The ConfigMap of the trust anchors, in every injected namespace.
 pub const ANCHORS_CONFIG_MAP: &str = "mesh-trust-anchors";
 

@@ -6,24 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use api::inject::PART_OF;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
 use crate::convert::Verdict;
 use crate::store::{Readers, status_differs};
 
-/// The field manager of every write.
-pub const MANAGER: &str = "mesh-controller";
-/// The label that marks the mesh's own objects.
-pub const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "mesh");
 /// How often the leader checks what others may have changed.
 const RECONCILE: Duration = Duration::from_secs(10);
 
@@ -99,7 +96,8 @@ impl Leader {
         Ok(())
     }
 
-    /// Applies the anchors' ConfigMap in every active namespace.
+    /// Writes the anchors' ConfigMap in every active namespace where the
+    /// reflector shows it missing or stale.
     async fn anchors(&self) -> kube::Result<()> {
         for ns in self.readers.namespaces.state() {
             let Some(name) = ns.metadata.name.as_deref() else {
@@ -108,8 +106,8 @@ impl Leader {
             if ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating") {
                 continue;
             }
-            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), name);
-            let current = api.get_opt(api::inject::ANCHORS_CONFIG_MAP).await?;
+            let key = ObjectRef::new(api::inject::ANCHORS_CONFIG_MAP).within(name);
+            let current = self.readers.anchors.get(&key);
             let data = current.as_ref().and_then(|c| c.data.as_ref());
             if data.and_then(|d| d.get("ca.crt")) == Some(&self.anchors_pem) {
                 continue;
@@ -127,11 +125,16 @@ impl Leader {
                 )])),
                 ..Default::default()
             };
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), name);
             if current.is_some() {
                 api.replace(api::inject::ANCHORS_CONFIG_MAP, &PostParams::default(), &cm)
                     .await?;
             } else {
-                api.create(&PostParams::default(), &cm).await?;
+                match api.create(&PostParams::default(), &cm).await {
+                    // Made since the reflector last looked: current next round.
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    r => r?,
+                };
             }
             tracing::info!(namespace = name, "trust anchors ConfigMap written");
         }
@@ -141,44 +144,54 @@ impl Leader {
     /// Keeps every mesh webhook's caBundle on the trust anchors.
     async fn ca_bundles(&self) -> kube::Result<()> {
         let bundle = ByteString(self.anchors_pem.clone().into_bytes());
-        let lp = ListParams::default().labels(&format!("{}={}", PART_OF.0, PART_OF.1));
-        let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        for mut c in mutating.list(&lp).await? {
-            let hooks = c
-                .webhooks
+        rebundle::<MutatingWebhookConfiguration>(&self.client, &bundle, |c| {
+            c.webhooks
                 .iter_mut()
                 .flatten()
-                .map(|w| &mut w.client_config);
-            if set_bundles(hooks, &bundle) {
-                let name = c.metadata.name.clone().unwrap_or_default();
-                mutating.replace(&name, &PostParams::default(), &c).await?;
-                tracing::info!(%name, "caBundle written");
-            }
-        }
-        let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        for mut c in validating.list(&lp).await? {
-            let hooks = c
-                .webhooks
+                .map(|w| &mut w.client_config)
+                .collect()
+        })
+        .await?;
+        rebundle::<ValidatingWebhookConfiguration>(&self.client, &bundle, |c| {
+            c.webhooks
                 .iter_mut()
                 .flatten()
-                .map(|w| &mut w.client_config);
-            if set_bundles(hooks, &bundle) {
-                let name = c.metadata.name.clone().unwrap_or_default();
-                validating
-                    .replace(&name, &PostParams::default(), &c)
-                    .await?;
-                tracing::info!(%name, "caBundle written");
-            }
-        }
-        Ok(())
+                .map(|w| &mut w.client_config)
+                .collect()
+        })
+        .await
     }
+}
+
+/// Replaces each of the mesh's webhook configurations of kind `K` whose
+/// client configs (`hooks`) do not all carry `bundle`.
+async fn rebundle<K>(
+    client: &Client,
+    bundle: &ByteString,
+    hooks: for<'a> fn(&'a mut K) -> Vec<&'a mut WebhookClientConfig>,
+) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("{}={}", PART_OF.0, PART_OF.1));
+    for mut c in api.list(&lp).await? {
+        if set_bundles(hooks(&mut c).into_iter(), bundle) {
+            let name = c.meta().name.clone().unwrap_or_default();
+            api.replace(&name, &PostParams::default(), &c).await?;
+            tracing::info!(%name, "caBundle written");
+        }
+    }
+    Ok(())
 }
 
 /// Sets every client config's caBundle; whether any changed.
 fn set_bundles<'a>(
-    configs: impl Iterator<
-        Item = &'a mut k8s_openapi::api::admissionregistration::v1::WebhookClientConfig,
-    >,
+    configs: impl Iterator<Item = &'a mut WebhookClientConfig>,
     bundle: &ByteString,
 ) -> bool {
     let mut changed = false;
@@ -189,9 +202,4 @@ fn set_bundles<'a>(
         }
     }
     changed
-}
-
-/// The caBundle as the chart and `install` write it.
-pub fn ca_bundle_b64(anchors_pem: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(anchors_pem)
 }

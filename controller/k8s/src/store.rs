@@ -8,9 +8,9 @@ use std::time::Duration;
 use api::cluster::{MeshConfig, Snapshot, TokenReview};
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenReview as K8sReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use kube::runtime::reflector::{self, Store as Reader};
+use kube::runtime::reflector::{self, ObjectRef, Store as Reader};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use mesh_controller_core::store::{BoxFuture, ReviewError, Store};
@@ -39,6 +39,9 @@ pub struct Readers {
     services: Reader<Service>,
     /// Namespaces, for the leader's per-namespace writes.
     pub namespaces: Reader<Namespace>,
+    /// The trust anchors' ConfigMaps (by name, in every namespace), which
+    /// the leader keeps current; not part of the snapshots.
+    pub anchors: Reader<ConfigMap>,
     mesh: Vec<MeshKind>,
 }
 
@@ -69,7 +72,13 @@ impl KubeStore {
                 let writer = reflector::store::Writer::new(ar.clone());
                 let reader = writer.as_reader();
                 let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-                spawn_reflector(s.kind, writer, api, changed.clone());
+                spawn_reflector(
+                    s.kind,
+                    writer,
+                    api,
+                    watcher::Config::default(),
+                    Some(changed.clone()),
+                );
                 MeshKind {
                     kind: s.kind,
                     ar,
@@ -78,9 +87,17 @@ impl KubeStore {
             })
             .collect();
         let readers = Readers {
-            pods: reflect(&client, &changed),
-            services: reflect(&client, &changed),
-            namespaces: reflect(&client, &changed),
+            pods: reflect(&client, watcher::Config::default(), Some(&changed)),
+            services: reflect(&client, watcher::Config::default(), Some(&changed)),
+            namespaces: reflect(&client, watcher::Config::default(), Some(&changed)),
+            anchors: reflect(
+                &client,
+                watcher::Config::default().fields(&format!(
+                    "metadata.name={}",
+                    api::inject::ANCHORS_CONFIG_MAP
+                )),
+                None,
+            ),
             mesh,
         };
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -106,7 +123,9 @@ impl KubeStore {
     }
 }
 
-fn reflect<K>(client: &Client, changed: &Arc<Notify>) -> Reader<K>
+/// A reflector of `K` in every namespace; its changes wake the snapshot
+/// builder when `changed` is given.
+fn reflect<K>(client: &Client, config: watcher::Config, changed: Option<&Arc<Notify>>) -> Reader<K>
 where
     K: Resource<DynamicType = ()>
         + k8s_openapi::Resource
@@ -122,7 +141,8 @@ where
         <K as k8s_openapi::Resource>::KIND,
         writer,
         Api::<K>::all(client.clone()),
-        changed.clone(),
+        config,
+        changed.cloned(),
     );
     reader
 }
@@ -131,19 +151,22 @@ fn spawn_reflector<K>(
     kind: &'static str,
     writer: reflector::store::Writer<K>,
     api: Api<K>,
-    changed: Arc<Notify>,
+    config: watcher::Config,
+    changed: Option<Arc<Notify>>,
 ) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
     tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer);
+        let stream = watcher(api, config).default_backoff().reflect(writer);
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => {
+                    if let Some(c) = &changed {
+                        c.notify_one();
+                    }
+                }
                 Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
             }
         }
@@ -314,10 +337,7 @@ impl Readers {
     /// The mesh object a verdict is about, as last seen.
     pub fn mesh_object(&self, v: &Verdict) -> Option<(ApiResource, Arc<DynamicObject>)> {
         let m = self.mesh.iter().find(|m| m.kind == v.kind)?;
-        let o = m.reader.state().into_iter().find(|o| {
-            o.metadata.namespace.as_deref() == Some(&v.namespace)
-                && o.metadata.name.as_deref() == Some(&v.name)
-        })?;
-        Some((m.ar.clone(), o))
+        let key = ObjectRef::new_with(&v.name, m.ar.clone()).within(&v.namespace);
+        Some((m.ar.clone(), m.reader.get(&key)?))
     }
 }

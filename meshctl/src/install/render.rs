@@ -16,7 +16,7 @@ pub const INJECTOR: &str = "mesh-sidecar-injector";
 /// The validating webhook configuration.
 pub const VALIDATOR: &str = "mesh-validator";
 /// The label on every object of the installation.
-pub const PART_OF: (&str, &str) = ("app.kubernetes.io/part-of", "mesh");
+pub use api::inject::PART_OF;
 /// The label on the mesh's own namespace: no webhook ever applies there.
 pub const CONTROL_PLANE: &str = "mesh.io/control-plane";
 /// Where the controller reads the issuer.
