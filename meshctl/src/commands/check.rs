@@ -215,14 +215,18 @@ async fn installed(client: &kube::Client, r: &mut Report) -> anyhow::Result<()> 
     let controller = deployments.get_opt(render::CONTROLLER).await?;
     r.check(
         "the controller is ready",
-        match controller {
+        match &controller {
             None => Err(format!(
                 "no deployment {NAMESPACE}/{}: run meshctl install",
                 render::CONTROLLER
             )),
             Some(d) => {
-                let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-                let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
                 if ready >= want {
                     Ok(format!("{ready}/{want} replicas"))
                 } else {
@@ -234,21 +238,23 @@ async fn installed(client: &kube::Client, r: &mut Report) -> anyhow::Result<()> 
             }
         },
     );
-    let anchors = identity(client, r).await?;
+    let anchors = identity(client, controller.as_ref(), r).await?;
     webhooks(client, anchors.as_deref(), r).await?;
     Ok(())
 }
 
-/// Checks the trust anchors and issuer; returns the anchors' PEM.
-async fn identity(client: &kube::Client, r: &mut Report) -> anyhow::Result<Option<String>> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let secret_name = deployments
-        .get_opt(render::CONTROLLER)
-        .await?
-        .and_then(|d| d.spec?.template.spec?.volumes)
-        .unwrap_or_default()
+/// Checks the trust anchors and issuer, from the Secret the controller's
+/// Deployment mounts; returns the anchors' PEM.
+async fn identity(
+    client: &kube::Client,
+    controller: Option<&Deployment>,
+    r: &mut Report,
+) -> anyhow::Result<Option<String>> {
+    let secret_name = controller
+        .and_then(|d| d.spec.as_ref()?.template.spec.as_ref()?.volumes.as_ref())
         .into_iter()
-        .find_map(|v| v.secret?.secret_name)
+        .flatten()
+        .find_map(|v| v.secret.as_ref()?.secret_name.clone())
         .unwrap_or_else(|| render::IDENTITY_SECRET.into());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let Some(secret) = secrets.get_opt(&secret_name).await? else {
@@ -258,14 +264,7 @@ async fn identity(client: &kube::Client, r: &mut Report) -> anyhow::Result<Optio
         );
         return Ok(None);
     };
-    let field = |k: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .unwrap_or_default()
-    };
+    let field = |k: &str| crate::k8s::secret_text(&secret, k);
     let (anchors, issuer) = (field("ca.crt"), field("tls.crt"));
     r.check("the trust anchors are valid", valid_for(&anchors, None));
     r.check(

@@ -86,13 +86,7 @@ pub async fn resolve(
         };
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         if let Some(s) = secrets.get_opt(name).await? {
-            let field = |k: &str| {
-                s.data
-                    .as_ref()
-                    .and_then(|d| d.get(k))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    .unwrap_or_default()
-            };
+            let field = |k: &str| crate::k8s::secret_text(&s, k);
             if id.trust_anchors_pem.is_empty() {
                 id.trust_anchors_pem = field("ca.crt");
             }

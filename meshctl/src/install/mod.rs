@@ -229,12 +229,7 @@ pub async fn uninstall(a: &UninstallArgs) -> anyhow::Result<i32> {
         "metadata": {"name": render::CONTROLLER, "namespace": NAMESPACE},
     }));
     // The Namespace and CRDs go last: deleting them takes the rest along.
-    objects.sort_by_key(|o| {
-        matches!(
-            o["kind"].as_str(),
-            Some("Namespace" | "CustomResourceDefinition")
-        )
-    });
+    objects.sort_by_key(slow_to_go);
     if a.dry_run {
         for o in &objects {
             println!("would delete {}", apply::describe(o));
@@ -272,6 +267,15 @@ async fn anchors_config_maps(client: &kube::Client) -> anyhow::Result<Vec<Value>
         .collect())
 }
 
+/// The Namespace and the CRDs: deleting them takes what they hold along,
+/// so they go last and are waited for.
+fn slow_to_go(o: &Value) -> bool {
+    matches!(
+        o["kind"].as_str(),
+        Some("Namespace" | "CustomResourceDefinition")
+    )
+}
+
 /// Waits until the Namespace and the CRDs are gone.
 async fn wait_gone(
     client: &kube::Client,
@@ -279,25 +283,19 @@ async fn wait_gone(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
-    let slow: Vec<&Value> = objects
-        .iter()
-        .filter(|o| {
-            matches!(
-                o["kind"].as_str(),
-                Some("Namespace" | "CustomResourceDefinition")
-            )
-        })
-        .collect();
+    // Their APIs are found once: the Namespace and CRD kinds stay served.
+    let mut slow = Vec::new();
+    for o in objects.iter().filter(|o| slow_to_go(o)) {
+        if let Ok((api, name)) = apply::api_for(client, o).await {
+            slow.push((api, name, apply::describe(o)));
+        }
+    }
     let mut said = 0;
     loop {
         let mut left = Vec::new();
-        for o in &slow {
-            let (api, name) = match apply::api_for(client, o).await {
-                Ok(a) => a,
-                Err(_) => continue,
-            };
-            if api.get_opt(&name).await?.is_some() {
-                left.push(apply::describe(o));
+        for (api, name, what) in &slow {
+            if api.get_opt(name).await?.is_some() {
+                left.push(what.clone());
             }
         }
         if left.is_empty() {

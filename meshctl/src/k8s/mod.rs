@@ -139,3 +139,13 @@ pub fn carries_proxy(p: &k8s_openapi::api::core::v1::Pod) -> bool {
             .any(|c| c.name == api::inject::PROXY)
     })
 }
+
+/// A Secret's `key` as text (empty when absent).
+pub fn secret_text(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
