@@ -125,22 +125,23 @@ impl Node {
 
     /// `kubectl apply -f -` with `yaml`.
     pub fn apply(&self, yaml: &str) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command(tool("kubectl"))
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        crate::with_input(
+            self.command(tool("kubectl")).args(["apply", "-f", "-"]),
+            yaml,
+        )
+    }
+
+    /// Waits (kubectl's own bounded wait) until `deploy` in `ns` has
+    /// rolled out.
+    pub fn rollout(&self, ns: &str, deploy: &str, timeout_secs: u32) {
+        self.kubectl_ok(&[
+            "rollout",
+            "status",
+            "-n",
+            ns,
+            &format!("deploy/{deploy}"),
+            &format!("--timeout={timeout_secs}s"),
+        ]);
     }
 
     /// `meshctl ARGS`.

@@ -18,6 +18,20 @@ use meshctl::local::objects::PodStatus;
 
 pub mod k8s;
 
+/// Runs `cmd` with `input` on its stdin; its output.
+pub fn with_input(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// Asserts that this process is root. Scenarios that need it are
 /// `#[ignore = "needs root"]`, so a plain `cargo test` lists them as
 /// ignored rather than passed; `cargo test -- --include-ignored` (CI, as
@@ -95,19 +109,13 @@ impl Cluster {
 
     /// The same, with `input` on stdin.
     pub fn meshctl_input(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(self.bin.join("meshctl"))
-            .arg("local")
-            .arg(format!("--state-dir={}", self.state.display()))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn meshctl");
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(input.as_bytes());
-        }
-        child.wait_with_output().expect("meshctl output")
+        with_input(
+            Command::new(self.bin.join("meshctl"))
+                .arg("local")
+                .arg(format!("--state-dir={}", self.state.display()))
+                .args(args),
+            input,
+        )
     }
 
     /// Applies YAML; panics if rejected.

@@ -37,14 +37,7 @@ fn the_mesh_on_kubernetes() {
         ok(node.apply(&manifests::web(version)), "kubectl apply web");
     }
     for d in ["web-v1", "web-v2", "flaky", "client"] {
-        node.kubectl_ok(&[
-            "rollout",
-            "status",
-            "-n",
-            "shop",
-            &format!("deploy/{d}"),
-            "--timeout=180s",
-        ]);
+        node.rollout("shop", d, 180);
     }
     let containers = node.kubectl_ok(&[
         "get",

@@ -13,17 +13,7 @@ pub fn mtls_with_capture(node: &Node) {
     step("curl between two injected Deployments over mTLS, captured");
     if node.external() {
         eprintln!("   (the capture needs the project's own node: left out on this cluster)");
-        let out = node.exec(
-            "shop",
-            "deploy/client",
-            &[
-                "curl",
-                "-sf",
-                "-m",
-                "5",
-                "http://web.shop.svc.cluster.local/",
-            ],
-        );
+        let out = curl_web(node);
         ok(out, "curl web");
         return;
     }
@@ -62,17 +52,7 @@ pub fn mtls_with_capture(node: &Node) {
         "the server answers the client",
         Duration::from_secs(60),
         || {
-            let out = node.exec(
-                "shop",
-                "deploy/client",
-                &[
-                    "curl",
-                    "-sf",
-                    "-m",
-                    "5",
-                    "http://web.shop.svc.cluster.local/",
-                ],
-            );
+            let out = curl_web(node);
             let body = String::from_utf8_lossy(&out.stdout).into_owned();
             if out.status.success() && body.starts_with('v') {
                 Ok(body)
@@ -115,6 +95,21 @@ pub fn mtls_with_capture(node: &Node) {
         !has(b"Content-Type: text/html"),
         "the answer crossed in plaintext"
     );
+}
+
+/// The client's `curl -sf` to the server's Service, by its full name.
+fn curl_web(node: &Node) -> std::process::Output {
+    node.exec(
+        "shop",
+        "deploy/client",
+        &[
+            "curl",
+            "-sf",
+            "-m",
+            "5",
+            "http://web.shop.svc.cluster.local/",
+        ],
+    )
 }
 
 /// Counts the answers `v1` and `v2` to `n` requests from the client.

@@ -61,26 +61,12 @@ pub fn opted_out(node: &Node) {
 pub fn live_inject(node: &Node) {
     step("inject deploy/NAME -n NS patches a live workload, once");
     ok(node.apply(manifests::SOLO), "apply solo");
-    node.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
-        "plain",
-        "deploy/solo",
-        "--timeout=120s",
-    ]);
+    node.rollout("plain", "solo", 120);
     let first = node.meshctl(&["inject", "deploy/solo", "-n", "plain"]);
     let said = String::from_utf8_lossy(&first.stderr).into_owned();
     ok(first, "meshctl inject deploy/solo");
     assert!(said.contains("deployment/solo: injected"), "{said}");
-    node.kubectl_ok(&[
-        "rollout",
-        "status",
-        "-n",
-        "plain",
-        "deploy/solo",
-        "--timeout=180s",
-    ]);
+    node.rollout("plain", "solo", 180);
     node.wait_for(
         "the new pod carries the proxy",
         Duration::from_secs(60),
