@@ -206,6 +206,95 @@ pub struct ServicePort {
     pub app_protocol: Option<String>,
 }
 
+/// The endpoints an EndpointSlice lists for a Service: the source of a
+/// selector-less Service's endpoints (its selector's pods are read
+/// directly, with their identities).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSlice {
+    /// Namespace (the Service's).
+    pub namespace: String,
+    /// The Service it belongs to (`kubernetes.io/service-name`).
+    pub service: String,
+    /// Port name -> port on the endpoints (a Service port's name picks
+    /// its target).
+    pub ports: BTreeMap<String, u16>,
+    /// The endpoints.
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+/// One address of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceEndpoint {
+    /// The address.
+    pub address: IpAddr,
+    /// `conditions.ready` (absent: ready, as Kubernetes reads it).
+    pub ready: bool,
+    /// The pod it is, when `targetRef` names one.
+    pub pod: Option<String>,
+}
+
+impl EndpointSlice {
+    /// An EndpointSlice's JSON as served by `discovery.k8s.io` `v1` or
+    /// `v1beta1` (the fields read here are the same in both); `None` when
+    /// it belongs to no Service or lists no IP addresses (FQDN slices).
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let meta = v.get("metadata")?;
+        let namespace = meta.get("namespace")?.as_str()?.to_string();
+        let service = meta
+            .get("labels")?
+            .get("kubernetes.io/service-name")?
+            .as_str()?
+            .to_string();
+        if v.get("addressType").and_then(|t| t.as_str()) == Some("FQDN") {
+            return None;
+        }
+        let ports = v
+            .get("ports")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let name = p.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+                let port = u16::try_from(p.get("port")?.as_u64()?).ok()?;
+                Some((name.to_string(), port))
+            })
+            .collect();
+        let endpoints = v
+            .get("endpoints")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+            .flat_map(|e| {
+                let ready = e
+                    .pointer("/conditions/ready")
+                    .and_then(|r| r.as_bool())
+                    .unwrap_or(true);
+                let pod = e
+                    .get("targetRef")
+                    .filter(|t| t.get("kind").and_then(|k| k.as_str()) == Some("Pod"))
+                    .and_then(|t| t.get("name")?.as_str())
+                    .map(str::to_string);
+                e.get("addresses")
+                    .and_then(|a| a.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str()?.parse().ok())
+                    .map(move |address| SliceEndpoint {
+                        address,
+                        ready,
+                        pod: pod.clone(),
+                    })
+            })
+            .collect();
+        Some(Self {
+            namespace,
+            service,
+            ports,
+            endpoints,
+        })
+    }
+}
+
 /// What a token proves: the pod that holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenReview {
@@ -215,4 +304,72 @@ pub struct TokenReview {
     pub namespace: String,
     /// ServiceAccount.
     pub service_account: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_read_alike_in_v1_and_v1beta1_and_fqdn_or_orphan_ones_are_skipped() {
+        let slice = |api: &str, extra: serde_json::Value| {
+            let mut v = serde_json::json!({
+                "apiVersion": api,
+                "kind": "EndpointSlice",
+                "metadata": {"name": "legacy-x1", "namespace": "shop",
+                             "labels": {"kubernetes.io/service-name": "legacy"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["10.244.0.7"], "conditions": {"ready": true},
+                     "targetRef": {"kind": "Pod", "name": "web-1", "namespace": "shop"}},
+                    {"addresses": ["10.244.0.8"], "conditions": {"ready": false}},
+                    {"addresses": ["192.0.2.1"]}
+                ]
+            });
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        let expected = EndpointSlice {
+            namespace: "shop".into(),
+            service: "legacy".into(),
+            ports: [("http".to_string(), 8080)].into(),
+            endpoints: vec![
+                SliceEndpoint {
+                    address: "10.244.0.7".parse().unwrap(),
+                    ready: true,
+                    pod: Some("web-1".into()),
+                },
+                SliceEndpoint {
+                    address: "10.244.0.8".parse().unwrap(),
+                    ready: false,
+                    pod: None,
+                },
+                SliceEndpoint {
+                    address: "192.0.2.1".parse().unwrap(),
+                    ready: true,
+                    pod: None,
+                },
+            ],
+        };
+        let none = serde_json::json!({});
+        for api in ["discovery.k8s.io/v1", "discovery.k8s.io/v1beta1"] {
+            assert_eq!(
+                EndpointSlice::from_json(&slice(api, none.clone())).as_ref(),
+                Some(&expected)
+            );
+        }
+        let fqdn = serde_json::json!({"addressType": "FQDN"});
+        assert_eq!(
+            EndpointSlice::from_json(&slice("discovery.k8s.io/v1", fqdn)),
+            None
+        );
+        let orphan = serde_json::json!({"metadata": {"name": "x", "namespace": "shop"}});
+        assert_eq!(
+            EndpointSlice::from_json(&slice("discovery.k8s.io/v1", orphan)),
+            None
+        );
+    }
 }

@@ -147,6 +147,10 @@ pub struct EndpointState {
     /// The pod's `namespace/name`.
     #[serde(default)]
     pub pod: String,
+    /// The identity it is dialed with over mTLS (empty: plaintext, not
+    /// in the mesh).
+    #[serde(default)]
+    pub identity: String,
     /// Circuit.
     pub circuit: Circuit,
     /// Times ejected (the multiplier).

@@ -98,11 +98,15 @@ async fn main() -> anyhow::Result<()> {
     certify_self(&ca, &own)?;
     tokio::spawn(renew_self(ca.clone(), own.clone()));
 
+    let (feed, changes) = index::feed();
     let store: Arc<dyn store::Store> = match &args.local_api {
-        Some(socket) => Arc::new(mesh_controller_local::LocalStore::start(socket.clone())),
-        None => start_kubernetes(&args, &anchors_pem).await?,
+        Some(socket) => Arc::new(mesh_controller_local::LocalStore::start(
+            socket.clone(),
+            feed,
+        )),
+        None => start_kubernetes(&args, &anchors_pem, feed).await?,
     };
-    let index_rx = spawn_indexer(store.clone(), args.trust_domain.clone());
+    let index_rx = spawn_indexer(changes, &args.trust_domain);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -200,12 +204,16 @@ async fn start_webhooks(args: &Args, addr: SocketAddr, ca: Arc<ca::Ca>) -> anyho
 }
 
 /// The Kubernetes store, and the leader's writes behind a Lease.
-async fn start_kubernetes(args: &Args, anchors_pem: &str) -> anyhow::Result<Arc<dyn store::Store>> {
+async fn start_kubernetes(
+    args: &Args,
+    anchors_pem: &str,
+    feed: index::Feed,
+) -> anyhow::Result<Arc<dyn store::Store>> {
     use mesh_controller_k8s::{KubeStore, leader, lease};
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster, or KUBECONFIG)")?;
-    let store = KubeStore::start(client.clone(), api::inject::TOKEN_AUDIENCE);
+    let store = KubeStore::start(client.clone(), api::inject::TOKEN_AUDIENCE, feed);
     let leads = lease::elect(
         client.clone(),
         &args.namespace,
@@ -225,20 +233,25 @@ async fn start_kubernetes(args: &Args, anchors_pem: &str) -> anyhow::Result<Arc<
     Ok(Arc::new(store))
 }
 
-/// Rebuilds the index on every snapshot; streams watch the result.
+/// Applies the stores' changes to the index, a batch at a time (with
+/// whatever else arrived meanwhile); streams watch the result.
 fn spawn_indexer(
-    store: Arc<dyn store::Store>,
-    trust_domain: String,
+    mut changes: index::Changes,
+    trust_domain: &str,
 ) -> watch::Receiver<Arc<index::Index>> {
-    let mut snaps = store.snapshots();
-    let first = index::Index::build(&snaps.borrow_and_update(), &trust_domain);
-    let (tx, rx) = watch::channel(Arc::new(first));
+    let mut indexer = index::Indexer::new(trust_domain);
+    let (tx, rx) = watch::channel(Arc::new(index::Index::default()));
     tokio::spawn(async move {
-        while snaps.changed().await.is_ok() {
-            let snap = snaps.borrow_and_update().clone();
-            let idx = index::Index::build(&snap, &trust_domain);
-            tracing::debug!(version = idx.version, "index rebuilt");
-            tx.send_replace(Arc::new(idx));
+        while let Some(batch) = changes.recv().await {
+            indexer.apply(batch);
+            while let Ok(more) = changes.try_recv() {
+                indexer.apply(more);
+            }
+            if let Some(idx) = indexer.publish() {
+                let (addresses, hosts) = idx.len();
+                tracing::debug!(version = idx.version, addresses, hosts, "index updated");
+                tx.send_replace(Arc::new(idx));
+            }
         }
     });
     rx

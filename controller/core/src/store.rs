@@ -1,13 +1,13 @@
-//! Where the controller reads cluster state from. Backends produce a
-//! [`Snapshot`] stream and review bootstrap tokens; the local runtime's is
-//! in [`local`], the Kubernetes one comes later with the same shape.
+//! Where the controller reads cluster state from. A backend, once
+//! started, sends its changes into an [`index::Feed`](crate::index::Feed)
+//! and reviews bootstrap tokens: the local runtime's
+//! (`mesh-controller-local`) and the Kubernetes one
+//! (`mesh-controller-k8s`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use api::cluster::{Snapshot, TokenReview};
-use tokio::sync::watch;
+use api::cluster::TokenReview;
 
 /// Why a token was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +23,8 @@ pub enum ReviewError {
 /// A boxed future, so that the trait stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A source of cluster state.
+/// A source of cluster state, for what is asked of it after its start.
 pub trait Store: Send + Sync + 'static {
-    /// The latest snapshot, updated on every change.
-    fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>>;
-
     /// Who holds `token`.
     fn review_token<'a>(
         &'a self,

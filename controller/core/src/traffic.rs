@@ -10,7 +10,7 @@
 //! the local runtime keeps no creation times). A DestinationRule in the
 //! Service's namespace beats one elsewhere.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use api::cluster::MeshConfig;
 use api::discovery::Service;
@@ -21,17 +21,15 @@ use api::istio::virtual_service::VirtualServiceSpec;
 use api::proto;
 use api::traffic::{Backend, ServiceTraffic, fqdn, host_matches};
 
-use crate::index::Registered;
-
 /// The wire routing of `svc`, or `None` when no resource concerns it (or
 /// the one that does fails to compile: the Service is then served with
 /// plain balancing, and the error logged with its field path).
-pub fn routing(
+pub fn routing<'a>(
     config: &MeshConfig,
     svc: &Service,
-    by_host: &HashMap<&str, &Registered>,
+    find: &dyn Fn(&str) -> Option<&'a Service>,
 ) -> Option<proto::Routing> {
-    let t = for_service(config, svc, by_host)?;
+    let t = for_service(config, svc, find)?;
     match api::routing::routing(&t, &svc.hostname) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -41,11 +39,12 @@ pub fn routing(
     }
 }
 
-/// The routing for `svc`, or `None` when no resource concerns it.
-pub fn for_service(
+/// The routing for `svc`, or `None` when no resource concerns it;
+/// `find` looks up the Services it routes to.
+pub fn for_service<'a>(
     config: &MeshConfig,
     svc: &Service,
-    by_host: &HashMap<&str, &Registered>,
+    find: &dyn Fn(&str) -> Option<&'a Service>,
 ) -> Option<ServiceTraffic> {
     let vs = virtual_service(config, &svc.hostname);
     let own_rule = destination_rule(config, &svc.hostname, &svc.namespace);
@@ -88,7 +87,7 @@ pub fn for_service(
         if t.backends.contains_key(&host) {
             continue;
         }
-        let target = by_host.get(host.as_str()).map(|r| &r.service);
+        let target = find(&host);
         let rule = destination_rule(
             config,
             &host,
@@ -173,6 +172,7 @@ fn destination_rule<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::Registered;
 
     fn resource<S: serde::de::DeserializeOwned + Default>(yaml: &str) -> Resource<S> {
         serde_yaml_ng::from_str(yaml).unwrap()
@@ -261,11 +261,13 @@ spec:
     #[test]
     fn exact_hosts_beat_wildcards_and_gateway_only_services_are_skipped() {
         let (orders, canary) = (svc("orders", "shop"), svc("orders-canary", "other"));
-        let by_host: HashMap<&str, &Registered> = [
-            (orders.service.hostname.as_str(), &orders),
-            (canary.service.hostname.as_str(), &canary),
-        ]
-        .into();
+        let known = [&orders, &canary];
+        let by_host = |h: &str| {
+            known
+                .iter()
+                .find(|r| r.service.hostname == h)
+                .map(|r| &r.service)
+        };
         let t = for_service(&config(), &orders.service, &by_host).unwrap();
         assert_eq!(t.virtual_service.as_deref(), Some("shop/b-orders"));
         let route = t.http[0].route.as_ref().unwrap();
@@ -294,9 +296,9 @@ spec:
         );
 
         let pay = svc("payments", "shop");
-        let t = for_service(&config(), &pay.service, &HashMap::new()).unwrap();
+        let t = for_service(&config(), &pay.service, &|_| None).unwrap();
         assert_eq!(t.virtual_service.as_deref(), Some("shop/a-wild"));
-        assert!(for_service(&config(), &svc("payments", "x").service, &HashMap::new()).is_none());
+        assert!(for_service(&config(), &svc("payments", "x").service, &|_| None).is_none());
         let wire = routing(&config(), &orders.service, &by_host).unwrap();
         assert_eq!(wire.backends.len(), 3);
         assert_eq!(wire.http.len(), 1);

@@ -82,20 +82,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use api::cluster::{Snapshot, TokenReview};
-    use tokio::sync::watch;
+    use api::cluster::TokenReview;
 
     use super::*;
     use mesh_controller_core::store::BoxFuture;
 
     /// A store that knows one token.
-    struct OneToken(watch::Sender<Arc<Snapshot>>);
+    struct OneToken;
 
     impl Store for OneToken {
-        fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
-            self.0.subscribe()
-        }
-
         fn review_token<'a>(
             &'a self,
             token: &'a str,
@@ -116,7 +111,7 @@ mod tests {
         let root = common::pki::generate_root("cluster.local").unwrap();
         let issuer = common::pki::generate_issuer(&root, "cluster.local").unwrap();
         let ca = Ca::new(&issuer, &root.cert, Duration::from_secs(60)).unwrap();
-        let store = OneToken(watch::channel(Arc::new(Snapshot::default())).0);
+        let store = OneToken;
         IdentityService::new(Arc::new(ca), Arc::new(store), "cluster.local".into())
     }
 

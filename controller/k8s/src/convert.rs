@@ -100,6 +100,9 @@ pub struct Verdict {
     /// Fields that are stored but not acted on, as `apply` warns them:
     /// (field path, note).
     pub not_enforced: Vec<(String, String)>,
+    /// What it names and the cluster lacks (field path, message); it
+    /// stays accepted.
+    pub warnings: Vec<(String, String)>,
 }
 
 impl Verdict {
@@ -127,7 +130,7 @@ impl Verdict {
             self.problems
                 .iter()
                 .map(|(f, m)| serde_json::json!({"level": "ERROR", "field": f, "message": m}))
-                .chain(self.not_enforced.iter().map(
+                .chain(self.not_enforced.iter().chain(&self.warnings).map(
                     |(f, n)| serde_json::json!({"level": "WARNING", "field": f, "message": n}),
                 ))
                 .collect();
@@ -163,6 +166,7 @@ pub fn mesh_object(o: &DynamicObject, kind: &str) -> (Option<Object>, Verdict) {
         generation: o.metadata.generation,
         problems: Vec::new(),
         not_enforced: Vec::new(),
+        warnings: Vec::new(),
     };
     match api::manifest::read(value) {
         Ok(object) => {

@@ -1,27 +1,33 @@
-//! The Kubernetes store: reflectors for Pods, Services, Namespaces and
-//! every mesh kind, a snapshot published after each burst of changes, and
-//! token reviews by the API server.
+//! The Kubernetes store: reflectors for Pods, Services, EndpointSlices,
+//! Namespaces, ServiceAccounts and every mesh kind. Each Pod, Service and
+//! EndpointSlice event goes to the index as that object's change; a burst
+//! of mesh-object changes rebuilds the mesh config (it is small, and any
+//! object in it can change any Service's routing) and the verdicts that
+//! the leader writes as status. Token reviews go to the API server.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::cluster::{MeshConfig, Snapshot, TokenReview};
-use futures_util::StreamExt;
+use api::cluster::{EndpointSlice, MeshConfig, TokenReview};
 use k8s_openapi::api::authentication::v1::{TokenReview as K8sReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store as Reader};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::runtime::reflector::{ObjectRef, Store as Reader};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use mesh_controller_core::index::{Change, Feed, Kind};
 use mesh_controller_core::store::{BoxFuture, ReviewError, Store};
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::convert::{self, Verdict};
+use crate::reflect::{Sink, Translate, reflect, reflect_dynamic, slice_api};
 
-/// How long a burst of changes may last before a snapshot is published.
+/// How long a burst of mesh-object changes may last before the config is
+/// rebuilt.
 const SETTLE: Duration = Duration::from_millis(50);
-/// How long the first snapshot waits for the initial lists.
+/// How long the first batch waits for the initial lists.
 const FIRST_LIST: Duration = Duration::from_secs(20);
 
 /// One mesh kind's reflector.
@@ -32,15 +38,18 @@ struct MeshKind {
     reader: Reader<DynamicObject>,
 }
 
-/// The readers behind the snapshots.
+/// The reflectors' readers.
 #[derive(Clone)]
 pub struct Readers {
     pods: Reader<Pod>,
     services: Reader<Service>,
-    /// Namespaces, for the leader's per-namespace writes.
+    /// Namespaces, for the leader's per-namespace writes and the
+    /// verdicts' references.
     pub namespaces: Reader<Namespace>,
+    /// ServiceAccounts, for the verdicts' references.
+    accounts: Reader<ServiceAccount>,
     /// The trust anchors' ConfigMaps (by name, in every namespace), which
-    /// the leader keeps current; not part of the snapshots.
+    /// the leader keeps current.
     pub anchors: Reader<ConfigMap>,
     mesh: Vec<MeshKind>,
 }
@@ -49,16 +58,17 @@ pub struct Readers {
 pub struct KubeStore {
     client: Client,
     audience: String,
-    rx: watch::Receiver<Arc<Snapshot>>,
     verdicts: watch::Receiver<Arc<Vec<Verdict>>>,
     readers: Readers,
 }
 
 impl KubeStore {
-    /// Starts the reflectors; snapshots follow once the first lists are in.
-    /// `audience` is the one proxies' tokens must be minted for.
-    pub fn start(client: Client, audience: &str) -> Self {
-        let changed = Arc::new(Notify::new());
+    /// Starts the reflectors; their changes go to `feed`, the first batch
+    /// once the first lists are in. `audience` is the one proxies' tokens
+    /// must be minted for.
+    pub fn start(client: Client, audience: &str, feed: Feed) -> Self {
+        let mesh_changed = Arc::new(Notify::new());
+        let (tx, rx) = mpsc::unbounded_channel();
         let mesh = api::crd::served()
             .into_iter()
             .map(|s| {
@@ -69,16 +79,8 @@ impl KubeStore {
                     kind: s.kind.into(),
                     plural: s.plural.into(),
                 };
-                let writer = reflector::store::Writer::new(ar.clone());
-                let reader = writer.as_reader();
-                let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-                spawn_reflector(
-                    s.kind,
-                    writer,
-                    api,
-                    watcher::Config::default(),
-                    Some(changed.clone()),
-                );
+                let reader =
+                    reflect_dynamic(&client, s.kind, &ar, Sink::Wake(mesh_changed.clone()));
                 MeshKind {
                     kind: s.kind,
                     ar,
@@ -86,33 +88,56 @@ impl KubeStore {
                 }
             })
             .collect();
+        let all = watcher::Config::default;
         let readers = Readers {
-            pods: reflect(&client, watcher::Config::default(), Some(&changed)),
-            services: reflect(&client, watcher::Config::default(), Some(&changed)),
-            namespaces: reflect(&client, watcher::Config::default(), Some(&changed)),
+            pods: reflect(
+                &client,
+                all(),
+                Sink::Changes(Translate::new(Kind::Pods, tx.clone(), |k, p| {
+                    Change::Pod(k, p.and_then(convert::pod))
+                })),
+            ),
+            services: reflect(
+                &client,
+                all(),
+                Sink::Changes(Translate::new(Kind::Services, tx.clone(), |k, s| {
+                    Change::Service(k, s.and_then(convert::service))
+                })),
+            ),
+            namespaces: reflect(&client, all(), Sink::Wake(mesh_changed.clone())),
+            accounts: reflect(&client, all(), Sink::Wake(mesh_changed.clone())),
             anchors: reflect(
                 &client,
-                watcher::Config::default().fields(&format!(
+                all().fields(&format!(
                     "metadata.name={}",
                     api::inject::ANCHORS_CONFIG_MAP
                 )),
-                None,
+                Sink::None,
             ),
             mesh,
         };
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let (vtx, verdicts) = watch::channel(Arc::new(Vec::new()));
-        tokio::spawn(publish(readers.clone(), changed, tx, vtx));
+        tokio::spawn(
+            Publisher {
+                readers: readers.clone(),
+                client: client.clone(),
+                tx,
+                rx,
+                mesh_changed,
+                feed,
+                verdicts: vtx,
+            }
+            .run(),
+        );
         Self {
             client,
             audience: audience.to_string(),
-            rx,
             verdicts,
             readers,
         }
     }
 
-    /// The verdict on every mesh object, current with the snapshots.
+    /// The verdict on every mesh object, current with the config.
     pub fn verdicts(&self) -> watch::Receiver<Arc<Vec<Verdict>>> {
         self.verdicts.clone()
     }
@@ -123,120 +148,113 @@ impl KubeStore {
     }
 }
 
-/// A reflector of `K` in every namespace; its changes wake the snapshot
-/// builder when `changed` is given.
-fn reflect<K>(client: &Client, config: watcher::Config, changed: Option<&Arc<Notify>>) -> Reader<K>
-where
-    K: Resource<DynamicType = ()>
-        + k8s_openapi::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    spawn_reflector(
-        <K as k8s_openapi::Resource>::KIND,
-        writer,
-        Api::<K>::all(client.clone()),
-        config,
-        changed.cloned(),
-    );
-    reader
-}
-
-fn spawn_reflector<K>(
-    kind: &'static str,
-    writer: reflector::store::Writer<K>,
-    api: Api<K>,
-    config: watcher::Config,
-    changed: Option<Arc<Notify>>,
-) where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
-{
-    tokio::spawn(async move {
-        let stream = watcher(api, config).default_backoff().reflect(writer);
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    if let Some(c) = &changed {
-                        c.notify_one();
-                    }
-                }
-                Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
-            }
-        }
-    });
-}
-
-/// Publishes a snapshot after each burst of changes (and only when the
-/// content changed: a status write by the leader is not a change).
-async fn publish(
-    r: Readers,
-    changed: Arc<Notify>,
-    tx: watch::Sender<Arc<Snapshot>>,
+/// Forwards the reflectors' changes to the index.
+struct Publisher {
+    readers: Readers,
+    client: Client,
+    tx: mpsc::UnboundedSender<Vec<Change>>,
+    rx: mpsc::UnboundedReceiver<Vec<Change>>,
+    mesh_changed: Arc<Notify>,
+    feed: Feed,
     verdicts: watch::Sender<Arc<Vec<Verdict>>>,
-) {
-    let first = async {
-        let _ = r.pods.wait_until_ready().await;
-        let _ = r.services.wait_until_ready().await;
-        for m in &r.mesh {
-            let _ = m.reader.wait_until_ready().await;
-        }
-    };
-    if tokio::time::timeout(FIRST_LIST, first).await.is_err() {
-        tracing::warn!("not every list arrived in time; serving what is known");
-    }
-    let mut version = 0u64;
-    loop {
-        let (mut snap, vs) = build(&r);
-        let current = tx.borrow().clone();
-        if version == 0 || !same_content(&snap, &current) {
-            version += 1;
-            snap.version = version;
-            tracing::debug!(version, pods = snap.pods.len(), "snapshot");
-            tx.send_replace(Arc::new(snap));
-        }
-        verdicts.send_if_modified(|old| {
-            let changed = **old != vs;
-            if changed {
-                *old = Arc::new(vs);
+}
+
+impl Publisher {
+    async fn run(mut self) {
+        let slices = self.slices().await;
+        let r = &self.readers;
+        let first = async {
+            let _ = r.pods.wait_until_ready().await;
+            let _ = r.services.wait_until_ready().await;
+            let _ = r.namespaces.wait_until_ready().await;
+            let _ = r.accounts.wait_until_ready().await;
+            for m in &r.mesh {
+                let _ = m.reader.wait_until_ready().await;
             }
-            changed
-        });
-        changed.notified().await;
-        tokio::time::sleep(SETTLE).await;
+            if let Some(s) = &slices {
+                let _ = s.wait_until_ready().await;
+            }
+        };
+        if tokio::time::timeout(FIRST_LIST, first).await.is_err() {
+            tracing::warn!("not every list arrived in time; serving what is known");
+        }
+        let mut batch = self.drain(Vec::new());
+        let mut mesh_dirty = true;
+        loop {
+            if std::mem::take(&mut mesh_dirty) {
+                let (config, verdicts) = mesh(&self.readers);
+                batch.push(Change::Config(Box::new(config)));
+                self.verdicts.send_if_modified(|old| {
+                    let changed = **old != verdicts;
+                    if changed {
+                        *old = Arc::new(verdicts);
+                    }
+                    changed
+                });
+            }
+            if !self.feed.send(std::mem::take(&mut batch)) {
+                return;
+            }
+            tokio::select! {
+                Some(b) = self.rx.recv() => batch = self.drain(b),
+                () = self.mesh_changed.notified() => {
+                    tokio::time::sleep(SETTLE).await;
+                    mesh_dirty = true;
+                    batch = self.drain(Vec::new());
+                }
+            }
+        }
+    }
+
+    /// `batch` and every change already waiting.
+    fn drain(&mut self, mut batch: Vec<Change>) -> Vec<Change> {
+        while let Ok(more) = self.rx.try_recv() {
+            batch.extend(more);
+        }
+        batch
+    }
+
+    /// Starts the EndpointSlice reflector, on the API version served.
+    async fn slices(&self) -> Option<Reader<DynamicObject>> {
+        let Some(ar) = slice_api(&self.client).await else {
+            tracing::warn!(
+                "EndpointSlices are not served: selector-less Services have no endpoints"
+            );
+            return None;
+        };
+        tracing::info!(api = %ar.api_version, "watching EndpointSlices");
+        let to = |k, o: Option<&DynamicObject>| {
+            let slice = o
+                .and_then(|o| serde_json::to_value(o).ok())
+                .and_then(|v| EndpointSlice::from_json(&v));
+            Change::Slice(k, slice)
+        };
+        Some(reflect_dynamic(
+            &self.client,
+            "EndpointSlice",
+            &ar,
+            Sink::Changes(Translate::new(Kind::Slices, self.tx.clone(), to)),
+        ))
     }
 }
 
-fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
-    a.pods == b.pods && a.services == b.services && a.config == b.config
-}
-
-fn build(r: &Readers) -> (Snapshot, Vec<Verdict>) {
-    let mut pods: Vec<_> = r
-        .pods
-        .state()
-        .iter()
-        .filter_map(|p| convert::pod(p))
-        .collect();
-    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut services: Vec<_> = r
-        .services
-        .state()
-        .iter()
-        .filter_map(|s| convert::service(s))
-        .collect();
-    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+/// The mesh config of every valid mesh object, and the verdict on each.
+fn mesh(r: &Readers) -> (MeshConfig, Vec<Verdict>) {
+    let known = crate::references::Known {
+        namespaces: r.namespaces.state().iter().map(|n| n.name_any()).collect(),
+        accounts: r
+            .accounts
+            .state()
+            .iter()
+            .map(|a| (a.namespace().unwrap_or_default(), a.name_any()))
+            .collect::<BTreeSet<_>>(),
+    };
     let mut objects = Vec::new();
     let mut verdicts = Vec::new();
     for m in &r.mesh {
         for o in m.reader.state() {
-            let (object, verdict) = convert::mesh_object(&o, m.kind);
+            let (object, mut verdict) = convert::mesh_object(&o, m.kind);
+            verdict.warnings = crate::references::check(&o, m.kind, &known);
             objects.extend(object);
             verdicts.push(verdict);
         }
@@ -244,20 +262,10 @@ fn build(r: &Readers) -> (Snapshot, Vec<Verdict>) {
     verdicts
         .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
     objects.sort_by_key(api::manifest::describe);
-    let snap = Snapshot {
-        version: 0,
-        pods,
-        services,
-        config: MeshConfig::from_objects(&objects),
-    };
-    (snap, verdicts)
+    (MeshConfig::from_objects(&objects), verdicts)
 }
 
 impl Store for KubeStore {
-    fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.rx.clone()
-    }
-
     fn review_token<'a>(
         &'a self,
         token: &'a str,

@@ -1,34 +1,35 @@
 //! The local runtime's store: its API on a Unix socket streams snapshots
-//! (`GET /watch`, one JSON document per line) and reviews tokens
+//! (`GET /watch`, one JSON document per line), which this store turns
+//! into the changes between each and the one before, and reviews tokens
 //! (`POST /tokenreview`), as a kube-apiserver would.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use api::cluster::{Snapshot, TokenReview};
 use common::backoff::Backoff;
 use common::unix_http::{self, Lines};
-use tokio::sync::watch;
 
+use mesh_controller_core::index::{Change, Feed};
 use mesh_controller_core::store::{BoxFuture, ReviewError, Store};
 
 /// Reads the local runtime at `socket`.
 pub struct LocalStore {
     socket: PathBuf,
-    rx: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl LocalStore {
-    /// Starts watching; the first snapshot arrives asynchronously.
-    pub fn start(socket: PathBuf) -> Self {
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-        tokio::spawn(watch_loop(socket.clone(), tx));
-        Self { socket, rx }
+    /// Starts watching; changes go to `feed` as snapshots arrive.
+    pub fn start(socket: PathBuf, feed: Feed) -> Self {
+        tokio::spawn(watch_loop(socket.clone(), feed));
+        Self { socket }
     }
 }
 
-async fn watch_loop(socket: PathBuf, tx: watch::Sender<Arc<Snapshot>>) {
+async fn watch_loop(socket: PathBuf, feed: Feed) {
+    // What the indexer holds: a reconnection's first snapshot is a
+    // difference to it too.
+    let mut last = Snapshot::default();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match Lines::open(&socket, "/watch").await {
@@ -39,7 +40,10 @@ async fn watch_loop(socket: PathBuf, tx: watch::Sender<Arc<Snapshot>>) {
                         Ok(Some(line)) => match serde_json::from_slice::<Snapshot>(&line) {
                             Ok(s) => {
                                 tracing::debug!(version = s.version, "snapshot");
-                                tx.send_replace(Arc::new(s));
+                                if !feed.send(Change::between(&last, &s)) {
+                                    return;
+                                }
+                                last = s;
                             }
                             Err(e) => tracing::warn!(%e, "bad snapshot from the local runtime"),
                         },
@@ -59,10 +63,6 @@ async fn watch_loop(socket: PathBuf, tx: watch::Sender<Arc<Snapshot>>) {
 }
 
 impl Store for LocalStore {
-    fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
-        self.rx.clone()
-    }
-
     fn review_token<'a>(
         &'a self,
         token: &'a str,

@@ -329,3 +329,40 @@ pub fn uninstall(node: &Node) {
     // The workloads stay.
     assert!(left(&["get", "deploy", "-n", "shop", "-o", "name"]).contains("web-v1"));
 }
+
+/// The controller names what a policy refers to and the cluster lacks,
+/// in the policy's status, by field path (Istio's
+/// ReferencedResourceNotFound), and keeps it accepted.
+pub fn references(node: &Node) {
+    step("a principal naming a missing ServiceAccount gets a warning in status");
+    ok(
+        node.apply(manifests::MISNAMED_PRINCIPAL),
+        "apply AuthorizationPolicy",
+    );
+    let messages = node.wait_for("the policy's warnings", Duration::from_secs(30), || {
+        let s = node.kubectl_ok(&[
+            "get",
+            "authorizationpolicy",
+            "-n",
+            "shop",
+            "web-callers",
+            "-o",
+            "jsonpath={.status.conditions[0].status} {.status.validationMessages}",
+        ]);
+        if s.contains("principals[1]") {
+            Ok(s)
+        } else {
+            Err(s)
+        }
+    });
+    assert!(messages.starts_with("True "), "{messages}");
+    assert!(
+        messages.contains("clinet") && messages.contains("does not exist in namespace"),
+        "{messages}"
+    );
+    assert!(!messages.contains("principals[0]"), "{messages}");
+    ok(
+        node.kubectl(&["delete", "-n", "shop", "authorizationpolicy/web-callers"]),
+        "delete AuthorizationPolicy",
+    );
+}

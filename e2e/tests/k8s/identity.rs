@@ -107,9 +107,13 @@ pub fn token_reviews(node: &Node) {
         .await
         .unwrap();
         let client = kube::Client::try_from(config).unwrap();
+        // Only its token reviews are asked for here; the changes it
+        // watches go nowhere.
+        let (feed, _) = mesh_controller_core::index::feed();
         let store = Arc::new(mesh_controller_k8s::KubeStore::start(
             client,
             api::inject::TOKEN_AUDIENCE,
+            feed,
         ));
         let review = store.review_token(&web).await.unwrap();
         assert_eq!(

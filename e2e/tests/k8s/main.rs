@@ -57,10 +57,12 @@ fn the_mesh_on_kubernetes() {
     traffic::mtls_with_capture(&node);
     traffic::canary(&node);
     traffic::retries(&node);
+    traffic::selectorless(&node);
     workloads::job_completes(&node);
     workloads::opted_out(&node);
     workloads::live_inject(&node);
     control::validation_and_status(&node);
+    control::references(&node);
     control::proxy_views(&node);
     control::failover(&node);
     control::analyze_cluster(&node);

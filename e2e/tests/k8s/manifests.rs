@@ -268,3 +268,39 @@ metadata: {name: limited-installer}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: limited-installer}
 subjects: [{kind: ServiceAccount, name: installer, namespace: default}]
 "#;
+
+/// A Service without a selector, and the Endpoints a user writes for it:
+/// the pod `name` at `ip`, port `http` on 8080.
+pub fn selectorless(name: &str, ip: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: legacy, namespace: shop}}
+spec:
+  ports: [{{name: http, port: 80, protocol: TCP}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: legacy, namespace: shop}}
+subsets:
+- addresses: [{{ip: "{ip}", targetRef: {{kind: Pod, name: {name}, namespace: shop}}}}]
+  ports: [{{name: http, port: 8080, protocol: TCP}}]
+"#
+    )
+}
+
+/// An AuthorizationPolicy whose second principal names a ServiceAccount
+/// that does not exist.
+pub const MISNAMED_PRINCIPAL: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-callers, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/shop/sa/web", "cluster.local/ns/shop/sa/clinet"]
+"#;

@@ -99,17 +99,12 @@ pub fn mtls_with_capture(node: &Node) {
 
 /// The client's `curl -sf` to the server's Service, by its full name.
 fn curl_web(node: &Node) -> std::process::Output {
-    node.exec(
-        "shop",
-        "deploy/client",
-        &[
-            "curl",
-            "-sf",
-            "-m",
-            "5",
-            "http://web.shop.svc.cluster.local/",
-        ],
-    )
+    curl(node, "http://web.shop.svc.cluster.local/")
+}
+
+/// The client's `curl -sf` to `url`.
+fn curl(node: &Node, url: &str) -> std::process::Output {
+    node.exec("shop", "deploy/client", &["curl", "-sf", "-m", "5", url])
 }
 
 /// Counts the answers `v1` and `v2` to `n` requests from the client.
@@ -201,4 +196,77 @@ pub fn retries(node: &Node) {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert_eq!(n % 3, 0, "{last}");
+}
+
+/// A Service without a selector, whose endpoints a user wrote as an
+/// Endpoints object: Kubernetes mirrors it into an EndpointSlice
+/// (`discovery.k8s.io/v1beta1` on the 1.20 node, `v1` on current
+/// clusters), which the controller watches. The listed pod is known, so
+/// the endpoint carries its identity and traffic goes over mTLS.
+pub fn selectorless(node: &Node) {
+    step("a selector-less Service's endpoints, from its EndpointSlice");
+    let pod = node.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        "shop",
+        "-l",
+        "app=web,version=v1",
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}",
+    ]);
+    let (name, ip) = pod.trim().split_once(' ').expect("a web-v1 pod with an IP");
+    ok(
+        node.apply(&manifests::selectorless(name, ip)),
+        "apply legacy",
+    );
+    let body = node.wait_for("legacy answers", Duration::from_secs(60), || {
+        let out = curl(node, "http://legacy.shop.svc.cluster.local/");
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() {
+            Ok(body)
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
+    assert_eq!(body, "v1");
+    let endpoints = ok(
+        node.meshctl(&[
+            "proxy-config",
+            "endpoints",
+            "deploy/client",
+            "-n",
+            "shop",
+            "-o",
+            "json",
+        ]),
+        "proxy-config endpoints",
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&endpoints).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.to_string().contains("legacy.shop.svc.cluster.local"))
+        .unwrap_or_else(|| panic!("no endpoint for legacy: {endpoints}"));
+    assert!(
+        row.to_string().contains(name) && row.to_string().contains(ip),
+        "the endpoint is not the pod {name} at {ip}: {row}"
+    );
+    // Known as that pod, it is dialed with its identity: over mTLS.
+    assert!(
+        row.to_string()
+            .contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "the endpoint has no identity: {row}"
+    );
+    ok(
+        // The Endpoints go with their Service, or else here.
+        node.kubectl(&[
+            "delete",
+            "-n",
+            "shop",
+            "service/legacy",
+            "endpoints/legacy",
+            "--ignore-not-found",
+        ]),
+        "delete legacy",
+    );
 }

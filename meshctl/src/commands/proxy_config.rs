@@ -136,7 +136,7 @@ const CLUSTERS: &[&str] = &[
     "ENDPOINTS",
     "OUTLIER DETECTION",
 ];
-const ENDPOINTS: &[&str] = &["HOST", "ADDRESS", "POD", "CIRCUIT", "EJECTIONS"];
+const ENDPOINTS: &[&str] = &["HOST", "ADDRESS", "POD", "IDENTITY", "CIRCUIT", "EJECTIONS"];
 const SECRETS: &[&str] = &[
     "IDENTITY",
     "SERIAL",
@@ -261,6 +261,11 @@ impl Tables {
                         host.clone(),
                         e.address.to_string(),
                         e.pod.clone(),
+                        if e.identity.is_empty() {
+                            "-".to_string()
+                        } else {
+                            e.identity.clone()
+                        },
                         format!("{:?}", e.circuit).to_uppercase(),
                         e.ejections.to_string(),
                     ]

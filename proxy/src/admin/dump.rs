@@ -156,6 +156,11 @@ pub(super) fn config_dump(st: &State) -> ConfigDump {
                     EndpointState {
                         address: w.address,
                         pod: format!("{}/{}", w.namespace, w.name),
+                        identity: w
+                            .identity
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                         circuit: known.map_or(Circuit::Closed, |s| s.circuit),
                         ejections: known.map_or(0, |s| s.ejections),
                         ejected_for_secs: known.map_or(0.0, |s| s.ejected_for_secs),

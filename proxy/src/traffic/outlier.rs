@@ -237,6 +237,7 @@ impl Detector {
                 EndpointState {
                     address: *ip,
                     pod: String::new(),
+                    identity: String::new(),
                     circuit: e.map_or(Circuit::Closed, |e| e.circuit(now)),
                     ejections: e.map_or(0, |e| e.ejections),
                     ejected_for_secs: e
