@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where `cargo xtask node images` packs the node's images.
 fn image_dir() -> PathBuf {
@@ -149,24 +149,15 @@ impl Node {
         self.command(meshctl()).args(args).output().unwrap()
     }
 
-    /// Polls `f` every half second until it returns `Some`, for at most
-    /// `limit`; panics with `what` and the last value otherwise.
+    /// Polls `f` every half second until it returns `Ok`, for at most
+    /// `limit`; panics with `what` and the last error otherwise.
     pub fn wait_for<T>(
         &self,
         what: &str,
         limit: Duration,
-        mut f: impl FnMut() -> Result<T, String>,
+        f: impl FnMut() -> Result<T, String>,
     ) -> T {
-        let start = Instant::now();
-        loop {
-            match f() {
-                Ok(v) => return v,
-                Err(last) if start.elapsed() > limit => {
-                    panic!("{what}: not after {}s; last: {last}", limit.as_secs())
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
+        crate::wait_for(what, limit, f)
     }
 
     /// Runs `argv` in the `app` container of `target` (`deploy/NAME` or a

@@ -32,6 +32,21 @@ pub fn with_input(cmd: &mut Command, input: &str) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// Polls `f` every half second until it returns `Ok`, for at most
+/// `limit`; panics with `what` and the last error otherwise.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > limit => {
+                panic!("{what}: not after {}s; last: {last}", limit.as_secs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
 /// Asserts that this process is root. Scenarios that need it are
 /// `#[ignore = "needs root"]`, so a plain `cargo test` lists them as
 /// ignored rather than passed; `cargo test -- --include-ignored` (CI, as

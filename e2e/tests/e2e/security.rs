@@ -1,7 +1,7 @@
 //! What mTLS must guarantee: traffic between meshed pods is encrypted
 //! (TLS 1.3 on the wire, no plaintext), pods outside the mesh still reach
-//! meshed ones directly (permissive for now), and certificate rotation
-//! under load fails no request.
+//! meshed ones, directly and through a Service (permissive for now), and
+//! certificate rotation under load fails no request.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -98,6 +98,46 @@ fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
         ],
     );
     assert_eq!(out, plain_secret);
+    // The local runtime plays kube-proxy: the outsider reaches the
+    // Service by name (its cluster IP) as on Kubernetes, and a Service
+    // without endpoints refuses at once instead of timing out.
+    let by_name = c.exec_ok(
+        "sec",
+        "deploy/outsider",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--data-binary",
+            "by-name",
+            "http://web.sec.svc.cluster.local:8080/",
+        ],
+    );
+    assert_eq!(by_name, "by-name");
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: nobody, namespace: sec}
+spec:
+  selector: {app: nobody}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+",
+    );
+    let started = std::time::Instant::now();
+    let refused = e2e::wait_for("nobody refuses", Duration::from_secs(20), || {
+        let out = c.exec(
+            "sec",
+            "deploy/outsider",
+            &["curl", "-sS", "--max-time", "5", "http://nobody/"],
+        );
+        // curl's 7: could not connect (refused); 6: the name is not known yet.
+        match out.status.code() {
+            Some(7) => Ok(text(&out.stderr)),
+            other => Err(format!("{other:?} {}", text(&out.stderr))),
+        }
+    });
+    assert!(started.elapsed() < Duration::from_secs(20), "{refused}");
 
     // `-U` writes each packet as it comes: wait for the outsider's.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

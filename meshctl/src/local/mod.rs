@@ -18,6 +18,7 @@ pub mod node;
 pub mod objects;
 pub mod reconcile;
 pub mod server;
+pub mod service_proxy;
 pub mod store;
 pub mod sweep;
 

@@ -23,6 +23,7 @@ use super::StateDir;
 use super::hosts::{self, HostEntry};
 use super::netns::{self, Check};
 use super::objects::Phase;
+use super::service_proxy;
 use super::store::{Key, PodRecord, Store};
 
 mod spec;
@@ -56,12 +57,15 @@ pub async fn run(store: Arc<Store>, cfg: NodeConfig) {
     let mut changes = store.changes();
     let mut running: HashMap<Key, watch::Sender<bool>> = HashMap::new();
     let mut hosts_written: HashMap<Key, String> = HashMap::new();
+    let mut rules_written: HashMap<Key, String> = HashMap::new();
     loop {
         let pods: Vec<PodRecord> = store.read(|s| s.pods.values().cloned().collect());
         // Hosts files first: a new pod's exists, current, before its task
         // starts processes that may resolve names.
         hosts_written.retain(|k, _| pods.iter().any(|p| p.namespace == k.0 && p.name == k.1));
         write_hosts(&store, &cfg.id, &pods, &mut hosts_written);
+        rules_written.retain(|k, _| pods.iter().any(|p| p.namespace == k.0 && p.name == k.1));
+        write_service_rules(&store, &cfg.id, &pods, &mut rules_written).await;
         for p in &pods {
             let key = (p.namespace.clone(), p.name.clone());
             match running.get(&key) {
@@ -113,6 +117,39 @@ fn write_hosts(store: &Store, id: &str, pods: &[PodRecord], written: &mut HashMa
         let dir = hosts_dir(&netns::pod_ns(id, p.seq));
         if fs::create_dir_all(&dir).is_ok() && fs::write(dir.join("hosts"), &text).is_ok() {
             written.insert(key, text);
+        }
+    }
+}
+
+/// Rewrites the Service rules of running pods whose rules changed (only
+/// once running: after `mesh-proxy init`, whose rules come first).
+async fn write_service_rules(
+    store: &Store,
+    id: &str,
+    pods: &[PodRecord],
+    written: &mut HashMap<Key, String>,
+) {
+    let rules = service_proxy::rules(&store.snapshots().borrow());
+    for p in pods.iter().filter(|p| p.phase == Phase::Running) {
+        let key = (p.namespace.clone(), p.name.clone());
+        if written.get(&key) == Some(&rules) {
+            continue;
+        }
+        let script = service_proxy::script(&rules);
+        let argv = ["sh".to_string(), "-c".to_string(), script];
+        match netns::command(&netns::pod_ns(id, p.seq), None, &argv)
+            .output()
+            .await
+        {
+            Ok(out) if out.status.success() => {
+                written.insert(key, rules.clone());
+            }
+            Ok(out) => tracing::warn!(
+                pod = %p.name,
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "Service rules not installed"
+            ),
+            Err(e) => tracing::warn!(pod = %p.name, error = %e, "Service rules not installed"),
         }
     }
 }
