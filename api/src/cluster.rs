@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::Resource;
 use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::security::PeerAuthenticationSpec;
 use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec};
 use crate::istio::virtual_service::VirtualServiceSpec;
 use crate::policy::LocalRateLimitSpec;
@@ -56,6 +57,9 @@ pub struct MeshConfig {
     /// Sidecars (for `outboundTrafficPolicy`).
     #[serde(default)]
     pub sidecars: Vec<Resource<SidecarSpec>>,
+    /// PeerAuthentications.
+    #[serde(default)]
+    pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
 }
 
 impl MeshConfig {
@@ -73,6 +77,7 @@ impl MeshConfig {
                 Object::LocalRateLimit(rl) => c.rate_limits.push(*rl),
                 Object::ServiceEntry(se) => c.service_entries.push(*se),
                 Object::Sidecar(sc) => c.sidecars.push(*sc),
+                Object::PeerAuthentication(pa) => c.peer_authentications.push(*pa),
                 _ => {}
             }
         }

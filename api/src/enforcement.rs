@@ -7,9 +7,6 @@ use crate::manifest::Object;
 /// Kinds stored but not enforced, and what that means for the user.
 fn kind_note(o: &Object) -> Option<&'static str> {
     Some(match o {
-        Object::PeerAuthentication(_) => {
-            "stored but not enforced yet: proxies accept plaintext and mTLS whatever its mode says"
-        }
         Object::AuthorizationPolicy(_) => {
             "stored but not enforced yet: no request is allowed or denied by it"
         }
@@ -65,6 +62,22 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
                 }
             }
         }
+        Object::PeerAuthentication(p) => {
+            // Servers honour DISABLE (plaintext is accepted); clients do
+            // not read it yet.
+            const DISABLE: &str = "DISABLE is enforced as PERMISSIVE: plaintext is accepted, and meshed clients still connect over mTLS (they do not read DISABLE yet)";
+            let disabled = |m: Option<&crate::istio::security::Mtls>| {
+                m.and_then(|m| m.mode.as_deref()) == Some("DISABLE")
+            };
+            if disabled(p.spec.mtls.as_ref()) {
+                out.push(("spec.mtls.mode".into(), DISABLE));
+            }
+            for (port, m) in p.spec.port_level_mtls.iter().flatten() {
+                if disabled(Some(m)) {
+                    out.push((format!("spec.portLevelMtls[{port}].mode"), DISABLE));
+                }
+            }
+        }
         Object::DestinationRule(d) if d.spec.export_to.is_some() => out.push((
             "spec.exportTo".into(),
             "stored but not enforced yet: the policy applies in every namespace",
@@ -100,13 +113,21 @@ mod tests {
         let pa = object(
             "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n",
         );
-        let notes = not_enforced(&pa);
+        assert!(not_enforced(&pa).is_empty());
+        let pa = object(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: db, namespace: shop}\nspec:\n  selector: {matchLabels: {app: db}}\n  mtls: {mode: DISABLE}\n  portLevelMtls: {5432: {mode: DISABLE}, 80: {mode: STRICT}}\n",
+        );
+        let fields: Vec<String> = not_enforced(&pa).into_iter().map(|n| n.0).collect();
+        assert_eq!(fields, ["spec.mtls.mode", "spec.portLevelMtls[5432].mode"]);
+        let authz = object(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {}\n",
+        );
+        let notes = not_enforced(&authz);
         assert_eq!(notes.len(), 1);
-        assert_eq!(notes[0].0, "");
         assert!(
             notes[0]
                 .1
-                .starts_with("PeerAuthentication is stored but not enforced"),
+                .starts_with("AuthorizationPolicy is stored but not enforced"),
             "{notes:?}"
         );
         let sidecar = object(

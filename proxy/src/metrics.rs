@@ -56,6 +56,7 @@ pub struct Metrics {
     sent: IntCounterVec,
     received: IntCounterVec,
     ejections: IntCounterVec,
+    refused: IntCounterVec,
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
 }
@@ -140,6 +141,14 @@ impl Metrics {
             &["destination_service"],
         )?;
         registry.register(Box::new(ejections.clone()))?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "mesh_inbound_connections_refused_total",
+                "Inbound connections closed before any byte reached the app, by reason",
+            ),
+            &["reason", "destination_port"],
+        )?;
+        registry.register(Box::new(refused.clone()))?;
         let access_log_dropped = IntCounter::new(
             "mesh_access_log_dropped_total",
             "Access-log records dropped because the writer fell behind",
@@ -148,6 +157,7 @@ impl Metrics {
         Ok(Self {
             access_log_dropped,
             ejections,
+            refused,
             requests,
             durations,
             opened: counter(
@@ -188,6 +198,13 @@ impl Metrics {
         self.closed.with_label_values(&l.0).inc();
         self.sent.with_label_values(&l.0).inc_by(sent);
         self.received.with_label_values(&l.0).inc_by(received);
+    }
+
+    /// Counts an inbound connection refused for `reason` on `port`.
+    pub fn refused(&self, reason: &str, port: u16) {
+        self.refused
+            .with_label_values(&[reason, &port.to_string()])
+            .inc();
     }
 
     /// Counts an ejection from `host`.

@@ -128,7 +128,7 @@ fn finds_every_kind_of_problem() {
         .iter()
         .filter(|x| x.message.contains("stored but not enforced yet"))
         .count();
-    assert_eq!(stored, 2, "{f:#?}");
+    assert_eq!(stored, 1, "{f:#?}");
     // Nothing else: the v1 route and the subset v1 are fine.
     assert_eq!(f.len(), 7 + stored, "{f:#?}");
 }
@@ -180,11 +180,9 @@ metadata: {name: default, namespace: istio-system}
 spec: {mtls: {mode: STRICT}}
 "#;
     let pods = pods();
-    // Only what is stored and not enforced yet: the PeerAuthentication.
+    // Nothing: the PeerAuthentication is enforced now.
     let f = run(clean, Some(&pods));
-    assert_eq!(f.len(), 1, "{f:#?}");
-    assert_eq!(f[0].object, "PeerAuthentication/default");
-    assert_eq!(f[0].severity, Severity::Warning);
+    assert!(f.is_empty(), "{f:#?}");
 }
 
 #[test]

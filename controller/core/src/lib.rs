@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod ca;
 pub mod index;
+pub mod peer_auth;
 pub mod service_entry;
 pub mod store;
 pub mod sync;

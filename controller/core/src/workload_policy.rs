@@ -1,5 +1,6 @@
 //! What a pod's own proxy enforces, attached to the pod's own discovery
-//! resource: the LocalRateLimits that select it, and the
+//! resource: the LocalRateLimits that select it, the PeerAuthentication
+//! in force ([`peer_auth`](crate::peer_auth)), and the
 //! `outboundTrafficPolicy` of the Sidecar that applies to it (one with a
 //! matching `workloadSelector` in its namespace, else the namespace's
 //! selector-less one, else the root namespace's, as in Istio).
@@ -11,6 +12,10 @@ use api::traffic::{RateLimit, WorkloadPolicy};
 
 /// Istio's root namespace for mesh-wide Sidecars; ours is `mesh-system`.
 pub const ROOT_NAMESPACE: &str = "mesh-system";
+
+/// The namespaces whose selector-less security policies are mesh-wide:
+/// Istio's, and ours.
+pub const ROOT_NAMESPACES: &[&str] = &["istio-system", ROOT_NAMESPACE];
 
 fn namespace<S>(r: &Resource<S>) -> &str {
     r.metadata.namespace.as_deref().unwrap_or("default")
@@ -41,7 +46,12 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
     let outbound_traffic_policy = sidecar(config, pod)
         .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
         .and_then(|o| o.mode.clone());
-    if rate_limits.is_empty() && outbound_traffic_policy.is_none() && !pod.app_exited {
+    let peer_auth = crate::peer_auth::for_pod(config, pod);
+    if rate_limits.is_empty()
+        && outbound_traffic_policy.is_none()
+        && !pod.app_exited
+        && peer_auth.is_none()
+    {
         return None;
     }
     let policy = WorkloadPolicy {
@@ -51,6 +61,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
     match api::routing::workload_policy(&policy) {
         Ok(p) => Some(api::proto::WorkloadPolicy {
             app_exited: pod.app_exited,
+            peer_auth,
             ..p
         }),
         Err(e) => {

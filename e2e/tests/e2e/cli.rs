@@ -471,16 +471,16 @@ fn the_runtime_stores_mesh_resources() {
         text(&out.stdout)
     );
     // Stored and not enforced yet: accepted, and said so.
-    let pa = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n";
-    let out = c.meshctl_input(&["apply", "-f", "-"], pa);
+    let authz = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: default}\nspec: {}\n";
+    let out = c.meshctl_input(&["apply", "-f", "-"], authz);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("PeerAuthentication/default created"),
+        text(&out.stdout).contains("AuthorizationPolicy/deny-all created"),
         "{}",
         text(&out.stdout)
     );
     assert!(
-        text(&out.stderr).contains("warning: -:1 PeerAuthentication/default: PeerAuthentication is stored but not enforced yet"),
+        text(&out.stderr).contains("warning: -:1 AuthorizationPolicy/deny-all: AuthorizationPolicy is stored but not enforced yet"),
         "{}",
         text(&out.stderr)
     );

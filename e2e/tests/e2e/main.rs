@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod drain;
 mod hostile;
+mod peer_auth;
 mod protocols;
 mod security;
 mod traffic;

@@ -1,8 +1,10 @@
 //! Inbound: mTLS from peer proxies on the mTLS port (the client's SPIFFE
 //! ID verified, the target port read from the transport header), and
-//! plaintext redirected from outside the mesh (accepted: permissive mode;
-//! HTTP is parsed by the same inbound HTTP stack as mTLS requests). Both
-//! are forwarded to the app on the pod's own address.
+//! plaintext redirected from outside the mesh: accepted where the
+//! PeerAuthentication in force is PERMISSIVE or DISABLE (HTTP is then
+//! parsed by the same inbound HTTP stack as mTLS requests), closed before
+//! its first byte is read where it is STRICT, and counted. Both are
+//! forwarded to the app on the pod's own address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +109,14 @@ pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: 
                 dst.port() != ports::INBOUND,
                 "connection to the inbound port itself"
             );
+            if plaintext_refused(&ib, dst.port()) {
+                ib.telemetry
+                    .metrics
+                    .refused("plaintext_under_strict", dst.port());
+                tracing::debug!(port = dst.port(), "plaintext refused: STRICT");
+                // Dropped unread: nothing reaches the app.
+                return Ok(());
+            }
             let mut buf = BytesMut::new();
             let proto = if ib.settings.opaque_ports.contains(&dst.port()) {
                 Protocol::Opaque
@@ -123,6 +133,20 @@ pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: 
         }
     })
     .await;
+}
+
+/// Whether the PeerAuthentication in force is STRICT for `port` (a
+/// workload whose own resource is not known yet is PERMISSIVE, as one
+/// without a policy; its proxy is not ready before it is).
+fn plaintext_refused(ib: &Inbound, port: u16) -> bool {
+    let policy = ib
+        .discovery
+        .current(ib.pod.ip)
+        .and_then(|me| match &me.resolved {
+            api::discovery::Resolved::Workload(w) => w.policy.as_ref()?.peer_auth.clone(),
+            _ => None,
+        });
+    api::proto::mtls_mode(policy.as_ref(), port) == api::proto::MtlsMode::Strict
 }
 
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
