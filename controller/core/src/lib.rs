@@ -14,5 +14,7 @@ pub mod peer_auth;
 pub mod service_entry;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod traffic;
 pub mod workload_policy;

@@ -115,20 +115,7 @@ mod tests {
     use super::*;
     use api::proto::mtls_mode as mode_for;
 
-    fn pod(ns: &str, app: &str) -> cluster::Pod {
-        cluster::Pod {
-            name: format!("{app}-1"),
-            namespace: ns.into(),
-            labels: [("app".to_string(), app.to_string())].into(),
-            service_account: app.into(),
-            ip: None,
-            meshed: true,
-            ready: true,
-            named_ports: Default::default(),
-            owner: app.into(),
-            app_exited: false,
-        }
-    }
+    use crate::testing::pod;
 
     fn config(yaml: &str) -> MeshConfig {
         MeshConfig {

@@ -103,20 +103,7 @@ fn sidecar<'a>(config: &'a MeshConfig, pod: &cluster::Pod) -> Option<&'a Resourc
 mod tests {
     use super::*;
 
-    fn pod(ns: &str, app: &str) -> cluster::Pod {
-        cluster::Pod {
-            name: format!("{app}-1"),
-            namespace: ns.into(),
-            labels: [("app".to_string(), app.to_string())].into(),
-            service_account: app.into(),
-            ip: None,
-            meshed: true,
-            ready: true,
-            named_ports: Default::default(),
-            owner: app.into(),
-            app_exited: false,
-        }
-    }
+    use crate::testing::pod;
 
     fn config(yaml: &str) -> MeshConfig {
         let mut c = MeshConfig::default();

@@ -11,6 +11,23 @@ use e2e::{Cluster, app, client, needs_root, server, text};
 /// The ServerHello's supported_versions extension selecting TLS 1.3.
 const TLS13_SELECTED: &[u8] = &[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04];
 
+/// POSTs `body` to `url` with curl from `from` in `sec`; the answer.
+fn post(c: &Cluster, from: &str, body: &str, url: &str) -> String {
+    c.exec_ok(
+        "sec",
+        from,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--data-binary",
+            body,
+            url,
+        ],
+    )
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -66,53 +83,27 @@ fn traffic_between_pods_is_tls13_and_outsiders_still_get_in() {
     }
 
     let meshed_secret = "meshed-secret-7f3a9c";
-    let out = c.exec_ok(
-        "sec",
-        "deploy/client",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--data-binary",
-            meshed_secret,
-            "http://web:8080/",
-        ],
-    );
+    let out = post(&c, "deploy/client", meshed_secret, "http://web:8080/");
     assert_eq!(out, meshed_secret);
     // A pod without a sidecar reaches the meshed pod's port directly, in
     // plaintext: accepted (permissive), and visible on the wire, which
     // also shows that the capture sees request bodies.
     let plain_secret = "outsider-visible-51be0d";
-    let out = c.exec_ok(
-        "sec",
+    let out = post(
+        &c,
         "deploy/outsider",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--data-binary",
-            plain_secret,
-            &format!("http://{web_ip}:8080/"),
-        ],
+        plain_secret,
+        &format!("http://{web_ip}:8080/"),
     );
     assert_eq!(out, plain_secret);
     // The local runtime plays kube-proxy: the outsider reaches the
     // Service by name (its cluster IP) as on Kubernetes, and a Service
     // without endpoints refuses at once instead of timing out.
-    let by_name = c.exec_ok(
-        "sec",
+    let by_name = post(
+        &c,
         "deploy/outsider",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--data-binary",
-            "by-name",
-            "http://web.sec.svc.cluster.local:8080/",
-        ],
+        "by-name",
+        "http://web.sec.svc.cluster.local:8080/",
     );
     assert_eq!(by_name, "by-name");
     c.apply(
