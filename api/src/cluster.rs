@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::Resource;
 use crate::istio::destination_rule::DestinationRuleSpec;
-use crate::istio::security::PeerAuthenticationSpec;
+use crate::istio::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
 use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec};
 use crate::istio::virtual_service::VirtualServiceSpec;
 use crate::policy::LocalRateLimitSpec;
@@ -60,6 +60,9 @@ pub struct MeshConfig {
     /// PeerAuthentications.
     #[serde(default)]
     pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
+    /// AuthorizationPolicies.
+    #[serde(default)]
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
 }
 
 impl MeshConfig {
@@ -78,6 +81,7 @@ impl MeshConfig {
                 Object::ServiceEntry(se) => c.service_entries.push(*se),
                 Object::Sidecar(sc) => c.sidecars.push(*sc),
                 Object::PeerAuthentication(pa) => c.peer_authentications.push(*pa),
+                Object::AuthorizationPolicy(ap) => c.authorization_policies.push(*ap),
                 _ => {}
             }
         }

@@ -7,9 +7,6 @@ use crate::manifest::Object;
 /// Kinds stored but not enforced, and what that means for the user.
 fn kind_note(o: &Object) -> Option<&'static str> {
     Some(match o {
-        Object::AuthorizationPolicy(_) => {
-            "stored but not enforced yet: no request is allowed or denied by it"
-        }
         Object::RequestAuthentication(_) => "stored but not enforced yet: no token is checked",
         Object::Telemetry(_) => {
             "stored but without effect yet: metrics, tracing and access logs keep their defaults"
@@ -78,6 +75,7 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
                 }
             }
         }
+        Object::AuthorizationPolicy(p) => authz_notes(&p.spec, &mut out),
         Object::DestinationRule(d) if d.spec.export_to.is_some() => out.push((
             "spec.exportTo".into(),
             "stored but not enforced yet: the policy applies in every namespace",
@@ -85,6 +83,50 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
         _ => {}
     }
     out
+}
+
+/// The parts of an AuthorizationPolicy that are not acted on yet.
+fn authz_notes(
+    spec: &crate::istio::security::AuthorizationPolicySpec,
+    out: &mut Vec<(String, &'static str)>,
+) {
+    if spec.action.as_deref() == Some("CUSTOM") {
+        out.push((
+            "spec.action".into(),
+            "CUSTOM is stored but not enforced yet: no external authorizer is asked, and the policy does not deny",
+        ));
+    }
+    if spec.target_ref.is_some() || spec.target_refs.is_some() {
+        out.push((
+            "spec.targetRef".into(),
+            "policies attached by targetRef (gateways, waypoints) apply to no sidecar: use a selector",
+        ));
+    }
+    const NO_JWT: &str = "RequestAuthentication is not enforced yet, so no request carries a request principal or claims: this matches only their absence";
+    for (i, r) in spec.rules.iter().flatten().enumerate() {
+        for (j, f) in r.from.iter().flatten().enumerate() {
+            let Some(s) = &f.source else { continue };
+            for (name, v) in [
+                ("requestPrincipals", &s.request_principals),
+                ("notRequestPrincipals", &s.not_request_principals),
+            ] {
+                if v.is_some() {
+                    out.push((format!("spec.rules[{i}].from[{j}].source.{name}"), NO_JWT));
+                }
+            }
+        }
+        for (j, c) in r.when.iter().flatten().enumerate() {
+            let key = c.key.as_deref().unwrap_or_default();
+            if key.starts_with("request.auth.") {
+                out.push((format!("spec.rules[{i}].when[{j}].key"), NO_JWT));
+            } else if key.starts_with("experimental.envoy.filters.") {
+                out.push((
+                    format!("spec.rules[{i}].when[{j}].key"),
+                    "Envoy filter metadata is not supported: the condition matches nothing in ALLOW and everything in DENY",
+                ));
+            }
+        }
+    }
 }
 
 /// What of `o` is stored and not enforced: (field path, note); an empty
@@ -122,13 +164,18 @@ mod tests {
         let authz = object(
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {}\n",
         );
-        let notes = not_enforced(&authz);
-        assert_eq!(notes.len(), 1);
-        assert!(
-            notes[0]
-                .1
-                .starts_with("AuthorizationPolicy is stored but not enforced"),
-            "{notes:?}"
+        assert!(not_enforced(&authz).is_empty());
+        let authz = object(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: jwt, namespace: shop}\nspec:\n  action: CUSTOM\n  provider: {name: ext}\n  rules:\n  - from: [{source: {requestPrincipals: [\"*\"]}}]\n    when: [{key: \"request.auth.claims[role]\", values: [admin]}, {key: source.ip, values: [10.0.0.0/8]}]\n",
+        );
+        let fields: Vec<String> = not_enforced(&authz).into_iter().map(|n| n.0).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.action",
+                "spec.rules[0].from[0].source.requestPrincipals",
+                "spec.rules[0].when[0].key"
+            ]
         );
         let sidecar = object(
             "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",

@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod annotations;
+pub mod authz;
 pub mod cluster;
 pub mod config_dump;
 pub mod crd;

@@ -210,6 +210,21 @@ impl Cluster {
         text(&out.stdout)
     }
 
+    /// The metrics of the proxy at `ip`, read from pod `from` of `ns`.
+    pub fn proxy_metrics(&self, ns: &str, from: &str, ip: &str) -> String {
+        let url = format!("http://{ip}:15020/metrics");
+        text(&self.exec(ns, from, &["curl", "-sS", &url]).stdout)
+    }
+
+    /// Sends `marker` over TCP from pod `from` of `ns` to `host:port`; what
+    /// came back (or the error).
+    pub fn tcp_send(&self, ns: &str, from: &str, host: &str, port: u16, marker: &str) -> String {
+        let code = format!(
+            "import socket\ns = socket.create_connection(('{host}', {port}), 5)\ns.sendall(b'{marker}')\ntry:\n    print(s.recv(100))\nexcept OSError as e:\n    print('error', e)\n"
+        );
+        text(&self.exec(ns, from, &["python3", "-c", &code]).stdout)
+    }
+
     /// The chain a meshed pod's proxy presents on its mTLS port, fetched
     /// with `openssl s_client` from pod `from` (outside the mesh); written
     /// as PEM files, returned as (leaf, issuer).
@@ -320,6 +335,17 @@ spec:
         ports: [{{containerPort: {port}}}]
 "#
     )
+}
+
+/// The `command` (as JSON) of a server with HTTP on 8080 (`http_echo.py`)
+/// and raw TCP on 9091 (`tcp_log.py`, which logs what reaches it).
+pub fn http_and_tcp_command() -> String {
+    let script = format!(
+        "python3 {} 8080 & exec python3 {} 9091",
+        server("http_echo.py"),
+        server("tcp_log.py")
+    );
+    serde_json::to_string(&["sh", "-c", &script]).expect("argv JSON")
 }
 
 /// A client Deployment that sleeps, to exec clients in.

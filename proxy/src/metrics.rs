@@ -57,6 +57,7 @@ pub struct Metrics {
     received: IntCounterVec,
     ejections: IntCounterVec,
     refused: IntCounterVec,
+    denied: IntCounterVec,
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
 }
@@ -149,6 +150,14 @@ impl Metrics {
             &["reason", "destination_port"],
         )?;
         registry.register(Box::new(refused.clone()))?;
+        let denied = IntCounterVec::new(
+            Opts::new(
+                "mesh_authorization_denied_total",
+                "Requests and connections denied by AuthorizationPolicies, by deciding policy",
+            ),
+            &["policy"],
+        )?;
+        registry.register(Box::new(denied.clone()))?;
         let access_log_dropped = IntCounter::new(
             "mesh_access_log_dropped_total",
             "Access-log records dropped because the writer fell behind",
@@ -158,6 +167,7 @@ impl Metrics {
             access_log_dropped,
             ejections,
             refused,
+            denied,
             requests,
             durations,
             opened: counter(
@@ -205,6 +215,11 @@ impl Metrics {
         self.refused
             .with_label_values(&[reason, &port.to_string()])
             .inc();
+    }
+
+    /// Counts a request or connection denied by `policy`.
+    pub fn denied(&self, policy: &str) {
+        self.denied.with_label_values(&[policy]).inc();
     }
 
     /// Counts an ejection from `host`.

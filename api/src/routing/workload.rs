@@ -65,5 +65,6 @@ pub(super) fn policy(p: &WorkloadPolicy) -> Result<proto::WorkloadPolicy, Error>
         outbound: outbound as i32,
         app_exited: false,
         peer_auth: None,
+        authz: Vec::new(),
     })
 }

@@ -1,6 +1,7 @@
 //! What a pod's own proxy enforces, attached to the pod's own discovery
 //! resource: the LocalRateLimits that select it, the PeerAuthentication
-//! in force ([`peer_auth`](crate::peer_auth)), and the
+//! in force ([`peer_auth`](crate::peer_auth)), the AuthorizationPolicies
+//! that apply to it ([`api::authz`]), and the
 //! `outboundTrafficPolicy` of the Sidecar that applies to it (one with a
 //! matching `workloadSelector` in its namespace, else the namespace's
 //! selector-less one, else the root namespace's, as in Istio).
@@ -47,10 +48,18 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
         .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
         .and_then(|o| o.mode.clone());
     let peer_auth = crate::peer_auth::for_pod(config, pod);
+    let mut authz: Vec<api::proto::AuthzPolicy> = config
+        .authorization_policies
+        .iter()
+        .filter(|p| api::authz::applies(p, &pod.namespace, &pod.labels))
+        .map(api::authz::compile)
+        .collect();
+    authz.sort_by(|a, b| a.name.cmp(&b.name));
     if rate_limits.is_empty()
         && outbound_traffic_policy.is_none()
         && !pod.app_exited
         && peer_auth.is_none()
+        && authz.is_empty()
     {
         return None;
     }
@@ -62,6 +71,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
         Ok(p) => Some(api::proto::WorkloadPolicy {
             app_exited: pod.app_exited,
             peer_auth,
+            authz,
             ..p
         }),
         Err(e) => {

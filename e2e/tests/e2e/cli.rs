@@ -471,16 +471,16 @@ fn the_runtime_stores_mesh_resources() {
         text(&out.stdout)
     );
     // Stored and not enforced yet: accepted, and said so.
-    let authz = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: default}\nspec: {}\n";
-    let out = c.meshctl_input(&["apply", "-f", "-"], authz);
+    let jwt = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: default}\nspec: {jwtRules: [{issuer: https://issuer.example}]}\n";
+    let out = c.meshctl_input(&["apply", "-f", "-"], jwt);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("AuthorizationPolicy/deny-all created"),
+        text(&out.stdout).contains("RequestAuthentication/jwt created"),
         "{}",
         text(&out.stdout)
     );
     assert!(
-        text(&out.stderr).contains("warning: -:1 AuthorizationPolicy/deny-all: AuthorizationPolicy is stored but not enforced yet"),
+        text(&out.stderr).contains("warning: -:1 RequestAuthentication/jwt: RequestAuthentication is stored but not enforced yet"),
         "{}",
         text(&out.stderr)
     );

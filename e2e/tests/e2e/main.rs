@@ -3,6 +3,7 @@
 // Scenarios: a step that cannot be taken is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod authz;
 mod cli;
 mod control;
 mod drain;

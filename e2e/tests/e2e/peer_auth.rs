@@ -7,17 +7,12 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, client, needs_root, server, text, wait_for};
+use e2e::{Cluster, client, http_and_tcp_command, needs_root, text, wait_for};
 
 /// A server with an HTTP port (8080) and a raw TCP port (9091) that
 /// prints every byte it receives, so that its log shows what reached it.
 fn web() -> String {
-    let script = format!(
-        "python3 {} 8080 & exec python3 {} 9091",
-        server("http_echo.py"),
-        server("tcp_log.py")
-    );
-    let cmd = serde_json::to_string(&["sh", "-c", &script]).unwrap();
+    let cmd = http_and_tcp_command();
     format!(
         r#"
 apiVersion: v1
@@ -74,10 +69,7 @@ fn http(c: &Cluster, from: &str) -> Result<String, i32> {
 
 /// Sends `marker` to web's raw port from `from`; what came back.
 fn raw(c: &Cluster, from: &str, marker: &str) -> String {
-    let code = format!(
-        "import socket\ns = socket.create_connection(('web', 9091), 5)\ns.sendall(b'{marker}')\ntry:\n    print(s.recv(100))\nexcept OSError as e:\n    print('error', e)\n"
-    );
-    text(&c.exec("pa", from, &["python3", "-c", &code]).stdout)
+    c.tcp_send("pa", from, "web", 9091, marker)
 }
 
 fn web_log(c: &Cluster) -> String {
@@ -85,14 +77,7 @@ fn web_log(c: &Cluster) -> String {
 }
 
 fn refused_count(c: &Cluster, web_ip: &str, port: u16) -> u64 {
-    let metrics = text(
-        &c.exec(
-            "pa",
-            "deploy/outsider",
-            &["curl", "-sS", &format!("http://{web_ip}:15020/metrics")],
-        )
-        .stdout,
-    );
+    let metrics = c.proxy_metrics("pa", "deploy/outsider", web_ip);
     let series = format!(
         "mesh_inbound_connections_refused_total{{destination_port=\"{port}\",reason=\"plaintext_under_strict\"}} "
     );

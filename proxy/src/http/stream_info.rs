@@ -48,6 +48,8 @@ pub mod flags {
     pub const ABORT: &str = "FI";
     /// Refused by the local rate limit.
     pub const RATE_LIMITED: &str = "RL";
+    /// Denied by an AuthorizationPolicy (Envoy's RBAC filter).
+    pub const RBAC: &str = "RBAC";
     /// Nothing to report.
     pub const NONE: &str = "-";
 }

@@ -4,9 +4,10 @@
 //! limits, never passed through as bytes). Built in named steps in
 //! [`stack`]:
 //!
-//! telemetry -> origin -> (peer authentication, request authentication,
-//! authorization: their places, for the security policy) -> rate limit
-//! -> app
+//! telemetry -> origin -> (request authentication: its place) ->
+//! authorization -> rate limit -> app
+//!
+//! (Peer authentication happens per connection, before this stack.)
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,7 @@ use crate::drain::Watch;
 use crate::http::{Body, limits};
 
 mod app;
+mod authz;
 mod origin;
 mod rate_limit;
 mod telemetry;
@@ -39,6 +41,8 @@ pub(crate) enum Origin {
         identity: Arc<SpiffeId>,
         /// This pod's address the connection came to.
         local: IpAddr,
+        /// The peer's address.
+        client: IpAddr,
     },
     /// A client outside the mesh, in plaintext, to `app` in `proto`.
     Plain {
@@ -46,6 +50,8 @@ pub(crate) enum Origin {
         app: SocketAddr,
         /// The protocol it speaks.
         proto: Protocol,
+        /// The client's address.
+        client: IpAddr,
     },
 }
 
@@ -65,9 +71,9 @@ pub(crate) fn stack(
 + use<> {
     let app = app::App::new(ib.upstreams.clone());
     let rate_limit = rate_limit::RateLimit::layer(ib.clone()).layer(app);
-    // Peer authentication, request authentication (JWT) and
-    // authorization go here, in that order, above the rate limit.
-    let origin_ = origin::Origin::layer(origin.clone()).layer(rate_limit);
+    let authz = authz::Authz::layer(ib.clone(), origin.clone()).layer(rate_limit);
+    // Request authentication (JWT) goes here, above authorization.
+    let origin_ = origin::Origin::layer(origin.clone()).layer(authz);
     telemetry::Telemetry::layer(ib.pod.clone(), ib.telemetry.clone(), origin).layer(origin_)
 }
 
@@ -94,6 +100,7 @@ pub(crate) async fn serve_peer<IO>(
     io: IO,
     peer: SpiffeId,
     local: IpAddr,
+    client: IpAddr,
     drain: &Watch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -101,6 +108,7 @@ pub(crate) async fn serve_peer<IO>(
     let origin = Origin::Peer {
         identity: Arc::new(peer),
         local,
+        client,
     };
     let svc = service(ib, origin);
     let conn = limits::peer_h2_server().serve_connection(TokioIo::new(io), svc);
@@ -116,12 +124,13 @@ pub(crate) async fn serve_plain<IO>(
     ib: Arc<Inbound>,
     io: IO,
     app: SocketAddr,
+    client: IpAddr,
     proto: Protocol,
     drain: &Watch,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service(ib, Origin::Plain { app, proto });
+    let svc = service(ib, Origin::Plain { app, proto, client });
     if let Err(e) = limits::serve(io, svc, proto, drain).await {
         tracing::debug!(error = %e, "inbound plaintext HTTP connection ended");
     }

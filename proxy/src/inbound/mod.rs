@@ -65,13 +65,14 @@ async fn handle_mtls(
 ) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
     let local = tcp.local_addr()?;
+    let client = tcp.peer_addr()?.ip();
     let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
     let peer = common::tls::peer_identity(tls.get_ref().1.peer_certificates())
         .ok_or_else(|| anyhow::anyhow!("peer has no SPIFFE identity"))?;
     if tls.get_ref().1.alpn_protocol() == Some(transport::ALPN_H2) {
-        http::serve_peer(ib.clone(), tls, peer, local.ip(), &drain).await;
+        http::serve_peer(ib.clone(), tls, peer, local.ip(), client, &drain).await;
         return Ok(());
     }
     let mut header = [0u8; transport::LEN];
@@ -84,15 +85,11 @@ async fn handle_mtls(
         "refusing a loop to port {port}"
     );
     let principal = peer.to_string();
-    forward(
-        ib,
-        tls,
-        SocketAddr::new(local.ip(), port),
-        peer.namespace(),
-        &principal,
-        true,
-    )
-    .await
+    let app = SocketAddr::new(local.ip(), port);
+    if !connection_allowed(ib, principal.trim_start_matches("spiffe://"), client, app) {
+        return Ok(());
+    }
+    forward(ib, tls, app, peer.namespace(), &principal, true).await
 }
 
 /// Serves the plaintext inbound port: HTTP goes through the inbound HTTP
@@ -104,6 +101,7 @@ pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: 
         let (ib, drain) = (ib.clone(), drain.clone());
         async move {
             tcp.set_nodelay(true)?;
+            let client = tcp.peer_addr()?.ip();
             let dst = orig_dst::original_dst(&tcp)?;
             anyhow::ensure!(
                 dst.port() != ports::INBOUND,
@@ -125,9 +123,12 @@ pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: 
             };
             let io = Prefixed::new(buf.freeze(), tcp);
             if proto == Protocol::Opaque {
+                if !connection_allowed(&ib, "", client, dst) {
+                    return Ok(());
+                }
                 forward(&ib, io, dst, "unknown", "unknown", false).await
             } else {
-                http::serve_plain(ib, io, dst, proto, &drain).await;
+                http::serve_plain(ib, io, dst, client, proto, &drain).await;
                 Ok(())
             }
         }
@@ -147,6 +148,62 @@ fn plaintext_refused(ib: &Inbound, port: u16) -> bool {
             _ => None,
         });
     api::proto::mtls_mode(policy.as_ref(), port) == api::proto::MtlsMode::Strict
+}
+
+/// The AuthorizationPolicies that apply to this workload; `None` when
+/// there are none (or its own resource is not known yet).
+pub(crate) fn own_authz(ib: &Inbound) -> Option<Vec<api::proto::AuthzPolicy>> {
+    let me = ib.discovery.current(ib.pod.ip)?;
+    let api::discovery::Resolved::Workload(w) = &me.resolved else {
+        return None;
+    };
+    let policies = &w.policy.as_ref()?.authz;
+    (!policies.is_empty()).then(|| policies.clone())
+}
+
+/// What a request or connection from `client` (with `principal`, empty
+/// in plaintext) to the app at `app` is judged on.
+pub(crate) fn request<'a>(
+    principal: &'a str,
+    client: std::net::IpAddr,
+    app: SocketAddr,
+    http: Option<&'a dyn api::authz::Http>,
+) -> api::authz::Request<'a> {
+    let namespace = principal
+        .split_once("/ns/")
+        .and_then(|(_, r)| r.split_once('/'))
+        .map_or("", |(ns, _)| ns);
+    api::authz::Request {
+        principal,
+        namespace,
+        source_ip: client,
+        remote_ip: client,
+        destination_ip: app.ip(),
+        destination_port: app.port(),
+        sni: "",
+        http,
+        auth: None,
+    }
+}
+
+/// Whether the AuthorizationPolicies let a TCP connection through (a
+/// denied one is closed unread, and counted).
+fn connection_allowed(
+    ib: &Inbound,
+    principal: &str,
+    client: std::net::IpAddr,
+    app: SocketAddr,
+) -> bool {
+    let Some(policies) = own_authz(ib) else {
+        return true;
+    };
+    let d = api::authz::decide(&policies, &request(principal, client, app, None));
+    if !d.allowed {
+        let policy = d.reason.map(|r| r.policy).unwrap_or_default();
+        tracing::debug!(%policy, port = app.port(), "connection denied by authorization policy");
+        ib.telemetry.metrics.denied(&policy);
+    }
+    d.allowed
 }
 
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(

@@ -48,7 +48,7 @@ impl<S> Origin<S> {
 fn forward_of<B>(origin: &super::Origin, req: &mut Request<B>) -> Result<Forward, &'static str> {
     let route = req.headers_mut().remove(ROUTE);
     match origin {
-        super::Origin::Plain { app, proto } => {
+        super::Origin::Plain { app, proto, .. } => {
             req.headers_mut().remove(DST_PORT);
             req.headers_mut().remove(ORIG_PROTO);
             Ok(Forward {

@@ -53,9 +53,11 @@ async fn listen(ib: Arc<Inbound>, app: SocketAddr) -> SocketAddr {
     tokio::spawn(async move {
         let (_drainer, drain) = crate::drain::channel();
         loop {
-            let (tcp, _) = listener.accept().await.unwrap();
+            let (tcp, client) = listener.accept().await.unwrap();
             let (ib, drain) = (ib.clone(), drain.clone());
-            tokio::spawn(async move { serve_plain(ib, tcp, app, Protocol::Http1, &drain).await });
+            tokio::spawn(async move {
+                serve_plain(ib, tcp, app, client.ip(), Protocol::Http1, &drain).await
+            });
         }
     });
     addr
