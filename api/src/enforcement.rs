@@ -137,6 +137,11 @@ pub fn not_enforced(o: &Object) -> Vec<(String, String)> {
         .into_iter()
         .collect();
     out.extend(field_notes(o).into_iter().map(|(f, n)| (f, n.to_string())));
+    if let Object::LocalRateLimit(rl) = o
+        && let Some(n) = crate::policy::envoy_filter::note(rl)
+    {
+        out.push((String::new(), n));
+    }
     out
 }
 

@@ -326,11 +326,18 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
     let kinds: Vec<&str> = SUPPORTED_KINDS.iter().map(|(k, _)| *k).collect();
     match SUPPORTED_KINDS.iter().find(|(k, _)| *k == kind) {
         None if kind == "EnvoyFilter" => {
-            return Err((
-                name,
-                "kind".into(),
-                "EnvoyFilter is not supported: use the native resource for what it does, e.g. policy.mesh.io/v1alpha1 LocalRateLimit for local rate limits".into(),
-            ));
+            // Read as the LocalRateLimit it stands for, or refused.
+            let json = serde_json::to_value(&value)
+                .map_err(|e| (name.clone(), String::new(), e.to_string()))?;
+            return crate::policy::envoy_filter::translate(&json)
+                .map(|rl| Object::LocalRateLimit(Box::new(rl)))
+                .map_err(|(field, m)| {
+                    (
+                        name,
+                        field,
+                        format!("EnvoyFilter is not supported here: {m}"),
+                    )
+                });
         }
         None => {
             let hint = crate::istio::validate::did_you_mean(&kind, &kinds)

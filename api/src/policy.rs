@@ -8,6 +8,8 @@ use crate::istio::message;
 use crate::istio::shared::{StringMatch, WorkloadSelector};
 use crate::istio::validate::Problem;
 
+pub mod envoy_filter;
+
 /// Versions served.
 pub const POLICY_VERSIONS: &[&str] = &["policy.mesh.io/v1alpha1"];
 
@@ -135,5 +137,148 @@ mod tests {
             "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl}\n",
         );
         assert!(errors[0].message.contains("LocalRateLimit"), "{errors:?}");
+    }
+
+    /// The EnvoyFilter from Istio's documentation, in its TypedStruct form.
+    const TYPED_STRUCT: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: local-ratelimit, namespace: production}
+spec:
+  workloadSelector: {labels: {app: api-service}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: SIDECAR_INBOUND
+      listener: {filterChain: {filter: {name: "envoy.filters.network.http_connection_manager"}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: http_local_rate_limiter
+            token_bucket: {max_tokens: 100, tokens_per_fill: 100, fill_interval: 60s}
+            filter_enabled:
+              runtime_key: local_rate_limit_enabled
+              default_value: {numerator: 100, denominator: HUNDRED}
+"#;
+
+    /// The same, typed directly, with filter_enforced and a status.
+    const DIRECT: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: rl, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND}
+    patch:
+      operation: INSERT_FIRST
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: rl
+          status: {code: ServiceUnavailable}
+          token_bucket: {max_tokens: 3, fill_interval: {seconds: 1}}
+          filter_enabled: {default_value: {numerator: 100, denominator: HUNDRED}}
+          filter_enforced: {default_value: {numerator: 1000000, denominator: MILLION}}
+"#;
+
+    #[test]
+    fn the_local_rate_limit_envoy_filter_is_read_as_a_local_rate_limit() {
+        let (docs, errors) = manifest::parse("ef.yaml", TYPED_STRUCT);
+        assert!(errors.is_empty(), "{errors:?}");
+        let manifest::Object::LocalRateLimit(rl) = &docs[0].object else {
+            panic!("{:?}", docs[0].object)
+        };
+        assert_eq!(rl.metadata.name.as_deref(), Some("local-ratelimit"));
+        assert_eq!(rl.metadata.namespace.as_deref(), Some("production"));
+        let b = rl.spec.token_bucket.as_ref().unwrap();
+        assert_eq!(
+            (b.max_tokens, b.tokens_per_fill, b.fill_interval.as_deref()),
+            (Some(100), Some(100), Some("60s"))
+        );
+        let selector = rl
+            .spec
+            .selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(selector.get("app").map(String::as_str), Some("api-service"));
+        let notes = crate::enforcement::not_enforced(&docs[0].object);
+        assert!(
+            notes[0].1.starts_with("EnvoyFilter production/local-ratelimit read as policy.mesh.io/v1alpha1 LocalRateLimit: 100 tokens, 100 per 60s"),
+            "{notes:?}"
+        );
+        let (docs, errors) = manifest::parse("ef.yaml", DIRECT);
+        assert!(errors.is_empty(), "{errors:?}");
+        let manifest::Object::LocalRateLimit(rl) = &docs[0].object else {
+            panic!()
+        };
+        assert_eq!(rl.spec.status_code, Some(503));
+        assert_eq!(
+            rl.spec
+                .token_bucket
+                .as_ref()
+                .unwrap()
+                .fill_interval
+                .as_deref(),
+            Some("1000ms")
+        );
+    }
+
+    #[test]
+    fn other_envoy_filters_are_refused_with_the_field_and_a_pointer() {
+        let cases = [
+            (
+                TYPED_STRUCT.replace("SIDECAR_INBOUND", "SIDECAR_OUTBOUND"),
+                "spec.configPatches[0].match.context",
+            ),
+            (
+                TYPED_STRUCT.replace("applyTo: HTTP_FILTER", "applyTo: CLUSTER"),
+                "spec.configPatches[0].applyTo",
+            ),
+            (
+                TYPED_STRUCT.replace(
+                    "name: envoy.filters.http.local_ratelimit",
+                    "name: envoy.filters.http.lua",
+                ),
+                "spec.configPatches[0].patch.value.name",
+            ),
+            (
+                TYPED_STRUCT.replace("numerator: 100,", "numerator: 50,"),
+                "spec.configPatches[0].patch.value.typed_config.value.filter_enabled.default_value",
+            ),
+            (
+                TYPED_STRUCT.replace("max_tokens: 100, ", ""),
+                "spec.configPatches[0].patch.value.typed_config.value.token_bucket.max_tokens",
+            ),
+            (
+                DIRECT.replace(
+                    "stat_prefix: rl",
+                    "stat_prefix: rl
+          descriptors: []",
+                ),
+                "spec.configPatches[0].patch.value.typed_config.descriptors",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let (_, errors) = manifest::parse("ef.yaml", &yaml);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, field, "{errors:?}");
+            assert!(
+                errors[0]
+                    .message
+                    .starts_with("EnvoyFilter is not supported here"),
+                "{errors:?}"
+            );
+        }
     }
 }

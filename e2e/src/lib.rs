@@ -122,6 +122,16 @@ impl Cluster {
         self.meshctl_input(args, "")
     }
 
+    /// `meshctl ARGS --state-dir=S`: a top-level command on this runtime.
+    pub fn meshctl_top(&self, args: &[&str]) -> Output {
+        with_input(
+            Command::new(self.bin.join("meshctl"))
+                .args(args)
+                .arg(format!("--state-dir={}", self.state.display())),
+            "",
+        )
+    }
+
     /// The same, with `input` on stdin.
     pub fn meshctl_input(&self, args: &[&str], input: &str) -> Output {
         with_input(

@@ -48,6 +48,9 @@ pub enum Command {
     /// circuits, certificate and config version (like `istioctl
     /// proxy-config`).
     ProxyConfig(ProxyConfigArgs),
+    /// Authorization: `authz check POD` lists the AuthorizationPolicies
+    /// that apply to a pod, in the order its proxy evaluates them.
+    Authz(AuthzArgs),
     /// Check a Kubernetes cluster: ready for the mesh (--pre), the mesh
     /// healthy, the proxies in sync (--proxy); exit 1 when a check fails.
     Check(crate::commands::check::CheckArgs),
@@ -114,6 +117,42 @@ pub struct ProxyConfigArgs {
     /// `deploy/NAME` for a ready pod of a Deployment.
     #[arg(num_args = 1..=2, required = true, value_names = ["SECTION", "POD"])]
     pub targets: Vec<String>,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The cluster (when the local runtime does not run, or one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `authz`.
+#[derive(Args, Debug)]
+pub struct AuthzArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AuthzCommand,
+}
+
+/// `authz` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuthzCommand {
+    /// The AuthorizationPolicies that apply to a pod, in evaluation order
+    /// (CUSTOM, DENY, ALLOW, then AUDIT), and what happens to a request
+    /// that none of them matches.
+    Check(AuthzCheckArgs),
+}
+
+/// `authz check`.
+#[derive(Args, Debug)]
+pub struct AuthzCheckArgs {
+    /// The pod's name, or `deploy/NAME` for a ready pod of a Deployment.
+    pub pod: String,
     /// Namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,

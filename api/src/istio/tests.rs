@@ -521,7 +521,10 @@ fn virtual_service_rejections_name_the_field() {
     let p = problems(
         "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\n",
     );
-    assert!(has(&p, "kind", "EnvoyFilter is not supported"), "{p:?}");
+    assert!(
+        has(&p, "spec", "EnvoyFilter is not supported here"),
+        "{p:?}"
+    );
     let p =
         problems("apiVersion: networking.istio.io/v1\nkind: VirtualServce\nmetadata: {name: f}\n");
     assert!(has(&p, "kind", "did you mean \"VirtualService\"?"), "{p:?}");

@@ -175,6 +175,24 @@ fn authorization_policies_as_users_write_them() {
             other => Err(other.to_string()),
         },
     );
+    // `authz check` names the policy and what happens otherwise.
+    let out = c.meshctl_top(&[
+        "authz",
+        "check",
+        "deploy/payment-service",
+        "-n",
+        "pay",
+        "-o",
+        "json",
+    ]);
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(check["policies"][0]["policy"], "pay/payment", "{check}");
+    assert_eq!(check["policies"][0]["action"], "ALLOW", "{check}");
+    assert!(
+        check["otherwise"].as_str().unwrap().starts_with("denied"),
+        "{check}"
+    );
     let (body, code) = call(&c, orders, "POST", "/api/payments/1");
     assert_eq!((body.as_str(), code.as_str()), ("paid", "200"));
     assert_eq!(status(&c, orders, "POST", "/api/payments"), "200");

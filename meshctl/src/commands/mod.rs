@@ -5,6 +5,7 @@ use crate::local::StateDir;
 
 pub mod analyze;
 pub mod apply;
+pub mod authz;
 pub mod check;
 pub mod demo;
 pub mod exec;
@@ -39,6 +40,9 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Analyze(a) => analyze::analyze(&a).await,
         Command::ProxyStatus(p) => proxy_status::proxy_status(&p).await,
         Command::ProxyConfig(p) => proxy_config::proxy_config(&p).await,
+        Command::Authz(a) => match a.command {
+            crate::cli::AuthzCommand::Check(c) => authz::check(&c).await,
+        },
         Command::Check(c) => check::check(&c).await,
         Command::Install(i) => crate::install::install(&i, false).await,
         Command::Upgrade(i) => crate::install::install(&i, true).await,
