@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod authz;
+mod bad_peers;
 mod cli;
 mod control;
 mod drain;

@@ -10,6 +10,7 @@
 mod control;
 mod identity;
 mod manifests;
+mod security;
 mod traffic;
 mod workloads;
 
@@ -60,6 +61,7 @@ fn the_mesh_on_kubernetes() {
     traffic::selectorless(&node);
     workloads::job_completes(&node);
     workloads::opted_out(&node);
+    security::policies(&node);
     workloads::live_inject(&node);
     control::validation_and_status(&node);
     control::references(&node);
