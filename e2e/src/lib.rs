@@ -347,15 +347,47 @@ spec:
     )
 }
 
-/// The `command` (as JSON) of a server with HTTP on 8080 (`http_echo.py`)
-/// and raw TCP on 9091 (`tcp_log.py`, which logs what reaches it).
-pub fn http_and_tcp_command() -> String {
+/// A Service and Deployment `name` in `ns` (with its ServiceAccount)
+/// serving HTTP on 8080 (`http_echo.py`) and raw TCP on 9091
+/// (`tcp_log.py`, which logs every byte that reaches it).
+pub fn http_and_tcp_app(ns: &str, name: &str) -> String {
     let script = format!(
         "python3 {} 8080 & exec python3 {} 9091",
         server("http_echo.py"),
         server("tcp_log.py")
     );
-    serde_json::to_string(&["sh", "-c", &script]).expect("argv JSON")
+    let cmd = serde_json::to_string(&["sh", "-c", &script]).expect("argv JSON");
+    format!(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: {ns}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  selector: {{app: {name}}}
+  ports:
+  - {{name: http, port: 8080, targetPort: 8080}}
+  - {{name: tcp-raw, port: 9091, targetPort: 9091}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      serviceAccountName: {name}
+      containers:
+      - name: main
+        command: {cmd}
+        ports: [{{containerPort: 8080}}, {{containerPort: 9091}}]
+"#
+    )
 }
 
 /// A client Deployment that sleeps, to exec clients in.

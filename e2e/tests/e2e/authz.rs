@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, client, http_and_tcp_command, needs_root, text, wait_for};
+use e2e::{Cluster, client, http_and_tcp_app, needs_root, text, wait_for};
 
 /// The payment service (HTTP on 8080, raw TCP on 9091) and two meshed
 /// clients with ServiceAccounts of their own.
 fn shop() -> String {
-    let cmd = http_and_tcp_command();
     let caller = |name: &str| {
         format!(
             r#"
@@ -36,35 +35,8 @@ spec:
         )
     };
     format!(
-        r#"
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: payment-service, namespace: pay}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: payment-service, namespace: pay}}
-spec:
-  selector: {{app: payment-service}}
-  ports:
-  - {{name: http, port: 8080, targetPort: 8080}}
-  - {{name: tcp-raw, port: 9091, targetPort: 9091}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: payment-service, namespace: pay}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: payment-service}}}}
-  template:
-    metadata: {{labels: {{app: payment-service}}}}
-    spec:
-      serviceAccountName: payment-service
-      containers:
-      - name: main
-        command: {cmd}
-        ports: [{{containerPort: 8080}}, {{containerPort: 9091}}]
-{}{}"#,
+        "{}{}{}",
+        http_and_tcp_app("pay", "payment-service"),
         caller("order-service"),
         caller("web")
     )

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2e::{Cluster, client, http_and_tcp_command, needs_root, text, wait_for};
+use e2e::{Cluster, client, http_and_tcp_app, needs_root, text, wait_for};
 
 /// A TLS client to the mTLS port, run in a pod: sends the transport
 /// header for 9091 (or garbage) and `marker`; prints what came back.
@@ -144,39 +144,6 @@ spec:
   rules: [{from: [{source: {principals: ["cluster.local/ns/bp/sa/client", "cluster.local/ns/bp/sa/default"]}}]}]
 "#;
 
-fn web() -> String {
-    let cmd = http_and_tcp_command();
-    format!(
-        r#"
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: web, namespace: bp}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: bp}}
-spec:
-  selector: {{app: web}}
-  ports: [{{name: http, port: 8080, targetPort: 8080}}, {{name: tcp-raw, port: 9091, targetPort: 9091}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: bp}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      serviceAccountName: web
-      containers:
-      - name: main
-        command: {cmd}
-        ports: [{{containerPort: 8080}}, {{containerPort: 9091}}]
-"#
-    )
-}
-
 #[test]
 #[ignore = "needs root"]
 fn bad_peers_against_strict_are_refused_and_harm_nothing() {
@@ -184,7 +151,7 @@ fn bad_peers_against_strict_are_refused_and_harm_nothing() {
     let c = Cluster::up("badpeers", &[]);
     c.apply(&client("bp", true));
     c.apply(&client("bp", false));
-    c.apply(&web());
+    c.apply(&http_and_tcp_app("bp", "web"));
     c.wait_ready("bp", "client", 1);
     c.wait_ready("bp", "outsider", 1);
     let ip = c.wait_ready("bp", "web", 1)[0]

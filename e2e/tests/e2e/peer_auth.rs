@@ -7,44 +7,7 @@
 
 use std::time::Duration;
 
-use e2e::{Cluster, client, http_and_tcp_command, needs_root, text, wait_for};
-
-/// A server with an HTTP port (8080) and a raw TCP port (9091) that
-/// prints every byte it receives, so that its log shows what reached it.
-fn web() -> String {
-    let cmd = http_and_tcp_command();
-    format!(
-        r#"
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: web, namespace: pa}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: pa}}
-spec:
-  selector: {{app: web}}
-  ports:
-  - {{name: http, port: 8080, targetPort: 8080}}
-  - {{name: tcp-raw, port: 9091, targetPort: 9091}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: pa}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      serviceAccountName: web
-      containers:
-      - name: main
-        command: {cmd}
-        ports: [{{containerPort: 8080}}, {{containerPort: 9091}}]
-"#
-    )
-}
+use e2e::{Cluster, client, http_and_tcp_app, needs_root, text, wait_for};
 
 fn policy(name: &str, spec: &str) -> String {
     format!(
@@ -96,7 +59,7 @@ fn peer_authentication_modes_as_users_write_them() {
     let c = Cluster::up("peerauth", &[]);
     c.apply(&client("pa", true));
     c.apply(&client("pa", false));
-    c.apply(&web());
+    c.apply(&http_and_tcp_app("pa", "web"));
     c.wait_ready("pa", "client", 1);
     c.wait_ready("pa", "outsider", 1);
     let web_ip = c.wait_ready("pa", "web", 1)[0]
