@@ -52,7 +52,7 @@ pub struct Located<'a> {
 }
 
 /// Namespaces whose mesh-wide policies apply everywhere.
-const ROOT_NAMESPACES: &[&str] = &["istio-system", "mesh-system"];
+use crate::istio::ROOT_NAMESPACES;
 
 /// `host` as a FQDN, short names completed in namespace `ns`.
 pub fn fqdn(host: &str, ns: &str) -> String {

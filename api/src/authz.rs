@@ -438,7 +438,7 @@ pub fn decide(policies: &[AuthzPolicy], req: &Request<'_>) -> Decision {
 }
 
 mod compile;
-pub use compile::{ROOT_NAMESPACES, applies, compile};
+pub use compile::{applies, compile};
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,10 @@ pub const SECURITY_VERSIONS: &[&str] = &["security.istio.io/v1beta1", "security.
 /// The `telemetry.istio.io` versions served.
 pub const TELEMETRY_VERSIONS: &[&str] = &["telemetry.istio.io/v1alpha1", "telemetry.istio.io/v1"];
 
+/// The namespaces whose selector-less policies (Sidecar, PeerAuthentication,
+/// AuthorizationPolicy) are mesh-wide: Istio's root namespace, and ours.
+pub const ROOT_NAMESPACES: &[&str] = &["istio-system", "mesh-system"];
+
 /// A namespaced Istio object: `apiVersion`, `kind`, `metadata`, `spec`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -68,4 +72,21 @@ pub struct Resource<S> {
     /// Written by the control plane; kept as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+}
+
+impl<S> Resource<S> {
+    /// Its namespace (`default` when unset).
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// `namespace/name`.
+    pub fn address(&self) -> String {
+        format!("{}/{}", self.namespace(), self.name())
+    }
 }

@@ -9,9 +9,7 @@ use crate::proto::{
     AuthzAction, AuthzCondition, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource,
 };
 
-/// The namespaces whose policies are mesh-wide: Istio's root namespace,
-/// and ours.
-pub const ROOT_NAMESPACES: &[&str] = &["istio-system", "mesh-system"];
+use crate::istio::ROOT_NAMESPACES;
 
 fn list(v: &Option<Vec<String>>) -> Vec<String> {
     v.clone().unwrap_or_default()
@@ -91,11 +89,7 @@ pub fn compile(p: &Resource<AuthorizationPolicySpec>) -> AuthzPolicy {
         })
         .collect();
     AuthzPolicy {
-        name: format!(
-            "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or("default"),
-            p.metadata.name.as_deref().unwrap_or_default()
-        ),
+        name: p.address(),
         action: action as i32,
         rules,
         provider: spec
@@ -115,7 +109,7 @@ pub fn applies(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let ns = p.namespace();
     if p.spec.target_ref.is_some() || p.spec.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
         return false;
     }

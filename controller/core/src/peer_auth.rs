@@ -14,19 +14,7 @@ use api::istio::Resource;
 use api::istio::security::PeerAuthenticationSpec;
 use api::proto::{MtlsMode, PeerAuth};
 
-use crate::workload_policy::ROOT_NAMESPACES;
-
-fn namespace<S>(r: &Resource<S>) -> &str {
-    r.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-fn address<S>(r: &Resource<S>) -> String {
-    format!(
-        "{}/{}",
-        namespace(r),
-        r.metadata.name.as_deref().unwrap_or_default()
-    )
-}
+use api::istio::ROOT_NAMESPACES;
 
 /// A mode as written; `None` for UNSET, absent or unknown (validation
 /// refuses unknown modes before they get here).
@@ -76,16 +64,16 @@ fn oldest<'a>(
 pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<PeerAuth> {
     let pas = &config.peer_authentications;
     let workload = oldest(pas.iter().filter(|pa| {
-        namespace(pa) == pod.namespace
+        pa.namespace() == pod.namespace
             && selector(pa).is_some_and(|s| cluster::labels_match(s, &pod.labels))
     }));
     let ns_wide = oldest(
         pas.iter()
-            .filter(|pa| namespace(pa) == pod.namespace && selector(pa).is_none()),
+            .filter(|pa| pa.namespace() == pod.namespace && selector(pa).is_none()),
     );
     let mesh_wide = oldest(
         pas.iter()
-            .filter(|pa| ROOT_NAMESPACES.contains(&namespace(pa)) && selector(pa).is_none()),
+            .filter(|pa| ROOT_NAMESPACES.contains(&pa.namespace()) && selector(pa).is_none()),
     );
     let levels: Vec<_> = [workload, ns_wide, mesh_wide]
         .into_iter()
@@ -106,7 +94,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<PeerAuth> {
     Some(PeerAuth {
         mode: inherited as i32,
         ports,
-        policies: levels.iter().map(|pa| address(pa)).collect(),
+        policies: levels.iter().map(|pa| pa.address()).collect(),
     })
 }
 

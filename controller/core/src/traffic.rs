@@ -54,8 +54,8 @@ pub fn for_service<'a>(
     let mut t = ServiceTraffic::default();
     let mut hosts = vec![svc.hostname.clone()];
     if let Some(vs) = vs {
-        let ns = namespace(vs);
-        t.virtual_service = Some(format!("{ns}/{}", name(vs)));
+        let ns = vs.namespace();
+        t.virtual_service = Some(vs.address());
         let mut resolve = |d: &mut Option<Destination>| {
             if let Some(d) = d
                 && let Some(h) = &mut d.host
@@ -97,20 +97,12 @@ pub fn for_service<'a>(
             host,
             Backend {
                 ports: target.map(|s| s.ports.clone()).unwrap_or_default(),
-                destination_rule: rule.map(|r| format!("{}/{}", namespace(r), name(r))),
+                destination_rule: rule.map(Resource::address),
                 policy: rule.map(|r| r.spec.clone()),
             },
         );
     }
     Some(t)
-}
-
-fn namespace<S>(r: &Resource<S>) -> &str {
-    r.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-fn name<S>(r: &Resource<S>) -> &str {
-    r.metadata.name.as_deref().unwrap_or_default()
 }
 
 /// The VirtualService for `hostname`: exact host first, then wildcard.
@@ -123,7 +115,7 @@ fn virtual_service<'a>(
         if !api::routing::for_sidecars(vs.spec.gateways.as_ref()) {
             continue;
         }
-        let ns = namespace(vs);
+        let ns = vs.namespace();
         for h in vs.spec.hosts.iter().flatten() {
             let rank = if h.starts_with('*') {
                 host_matches(h, hostname).then_some(1)
@@ -131,7 +123,7 @@ fn virtual_service<'a>(
                 (fqdn(h, ns) == hostname).then_some(0)
             };
             if let Some(rank) = rank {
-                best.entry((rank, ns, name(vs))).or_insert(vs);
+                best.entry((rank, ns, vs.name())).or_insert(vs);
             }
         }
     }
@@ -154,7 +146,7 @@ fn destination_rule<'a>(
                 .is_none_or(|s| s.match_labels.as_ref().is_none_or(BTreeMap::is_empty))
         })
         .filter_map(|dr| {
-            let ns = namespace(dr);
+            let ns = dr.namespace();
             let host = dr.spec.host.as_deref()?;
             let full = if host.starts_with('*') {
                 host.to_string()
@@ -163,7 +155,7 @@ fn destination_rule<'a>(
             };
             let exact = !full.starts_with('*');
             host_matches(&full, hostname)
-                .then_some(((ns != namespace_first, !exact, ns, name(dr)), dr))
+                .then_some(((ns != namespace_first, !exact, ns, dr.name()), dr))
         })
         .min_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, dr)| dr)

@@ -14,20 +14,12 @@ use api::traffic::{RateLimit, WorkloadPolicy};
 /// Istio's root namespace for mesh-wide Sidecars; ours is `mesh-system`.
 pub const ROOT_NAMESPACE: &str = "mesh-system";
 
-/// The namespaces whose selector-less security policies are mesh-wide:
-/// Istio's, and ours.
-pub const ROOT_NAMESPACES: &[&str] = &["istio-system", ROOT_NAMESPACE];
-
-fn namespace<S>(r: &Resource<S>) -> &str {
-    r.metadata.namespace.as_deref().unwrap_or("default")
-}
-
 /// The policy of `pod`, `None` when nothing applies.
 pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::WorkloadPolicy> {
     let rate_limits: Vec<RateLimit> = config
         .rate_limits
         .iter()
-        .filter(|rl| namespace(rl) == pod.namespace)
+        .filter(|rl| rl.namespace() == pod.namespace)
         .filter(|rl| {
             rl.spec
                 .selector
@@ -93,7 +85,7 @@ fn sidecar<'a>(config: &'a MeshConfig, pod: &cluster::Pod) -> Option<&'a Resourc
     let mut in_ns: Vec<_> = config
         .sidecars
         .iter()
-        .filter(|s| namespace(s) == pod.namespace)
+        .filter(|s| s.namespace() == pod.namespace)
         .collect();
     in_ns.sort_by_key(|s| s.metadata.name.clone());
     in_ns
@@ -105,7 +97,7 @@ fn sidecar<'a>(config: &'a MeshConfig, pod: &cluster::Pod) -> Option<&'a Resourc
             config
                 .sidecars
                 .iter()
-                .find(|s| namespace(s) == ROOT_NAMESPACE && selector(s).is_none())
+                .find(|s| s.namespace() == ROOT_NAMESPACE && selector(s).is_none())
         })
 }
 

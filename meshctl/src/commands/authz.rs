@@ -60,26 +60,19 @@ pub fn check_pod(
         })
         .collect();
     let rank = |a: &str| ORDER.iter().position(|x| *x == a).unwrap_or(ORDER.len());
-    let name = |p: &Resource<AuthorizationPolicySpec>| {
-        format!(
-            "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or("default"),
-            p.metadata.name.as_deref().unwrap_or_default()
-        )
-    };
-    applying.sort_by_key(|(a, p)| (rank(a), name(p)));
+    applying.sort_by_key(|(a, p)| (rank(a), p.address()));
     let policies: Vec<Applying> = applying
         .iter()
         .enumerate()
         .map(|(i, (action, p))| {
-            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            let ns = p.namespace();
             let selector = p
                 .spec
                 .selector
                 .as_ref()
                 .and_then(|s| s.match_labels.as_ref());
             let scope = match (
-                api::authz::ROOT_NAMESPACES.contains(&ns) && ns != namespace,
+                api::istio::ROOT_NAMESPACES.contains(&ns) && ns != namespace,
                 selector,
             ) {
                 (true, None) => "mesh-wide (root namespace)".to_string(),
@@ -90,7 +83,7 @@ pub fn check_pod(
             Applying {
                 order: i + 1,
                 action: action.to_string(),
-                policy: name(p),
+                policy: p.address(),
                 rules: p.spec.rules.as_ref().map_or(0, Vec::len),
                 scope,
             }

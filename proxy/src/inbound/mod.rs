@@ -140,25 +140,34 @@ pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: 
 /// workload whose own resource is not known yet is PERMISSIVE, as one
 /// without a policy; its proxy is not ready before it is).
 fn plaintext_refused(ib: &Inbound, port: u16) -> bool {
-    let policy = ib
-        .discovery
-        .current(ib.pod.ip)
-        .and_then(|me| match &me.resolved {
-            api::discovery::Resolved::Workload(w) => w.policy.as_ref()?.peer_auth.clone(),
-            _ => None,
-        });
-    api::proto::mtls_mode(policy.as_ref(), port) == api::proto::MtlsMode::Strict
+    let mode = own_policy(ib, |p| api::proto::mtls_mode(p.peer_auth.as_ref(), port));
+    mode == Some(api::proto::MtlsMode::Strict)
 }
 
-/// The AuthorizationPolicies that apply to this workload; `None` when
-/// there are none (or its own resource is not known yet).
-pub(crate) fn own_authz(ib: &Inbound) -> Option<Vec<api::proto::AuthzPolicy>> {
+/// `f` of this workload's own policy, borrowed from its discovery
+/// resource (nothing is copied on the request path); `None` when it has
+/// none or its resource is not known yet.
+pub(crate) fn own_policy<T>(
+    ib: &Inbound,
+    f: impl FnOnce(&api::proto::WorkloadPolicy) -> T,
+) -> Option<T> {
     let me = ib.discovery.current(ib.pod.ip)?;
-    let api::discovery::Resolved::Workload(w) = &me.resolved else {
-        return None;
-    };
-    let policies = &w.policy.as_ref()?.authz;
-    (!policies.is_empty()).then(|| policies.clone())
+    match &me.resolved {
+        api::discovery::Resolved::Workload(w) => w.policy.as_deref().map(f),
+        _ => None,
+    }
+}
+
+/// The decision of the AuthorizationPolicies that apply to this workload
+/// on `req`; `None` when there are none.
+pub(crate) fn authorize(
+    ib: &Inbound,
+    req: &api::authz::Request<'_>,
+) -> Option<api::authz::Decision> {
+    own_policy(ib, |p| {
+        (!p.authz.is_empty()).then(|| api::authz::decide(&p.authz, req))
+    })
+    .flatten()
 }
 
 /// What a request or connection from `client` (with `principal`, empty
@@ -194,10 +203,9 @@ fn connection_allowed(
     client: std::net::IpAddr,
     app: SocketAddr,
 ) -> bool {
-    let Some(policies) = own_authz(ib) else {
+    let Some(d) = authorize(ib, &request(principal, client, app, None)) else {
         return true;
     };
-    let d = api::authz::decide(&policies, &request(principal, client, app, None));
     if !d.allowed {
         let policy = d.reason.map(|r| r.policy).unwrap_or_default();
         tracing::debug!(%policy, port = app.port(), "connection denied by authorization policy");

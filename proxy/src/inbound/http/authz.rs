@@ -22,16 +22,23 @@ use crate::inbound::Inbound;
 pub(crate) struct Authz<S> {
     inner: S,
     ib: Arc<Inbound>,
-    origin: super::Origin,
+    /// The client's principal (without `spiffe://`; empty in plaintext),
+    /// read once per connection.
+    principal: Arc<str>,
+    /// The client's address.
+    client: IpAddr,
 }
 
 impl<S> Authz<S> {
     /// Judges requests from `origin` to `ib`'s workload.
     pub fn layer(ib: Arc<Inbound>, origin: super::Origin) -> impl Layer<S, Service = Self> + Clone {
+        let (principal, client) = origin.peer();
+        let principal: Arc<str> = principal.into();
         tower::layer::layer_fn(move |inner| Self {
             inner,
             ib: ib.clone(),
-            origin: origin.clone(),
+            principal: principal.clone(),
+            client,
         })
     }
 }
@@ -65,13 +72,11 @@ impl<B> Http for View<'_, B> {
 }
 
 /// The decision on `req`, `None` when no policy applies.
-fn judge<B>(ib: &Inbound, origin: &super::Origin, req: &Request<B>) -> Option<Decision> {
-    let policies = crate::inbound::own_authz(ib)?;
+fn judge<B>(ib: &Inbound, principal: &str, client: IpAddr, req: &Request<B>) -> Option<Decision> {
     let app = req.extensions().get::<Forward>()?.app;
     let view = View(req);
-    let (principal, client) = origin.peer();
-    let r = crate::inbound::request(&principal, client, app, Some(&view));
-    Some(api::authz::decide(&policies, &r))
+    let r = crate::inbound::request(principal, client, app, Some(&view));
+    crate::inbound::authorize(ib, &r)
 }
 
 /// Envoy's RBAC refusal.
@@ -95,7 +100,7 @@ where
     service_head!(Infallible);
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match judge(&self.ib, &self.origin, &req) {
+        match judge(&self.ib, &self.principal, self.client, &req) {
             Some(d) if !d.allowed => {
                 let reason = d.reason.map(|r| r.policy).unwrap_or_default();
                 tracing::debug!(policy = %reason, path = %req.uri().path(), "denied by authorization policy");
