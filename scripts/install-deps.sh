@@ -12,7 +12,7 @@ packages=(
   iproute2 iptables util-linux procps   # namespaces, redirection, setpriv
   protobuf-compiler                     # the controller-to-proxy protocol
   curl nghttp2-client nghttp2-server    # HTTP/1.1 and HTTP/2 clients and server
-  python3 python3-grpcio python3-websockets
+  python3 python3-grpcio python3-websockets python3-jwt python3-cryptography
   redis-server postgresql               # opaque TCP, both directions first
   tcpdump openssl                       # wire capture, certificate checks
 )

@@ -438,7 +438,7 @@ pub fn decide(policies: &[AuthzPolicy], req: &Request<'_>) -> Decision {
 }
 
 mod compile;
-pub use compile::{applies, compile};
+pub use compile::{applies, compile, selects};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::istio::Resource;
 use crate::istio::destination_rule::DestinationRuleSpec;
-use crate::istio::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
+use crate::istio::security::{
+    AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
 use crate::istio::service_entry::{ServiceEntrySpec, SidecarSpec};
 use crate::istio::virtual_service::VirtualServiceSpec;
 use crate::policy::LocalRateLimitSpec;
@@ -63,6 +65,14 @@ pub struct MeshConfig {
     /// AuthorizationPolicies.
     #[serde(default)]
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    /// RequestAuthentications.
+    #[serde(default)]
+    pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
+    /// The JWKS the controller fetched, by source
+    /// ([`jwks_source`](crate::jwt::jwks_source)): the document, or why
+    /// there is none. Filled in by the controller, never stored.
+    #[serde(skip)]
+    pub jwks: BTreeMap<String, Result<String, String>>,
 }
 
 impl MeshConfig {
@@ -82,6 +92,7 @@ impl MeshConfig {
                 Object::Sidecar(sc) => c.sidecars.push(*sc),
                 Object::PeerAuthentication(pa) => c.peer_authentications.push(*pa),
                 Object::AuthorizationPolicy(ap) => c.authorization_policies.push(*ap),
+                Object::RequestAuthentication(ra) => c.request_authentications.push(*ra),
                 _ => {}
             }
         }

@@ -7,7 +7,6 @@ use crate::manifest::Object;
 /// Kinds stored but not enforced, and what that means for the user.
 fn kind_note(o: &Object) -> Option<&'static str> {
     Some(match o {
-        Object::RequestAuthentication(_) => "stored but not enforced yet: no token is checked",
         Object::Telemetry(_) => {
             "stored but without effect yet: metrics, tracing and access logs keep their defaults"
         }
@@ -76,6 +75,14 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
             }
         }
         Object::AuthorizationPolicy(p) => authz_notes(&p.spec, &mut out),
+        Object::RequestAuthentication(p)
+            if p.spec.target_ref.is_some() || p.spec.target_refs.is_some() =>
+        {
+            out.push((
+                "spec.targetRef".into(),
+                "policies attached by targetRef (gateways, waypoints) apply to no sidecar: use a selector",
+            ))
+        }
         Object::DestinationRule(d) if d.spec.export_to.is_some() => out.push((
             "spec.exportTo".into(),
             "stored but not enforced yet: the policy applies in every namespace",
@@ -102,24 +109,10 @@ fn authz_notes(
             "policies attached by targetRef (gateways, waypoints) apply to no sidecar: use a selector",
         ));
     }
-    const NO_JWT: &str = "RequestAuthentication is not enforced yet, so no request carries a request principal or claims: this matches only their absence";
     for (i, r) in spec.rules.iter().flatten().enumerate() {
-        for (j, f) in r.from.iter().flatten().enumerate() {
-            let Some(s) = &f.source else { continue };
-            for (name, v) in [
-                ("requestPrincipals", &s.request_principals),
-                ("notRequestPrincipals", &s.not_request_principals),
-            ] {
-                if v.is_some() {
-                    out.push((format!("spec.rules[{i}].from[{j}].source.{name}"), NO_JWT));
-                }
-            }
-        }
         for (j, c) in r.when.iter().flatten().enumerate() {
             let key = c.key.as_deref().unwrap_or_default();
-            if key.starts_with("request.auth.") {
-                out.push((format!("spec.rules[{i}].when[{j}].key"), NO_JWT));
-            } else if key.starts_with("experimental.envoy.filters.") {
+            if key.starts_with("experimental.envoy.filters.") {
                 out.push((
                     format!("spec.rules[{i}].when[{j}].key"),
                     "Envoy filter metadata is not supported: the condition matches nothing in ALLOW and everything in DENY",
@@ -174,14 +167,11 @@ mod tests {
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: jwt, namespace: shop}\nspec:\n  action: CUSTOM\n  provider: {name: ext}\n  rules:\n  - from: [{source: {requestPrincipals: [\"*\"]}}]\n    when: [{key: \"request.auth.claims[role]\", values: [admin]}, {key: source.ip, values: [10.0.0.0/8]}]\n",
         );
         let fields: Vec<String> = not_enforced(&authz).into_iter().map(|n| n.0).collect();
-        assert_eq!(
-            fields,
-            [
-                "spec.action",
-                "spec.rules[0].from[0].source.requestPrincipals",
-                "spec.rules[0].when[0].key"
-            ]
+        assert_eq!(fields, ["spec.action"], "JWT fields are enforced");
+        let ra = object(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: shop}\nspec:\n  jwtRules: [{issuer: https://auth.example.com}]\n",
         );
+        assert!(not_enforced(&ra).is_empty());
         let sidecar = object(
             "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
         );

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod enforcement;
 pub mod inject;
 pub mod istio;
+pub mod jwt;
 pub mod linkerd;
 pub mod manifest;
 pub mod policy;

@@ -73,6 +73,11 @@ struct Args {
     /// Inject the proxy as a native sidecar (Kubernetes 1.29 and later).
     #[arg(long, env = "MESH_NATIVE_SIDECARS")]
     native_sidecars: bool,
+    /// How often every `jwksUri` is fetched again (Istio's
+    /// PILOT_JWT_PUB_KEY_REFRESH_INTERVAL); one that fails is retried
+    /// every few seconds.
+    #[arg(long, env = "MESH_JWKS_REFRESH_INTERVAL", default_value = "20m", value_parser = api::duration::parse)]
+    jwks_refresh_interval: Duration,
     /// This instance's name, shown by `meshctl proxy-status`.
     #[arg(long, env = "POD_NAME", default_value = "mesh-controller")]
     instance: String,
@@ -106,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => start_kubernetes(&args, &anchors_pem, feed).await?,
     };
+    let changes = mesh_controller::jwks::spawn(changes, args.jwks_refresh_interval);
     let index_rx = spawn_indexer(changes, &args.trust_domain);
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,5 +1,6 @@
-"""HTTP/1.1 test server: GET answers with the pod name and path; POST
-echoes the body (chunked or not) back with a chunked response."""
+"""HTTP/1.1 test server: GET answers with the pod name and path (and,
+for /headers, every request header as `name: value` lines); POST echoes
+the body (chunked or not) back with a chunked response."""
 import http.server
 import os
 import sys
@@ -13,7 +14,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self):
-        body = f"pod={POD} path={self.path}\n".encode()
+        body = f"pod={POD} path={self.path}\n"
+        if self.path.startswith("/headers"):
+            body += "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items())
+        body = body.encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()

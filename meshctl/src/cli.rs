@@ -265,6 +265,10 @@ pub struct UpArgs {
     /// Lifetime of workload certificates (Istio durations: 24h, 30s).
     #[arg(long, default_value = "24h")]
     pub cert_lifetime: String,
+    /// How often the controller fetches every RequestAuthentication
+    /// `jwksUri` again (a rotated key is taken within it).
+    #[arg(long, default_value = "20m")]
+    pub jwks_refresh_interval: String,
     /// Bring your own trust anchor: root certificate (PEM); needs --root-key.
     #[arg(long, requires = "root_key")]
     pub root_cert: Option<PathBuf>,

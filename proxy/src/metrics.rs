@@ -58,6 +58,7 @@ pub struct Metrics {
     ejections: IntCounterVec,
     refused: IntCounterVec,
     denied: IntCounterVec,
+    unauthenticated: IntCounterVec,
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
 }
@@ -158,6 +159,14 @@ impl Metrics {
             &["policy"],
         )?;
         registry.register(Box::new(denied.clone()))?;
+        let unauthenticated = IntCounterVec::new(
+            Opts::new(
+                "mesh_jwt_refused_total",
+                "Requests refused with 401 by RequestAuthentication, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(unauthenticated.clone()))?;
         let access_log_dropped = IntCounter::new(
             "mesh_access_log_dropped_total",
             "Access-log records dropped because the writer fell behind",
@@ -168,6 +177,7 @@ impl Metrics {
             ejections,
             refused,
             denied,
+            unauthenticated,
             requests,
             durations,
             opened: counter(
@@ -220,6 +230,12 @@ impl Metrics {
     /// Counts a request or connection denied by `policy`.
     pub fn denied(&self, policy: &str) {
         self.denied.with_label_values(&[policy]).inc();
+    }
+
+    /// Counts a request refused for an invalid token (`reason`: a
+    /// [`api::jwt::Failure::code`]).
+    pub fn unauthenticated(&self, reason: &str) {
+        self.unauthenticated.with_label_values(&[reason]).inc();
     }
 
     /// Counts an ejection from `host`.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::istio::Resource;
 use crate::istio::security::{AuthorizationPolicySpec, Operation, Source};
+use crate::istio::shared::WorkloadSelector;
 use crate::proto::{
     AuthzAction, AuthzCondition, AuthzOperation, AuthzPolicy, AuthzRule, AuthzSource,
 };
@@ -100,25 +101,40 @@ pub fn compile(p: &Resource<AuthorizationPolicySpec>) -> AuthzPolicy {
     }
 }
 
-/// Whether `p` applies to a workload of `namespace` labelled `labels`: a
-/// policy of the root namespace applies in every namespace, any other in
-/// its own; its selector, when given, must pick the workload. Policies
-/// attached by `targetRef` (gateways, waypoints) apply to no sidecar.
+/// Whether `p` applies to a workload of `namespace` labelled `labels`
+/// ([`selects`]).
 pub fn applies(
     p: &Resource<AuthorizationPolicySpec>,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    let ns = p.namespace();
-    if p.spec.target_ref.is_some() || p.spec.target_refs.as_ref().is_some_and(|t| !t.is_empty()) {
+    let targeted =
+        p.spec.target_ref.is_some() || p.spec.target_refs.as_ref().is_some_and(|t| !t.is_empty());
+    selects(
+        p.namespace(),
+        p.spec.selector.as_ref(),
+        targeted,
+        namespace,
+        labels,
+    )
+}
+
+/// Whether a security policy of `policy_ns` with `selector` applies to a
+/// workload of `namespace` labelled `labels`: a policy of the root
+/// namespace applies in every namespace, any other in its own; its
+/// selector, when given, must pick the workload. Policies attached by
+/// `targetRef` (gateways, waypoints) apply to no sidecar.
+pub fn selects(
+    policy_ns: &str,
+    selector: Option<&WorkloadSelector>,
+    targeted: bool,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    if targeted || (policy_ns != namespace && !ROOT_NAMESPACES.contains(&policy_ns)) {
         return false;
     }
-    if ns != namespace && !ROOT_NAMESPACES.contains(&ns) {
-        return false;
-    }
-    p.spec
-        .selector
-        .as_ref()
+    selector
         .and_then(|s| s.match_labels.as_ref())
         .is_none_or(|m| crate::cluster::labels_match(m, labels))
 }

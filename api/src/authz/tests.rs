@@ -1,10 +1,11 @@
 use super::*;
 
-struct Req {
-    host: &'static str,
-    method: &'static str,
-    path: &'static str,
-    headers: Vec<(&'static str, &'static str)>,
+/// A request for the pure evaluations' tests.
+pub(crate) struct Req {
+    pub host: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Http for Req {

@@ -64,7 +64,6 @@ pub(super) fn policy(p: &WorkloadPolicy) -> Result<proto::WorkloadPolicy, Error>
         rate_limits,
         outbound: outbound as i32,
         app_exited: false,
-        peer_auth: None,
-        authz: Vec::new(),
+        ..proto::WorkloadPolicy::default()
     })
 }

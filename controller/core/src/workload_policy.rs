@@ -1,7 +1,8 @@
 //! What a pod's own proxy enforces, attached to the pod's own discovery
 //! resource: the LocalRateLimits that select it, the PeerAuthentication
 //! in force ([`peer_auth`](crate::peer_auth)), the AuthorizationPolicies
-//! that apply to it ([`api::authz`]), and the
+//! that apply to it ([`api::authz`]), the JWT issuers of its
+//! RequestAuthentications ([`api::jwt`]), and the
 //! `outboundTrafficPolicy` of the Sidecar that applies to it (one with a
 //! matching `workloadSelector` in its namespace, else the namespace's
 //! selector-less one, else the root namespace's, as in Istio).
@@ -47,11 +48,22 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
         .map(api::authz::compile)
         .collect();
     authz.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut authn: Vec<_> = config
+        .request_authentications
+        .iter()
+        .filter(|ra| api::jwt::applies(ra, &pod.namespace, &pod.labels))
+        .collect();
+    authn.sort_by_key(|ra| ra.address());
+    let jwt: Vec<api::proto::JwtProvider> = authn
+        .into_iter()
+        .flat_map(|ra| api::jwt::compile(ra, &config.jwks))
+        .collect();
     if rate_limits.is_empty()
         && outbound_traffic_policy.is_none()
         && !pod.app_exited
         && peer_auth.is_none()
         && authz.is_empty()
+        && jwt.is_empty()
     {
         return None;
     }
@@ -64,6 +76,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
             app_exited: pod.app_exited,
             peer_auth,
             authz,
+            jwt,
             ..p
         }),
         Err(e) => {

@@ -471,16 +471,18 @@ fn the_runtime_stores_mesh_resources() {
         text(&out.stdout)
     );
     // Stored and not enforced yet: accepted, and said so.
-    let jwt = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: default}\nspec: {jwtRules: [{issuer: https://issuer.example}]}\n";
-    let out = c.meshctl_input(&["apply", "-f", "-"], jwt);
+    let telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: default}\nspec: {accessLogging: [{providers: [{name: envoy}]}]}\n";
+    let out = c.meshctl_input(&["apply", "-f", "-"], telemetry);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("RequestAuthentication/jwt created"),
+        text(&out.stdout).contains("Telemetry/mesh-default created"),
         "{}",
         text(&out.stdout)
     );
     assert!(
-        text(&out.stderr).contains("warning: -:1 RequestAuthentication/jwt: RequestAuthentication is stored but not enforced yet"),
+        text(&out.stderr).contains(
+            "warning: -:1 Telemetry/mesh-default: Telemetry is stored but without effect yet"
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -9,6 +9,7 @@ mod cli;
 mod control;
 mod drain;
 mod hostile;
+mod jwt;
 mod peer_auth;
 mod protocols;
 mod security;

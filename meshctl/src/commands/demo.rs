@@ -41,6 +41,7 @@ fn hint_command(state: &StateDir) -> (String, String) {
 pub async fn demo(state: &StateDir, requests: u32) -> anyhow::Result<i32> {
     let up = UpArgs {
         cert_lifetime: "24h".into(),
+        jwks_refresh_interval: "20m".into(),
         root_cert: None,
         root_key: None,
     };

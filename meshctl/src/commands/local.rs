@@ -46,6 +46,8 @@ pub async fn up(state: &StateDir, args: &UpArgs) -> anyhow::Result<i32> {
     check_prerequisites()?;
     api::duration::parse(&args.cert_lifetime)
         .map_err(|e| anyhow::anyhow!("--cert-lifetime: {e}"))?;
+    api::duration::parse(&args.jwks_refresh_interval)
+        .map_err(|e| anyhow::anyhow!("--jwks-refresh-interval: {e}"))?;
     let client = Client::new(state.clone());
     if client.alive().await {
         eprintln!("local runtime already running ({})", state.0.display());
@@ -65,6 +67,10 @@ pub async fn up(state: &StateDir, args: &UpArgs) -> anyhow::Result<i32> {
         .arg(format!("--state-dir={}", state.0.display()))
         .arg("daemon")
         .arg(format!("--cert-lifetime={}", args.cert_lifetime))
+        .arg(format!(
+            "--jwks-refresh-interval={}",
+            args.jwks_refresh_interval
+        ))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -173,6 +179,7 @@ pub async fn daemon(state: &StateDir, args: &UpArgs) -> anyhow::Result<i32> {
     daemon::run(DaemonConfig {
         state: state.clone(),
         cert_lifetime: args.cert_lifetime.clone(),
+        jwks_refresh_interval: args.jwks_refresh_interval.clone(),
     })
     .await?;
     Ok(0)

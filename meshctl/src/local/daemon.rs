@@ -31,6 +31,8 @@ pub struct DaemonConfig {
     pub state: StateDir,
     /// Lifetime of workload certificates.
     pub cert_lifetime: String,
+    /// How often the controller fetches JWKS again.
+    pub jwks_refresh_interval: String,
 }
 
 /// The controller process, restarted when it dies unless stopped on
@@ -212,6 +214,7 @@ async fn serve(cfg: &DaemonConfig, id: &str) -> anyhow::Result<()> {
             format!("--issuer-key={}", ca.join("issuer.key").display()),
             format!("--local-api={}", state.socket().display()),
             format!("--cert-lifetime={}", cfg.cert_lifetime),
+            format!("--jwks-refresh-interval={}", cfg.jwks_refresh_interval),
             format!("--debug-socket={}", state.controller_socket().display()),
             "--instance=mesh-controller".to_string(),
         ],

@@ -4,8 +4,8 @@
 //! limits, never passed through as bytes). Built in named steps in
 //! [`stack`]:
 //!
-//! telemetry -> origin -> (request authentication: its place) ->
-//! authorization -> rate limit -> app
+//! telemetry -> origin -> request authentication (JWT) -> authorization
+//! -> rate limit -> app
 //!
 //! (Peer authentication happens per connection, before this stack.)
 
@@ -25,6 +25,7 @@ use crate::drain::Watch;
 use crate::http::{Body, limits};
 
 mod app;
+mod authn;
 mod authz;
 mod origin;
 mod rate_limit;
@@ -72,8 +73,8 @@ pub(crate) fn stack(
     let app = app::App::new(ib.upstreams.clone());
     let rate_limit = rate_limit::RateLimit::layer(ib.clone()).layer(app);
     let authz = authz::Authz::layer(ib.clone(), origin.clone()).layer(rate_limit);
-    // Request authentication (JWT) goes here, above authorization.
-    let origin_ = origin::Origin::layer(origin.clone()).layer(authz);
+    let authn = authn::Authn::layer(ib.clone()).layer(authz);
+    let origin_ = origin::Origin::layer(origin.clone()).layer(authn);
     telemetry::Telemetry::layer(ib.pod.clone(), ib.telemetry.clone(), origin).layer(origin_)
 }
 

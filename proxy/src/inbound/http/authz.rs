@@ -44,7 +44,7 @@ impl<S> Authz<S> {
 }
 
 /// A hyper request as the evaluation reads it.
-struct View<'a, B>(&'a Request<B>);
+pub(super) struct View<'a, B>(pub &'a Request<B>);
 
 impl<B> Http for View<'_, B> {
     fn host(&self) -> &str {
@@ -75,7 +75,8 @@ impl<B> Http for View<'_, B> {
 fn judge<B>(ib: &Inbound, principal: &str, client: IpAddr, req: &Request<B>) -> Option<Decision> {
     let app = req.extensions().get::<Forward>()?.app;
     let view = View(req);
-    let r = crate::inbound::request(principal, client, app, Some(&view));
+    let mut r = crate::inbound::request(principal, client, app, Some(&view));
+    r.auth = req.extensions().get::<api::authz::Auth>();
     crate::inbound::authorize(ib, &r)
 }
 
