@@ -11,6 +11,7 @@ mod drain;
 mod hostile;
 mod jwt;
 mod peer_auth;
+mod policy_change;
 mod protocols;
 mod security;
 mod traffic;
