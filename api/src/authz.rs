@@ -438,6 +438,7 @@ pub fn decide(policies: &[AuthzPolicy], req: &Request<'_>) -> Decision {
 }
 
 mod compile;
+pub mod ext;
 pub use compile::{applies, compile, selects};
 
 #[cfg(test)]

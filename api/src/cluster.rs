@@ -73,6 +73,10 @@ pub struct MeshConfig {
     /// there is none. Filled in by the controller, never stored.
     #[serde(skip)]
     pub jwks: BTreeMap<String, Result<String, String>>,
+    /// The mesh configuration (the ConfigMap `istio` of a root
+    /// namespace).
+    #[serde(default)]
+    pub mesh: crate::istio::mesh_config::MeshSettings,
 }
 
 impl MeshConfig {
@@ -93,6 +97,11 @@ impl MeshConfig {
                 Object::PeerAuthentication(pa) => c.peer_authentications.push(*pa),
                 Object::AuthorizationPolicy(ap) => c.authorization_policies.push(*ap),
                 Object::RequestAuthentication(ra) => c.request_authentications.push(*ra),
+                Object::ConfigMap(cm) => {
+                    if let Some(settings) = crate::istio::mesh_config::from_config_map(&cm) {
+                        c.mesh = settings;
+                    }
+                }
                 _ => {}
             }
         }

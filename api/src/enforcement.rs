@@ -10,6 +10,9 @@ fn kind_note(o: &Object) -> Option<&'static str> {
         Object::Telemetry(_) => {
             "stored but without effect yet: metrics, tracing and access logs keep their defaults"
         }
+        Object::ConfigMap(cm) if crate::istio::mesh_config::from_config_map(cm).is_none() => {
+            "stored but not used: pods do not mount ConfigMaps here, and only the ConfigMap `istio` of istio-system or mesh-system configures the mesh"
+        }
         Object::WorkloadEntry(_) => {
             "stored but not used yet: no ServiceEntry sends traffic to workload entries"
         }
@@ -75,6 +78,11 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
             }
         }
         Object::AuthorizationPolicy(p) => authz_notes(&p.spec, &mut out),
+        Object::ConfigMap(cm) => {
+            if let Some(settings) = crate::istio::mesh_config::from_config_map(cm) {
+                out.extend(crate::istio::mesh_config::not_used(&settings));
+            }
+        }
         Object::RequestAuthentication(p)
             if p.spec.target_ref.is_some() || p.spec.target_refs.is_some() =>
         {
@@ -97,12 +105,6 @@ fn authz_notes(
     spec: &crate::istio::security::AuthorizationPolicySpec,
     out: &mut Vec<(String, &'static str)>,
 ) {
-    if spec.action.as_deref() == Some("CUSTOM") {
-        out.push((
-            "spec.action".into(),
-            "CUSTOM is stored but not enforced yet: no external authorizer is asked, and the policy does not deny",
-        ));
-    }
     if spec.target_ref.is_some() || spec.target_refs.is_some() {
         out.push((
             "spec.targetRef".into(),
@@ -167,7 +169,10 @@ mod tests {
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: jwt, namespace: shop}\nspec:\n  action: CUSTOM\n  provider: {name: ext}\n  rules:\n  - from: [{source: {requestPrincipals: [\"*\"]}}]\n    when: [{key: \"request.auth.claims[role]\", values: [admin]}, {key: source.ip, values: [10.0.0.0/8]}]\n",
         );
         let fields: Vec<String> = not_enforced(&authz).into_iter().map(|n| n.0).collect();
-        assert_eq!(fields, ["spec.action"], "JWT fields are enforced");
+        assert!(
+            fields.is_empty(),
+            "CUSTOM and JWT fields are enforced: {fields:?}"
+        );
         let ra = object(
             "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: shop}\nspec:\n  jwtRules: [{issuer: https://auth.example.com}]\n",
         );

@@ -4,6 +4,7 @@
 //! back exactly as written.
 
 pub mod destination_rule;
+pub mod mesh_config;
 pub mod security;
 pub mod service_entry;
 pub mod shared;

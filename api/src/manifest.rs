@@ -6,7 +6,7 @@
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
@@ -28,6 +28,7 @@ pub const SUPPORTED_KINDS: &[(&str, &[&str])] = &[
     ("ServiceAccount", &["v1"]),
     ("Deployment", &["apps/v1"]),
     ("Service", &["v1"]),
+    ("ConfigMap", &["v1"]),
     ("VirtualService", crate::istio::NETWORKING_VERSIONS),
     ("DestinationRule", crate::istio::NETWORKING_VERSIONS),
     ("ServiceEntry", crate::istio::NETWORKING_VERSIONS),
@@ -50,6 +51,10 @@ pub enum Object {
     Namespace(Namespace),
     /// `v1/ServiceAccount`.
     ServiceAccount(ServiceAccount),
+    /// `v1/ConfigMap`: the mesh configuration when it is `istio` in a
+    /// root namespace ([`crate::istio::mesh_config`]); any other is
+    /// stored.
+    ConfigMap(Box<ConfigMap>),
     /// `apps/v1/Deployment`.
     Deployment(Box<Deployment>),
     /// `v1/Service`.
@@ -87,6 +92,7 @@ impl Object {
         match self {
             Object::Namespace(_) => "Namespace",
             Object::ServiceAccount(_) => "ServiceAccount",
+            Object::ConfigMap(_) => "ConfigMap",
             Object::Deployment(_) => "Deployment",
             Object::Service(_) => "Service",
             Object::VirtualService(_) => "VirtualService",
@@ -108,6 +114,7 @@ impl Object {
         match self {
             Object::Namespace(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
@@ -160,6 +167,7 @@ impl Object {
         let v = match self {
             Object::Namespace(o) => serde_json::to_value(o),
             Object::ServiceAccount(o) => serde_json::to_value(o),
+            Object::ConfigMap(o) => serde_json::to_value(o),
             Object::Deployment(o) => serde_json::to_value(o),
             Object::Service(o) => serde_json::to_value(o),
             Object::VirtualService(o) => serde_json::to_value(o),
@@ -369,6 +377,7 @@ fn read_object(value: Value) -> Result<Object, ReadError> {
         "Namespace" => Object::Namespace(typed_from(value).map_err(typed)?),
         "ServiceAccount" => Object::ServiceAccount(typed_from(value).map_err(typed)?),
         "Deployment" => Object::Deployment(Box::new(typed_from(value).map_err(typed)?)),
+        "ConfigMap" => Object::ConfigMap(Box::new(typed_from(value).map_err(typed)?)),
         "VirtualService" => Object::VirtualService(Box::new(typed_from(value).map_err(typed)?)),
         "DestinationRule" => Object::DestinationRule(Box::new(typed_from(value).map_err(typed)?)),
         "ServiceEntry" => Object::ServiceEntry(Box::new(typed_from(value).map_err(typed)?)),

@@ -86,7 +86,14 @@ fn objects(yaml: &str) -> BTreeMap<(String, String), Value> {
     serde_yaml_ng::Deserializer::from_str(yaml)
         .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
-        .map(|v| {
+        .map(|mut v| {
+            // The mesh configuration is YAML in a string: compared as
+            // what it says, not how it is quoted.
+            if v["kind"] == "ConfigMap"
+                && let Some(mesh) = v["data"]["mesh"].as_str()
+            {
+                v["data"]["mesh"] = serde_yaml_ng::from_str(mesh).unwrap();
+            }
             let key = (
                 v["kind"].as_str().unwrap().to_string(),
                 v["metadata"]["name"].as_str().unwrap().to_string(),
@@ -148,6 +155,9 @@ fn the_chart_and_install_take_the_same_values() {
         serde_json::json!({
             "nativeSidecars": true,
             "identity": {"externalSecret": "mesh-issuer-by-cert-manager"},
+            "meshConfig": {"extensionProviders": [{"name": "ext", "envoyExtAuthzHttp": {
+                "service": "ext-authz.foo.svc.cluster.local", "port": "8000",
+                "includeRequestHeadersInCheck": ["x-ext-authz"]}}]},
         }),
         &[
             "controller.image=registry.example/mesh-controller:1.2.3",

@@ -25,6 +25,14 @@ pub mod upgrade;
 /// The body type on every path.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A body of `bytes`, whole.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|n| match n {})
+        .boxed()
+}
+
 /// A boxed response future, the shape every layer returns.
 pub type ResponseFuture<E> =
     std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;

@@ -220,6 +220,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         speakers: outbound::Speakers::default(),
     });
     let inbound = Arc::new(inbound::Inbound {
+        outbound: outbound.clone(),
         server_tls: ident.server_config(&[transport::ALPN_TCP, transport::ALPN_H2])?,
         pod: pod.clone(),
         discovery: discovery.clone(),

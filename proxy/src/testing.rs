@@ -265,3 +265,18 @@ pub fn get(host: &str, path: &str) -> Request<crate::http::Body> {
         .body(crate::http::Body::default())
         .unwrap()
 }
+
+/// An outbound side for `pod` resolving with `discovery`.
+pub fn outbound(
+    pod: Arc<crate::Pod>,
+    discovery: Arc<crate::discovery::Discovery>,
+) -> Arc<crate::outbound::Outbound> {
+    Arc::new(crate::outbound::Outbound {
+        upstreams: upstreams(&pod),
+        pod,
+        discovery,
+        telemetry: telemetry(),
+        settings: settings(),
+        speakers: crate::outbound::Speakers::default(),
+    })
+}

@@ -78,6 +78,21 @@ pub(super) fn object(o: &Object, target: For) -> Vec<Problem> {
         Object::Namespace(n) => first(meta(&n.metadata, true)),
         Object::ServiceAccount(s) => first(meta(&s.metadata, false)),
         Object::Deployment(d) => first(deployment(d, target)),
+        Object::ConfigMap(cm) => {
+            let mut out = first(meta(&cm.metadata, false));
+            let ns = cm.metadata.namespace.as_deref().unwrap_or("default");
+            let name = cm.metadata.name.as_deref().unwrap_or_default();
+            if crate::istio::mesh_config::is_mesh_config(ns, name) {
+                let yaml = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(crate::istio::mesh_config::KEY));
+                if let Some(Err(ps)) = yaml.map(|y| crate::istio::mesh_config::parse(y)) {
+                    out.extend(ps.into_iter().map(|p| (p.field, p.message)));
+                }
+            }
+            out
+        }
         Object::Service(s) => first(service(s, target)),
         Object::VirtualService(v) => istio(
             &v.metadata,

@@ -48,6 +48,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
         .map(api::authz::compile)
         .collect();
     authz.sort_by(|a, b| a.name.cmp(&b.name));
+    let ext_authz = api::authz::ext::providers(&authz, &config.mesh);
     let mut authn: Vec<_> = config
         .request_authentications
         .iter()
@@ -77,6 +78,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
             peer_auth,
             authz,
             jwt,
+            ext_authz,
             ..p
         }),
         Err(e) => {

@@ -51,6 +51,9 @@ pub struct Readers {
     /// The trust anchors' ConfigMaps (by name, in every namespace), which
     /// the leader keeps current.
     pub anchors: Reader<ConfigMap>,
+    /// The mesh configuration's ConfigMaps (`istio`, read in a root
+    /// namespace).
+    mesh_config: Reader<ConfigMap>,
     mesh: Vec<MeshKind>,
 }
 
@@ -113,6 +116,14 @@ impl KubeStore {
                     api::inject::ANCHORS_CONFIG_MAP
                 )),
                 Sink::None,
+            ),
+            mesh_config: reflect(
+                &client,
+                all().fields(&format!(
+                    "metadata.name={}",
+                    api::istio::mesh_config::CONFIG_MAP
+                )),
+                Sink::Wake(mesh_changed.clone()),
             ),
             mesh,
         };
@@ -262,6 +273,22 @@ fn mesh(r: &Readers) -> (MeshConfig, Vec<Verdict>) {
     verdicts
         .sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
     objects.sort_by_key(api::manifest::describe);
+    for cm in r.mesh_config.state() {
+        let ns = cm.namespace().unwrap_or_default();
+        if !api::istio::mesh_config::is_mesh_config(&ns, &cm.name_any()) {
+            continue;
+        }
+        let yaml = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(api::istio::mesh_config::KEY));
+        if let Some(Err(problems)) = yaml.map(|y| api::istio::mesh_config::parse(y)) {
+            for p in problems {
+                tracing::warn!(namespace = %ns, field = %p.field, problem = %p.message, "mesh configuration not read");
+            }
+        }
+        objects.push(api::manifest::Object::ConfigMap(Box::new((*cm).clone())));
+    }
     (MeshConfig::from_objects(&objects), verdicts)
 }
 

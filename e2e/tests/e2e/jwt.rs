@@ -152,7 +152,8 @@ fn jwts_are_checked_against_the_fetched_jwks_and_claims_decide() {
         assert!(!body.contains("x-jwt-role: root"), "{alg}: {body}");
         assert!(!body.contains("authorization:"), "{alg}: {body}");
     }
-    let body = expect(&c, "/headers", std::slice::from_ref(&spoof), "200").expect("no token passes");
+    let body =
+        expect(&c, "/headers", std::slice::from_ref(&spoof), "200").expect("no token passes");
     assert!(!body.contains("x-jwt-role"), "{body}");
     let q = format!("/pay?access_token={}", token("es256"));
     expect(&c, &q, &[], "200").expect("the access_token parameter");

@@ -8,6 +8,7 @@ mod bad_peers;
 mod cli;
 mod control;
 mod drain;
+mod ext_authz;
 mod hostile;
 mod jwt;
 mod peer_auth;

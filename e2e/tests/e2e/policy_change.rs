@@ -70,9 +70,11 @@ fn a_policy_change_under_load_holds_from_its_acknowledgement() {
     ));
     c.wait_ready(NS, "client", 1);
     c.wait_ready(NS, "payment-service", 1);
-    let v0 = wait_for("the server's proxy in sync", Duration::from_secs(30), || {
-        acked(&c).ok_or_else(|| "not synced".to_string())
-    });
+    let v0 = wait_for(
+        "the server's proxy in sync",
+        Duration::from_secs(30),
+        || acked(&c).ok_or_else(|| "not synced".to_string()),
+    );
 
     let stop = c.state.join("load.stop");
     let script = e2e::server("load_log.py");
@@ -131,7 +133,12 @@ fn a_policy_change_under_load_holds_from_its_acknowledgement() {
     ] {
         assert!(part.len() >= 20, "{name}: only {} requests", part.len());
         let wrong: Vec<_> = part.iter().filter(|s| **s != want).collect();
-        assert!(wrong.is_empty(), "{name}: {} of {} were {wrong:?}", wrong.len(), part.len());
+        assert!(
+            wrong.is_empty(),
+            "{name}: {} of {} were {wrong:?}",
+            wrong.len(),
+            part.len()
+        );
     }
     let failed: Vec<_> = requests
         .iter()

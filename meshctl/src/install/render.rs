@@ -73,6 +73,14 @@ pub fn render(v: &Values, namespace: &str) -> anyhow::Result<Vec<Value>> {
             },
         }));
     }
+    if !v.mesh_config.is_empty() {
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": api::istio::mesh_config::CONFIG_MAP, "namespace": namespace, "labels": labels()},
+            "data": {api::istio::mesh_config::KEY: serde_yaml_ng::to_string(&v.mesh_config)?.trim_end()},
+        }));
+    }
     out.push(service(namespace));
     out.push(deployment(v, namespace));
     out.extend(webhooks(v, namespace));

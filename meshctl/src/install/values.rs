@@ -28,6 +28,9 @@ pub struct Values {
     pub webhook: Webhook,
     /// The trust anchors and the issuer.
     pub identity: Identity,
+    /// Istio's mesh configuration, rendered into the ConfigMap `istio`
+    /// (empty: none).
+    pub mesh_config: serde_json::Map<String, Value>,
 }
 
 /// The controller's Deployment.
@@ -104,6 +107,7 @@ impl Default for Values {
             },
             webhook: Webhook::default(),
             identity: Identity::default(),
+            mesh_config: serde_json::Map::new(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub mod flags {
     pub const RATE_LIMITED: &str = "RL";
     /// Denied by an AuthorizationPolicy (Envoy's RBAC filter).
     pub const RBAC: &str = "RBAC";
+    /// Denied by an external authorizer, or it could not be asked.
+    pub const EXT_AUTHZ: &str = "UAEX";
     /// Nothing to report.
     pub const NONE: &str = "-";
 }

@@ -27,6 +27,7 @@ use crate::http::{Body, limits};
 mod app;
 mod authn;
 mod authz;
+mod ext_authz;
 mod origin;
 mod rate_limit;
 mod telemetry;

@@ -44,6 +44,9 @@ pub(crate) struct Inbound {
     pub settings: Settings,
     /// This workload's rate limiters.
     pub rate_limits: Policies,
+    /// The outbound side, for requests of the proxy's own (an external
+    /// authorizer's checks).
+    pub outbound: Arc<crate::outbound::Outbound>,
 }
 
 /// Serves the mTLS port.

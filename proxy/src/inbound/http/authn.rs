@@ -108,12 +108,7 @@ fn judge<B>(ib: &Inbound, req: &Request<B>) -> (Outcome, Vec<String>) {
 
 /// Envoy's refusal.
 fn refused(f: Failure) -> Response<Body> {
-    use http_body_util::BodyExt;
-    let mut r = Response::new(
-        http_body_util::Full::new(bytes::Bytes::from(f.to_string()))
-            .map_err(|n| match n {})
-            .boxed(),
-    );
+    let mut r = Response::new(crate::http::full(f.to_string()));
     *r.status_mut() = StatusCode::UNAUTHORIZED;
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));

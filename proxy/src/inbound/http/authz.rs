@@ -1,21 +1,25 @@
 //! This workload's AuthorizationPolicies, from its own discovery
 //! resource, judged per request with [`api::authz`]: a denial answers
 //! 403 `RBAC: access denied` with the `RBAC` response flag, as Envoy's
-//! RBAC filter, and never reaches the app.
+//! RBAC filter, and never reaches the app. A matching CUSTOM policy asks
+//! its external authorizer first ([`ext_authz`](super::ext_authz)); a
+//! CUSTOM policy whose provider is unknown denies.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use api::authz::{Decision, Http};
+use api::proto::ExtAuthz;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
+use super::ext_authz::{self, Original, Verdict};
 use super::origin::Forward;
 use crate::http::stream_info::{StreamInfo, flags};
 use crate::http::{Body, Stack, service_head};
-use crate::inbound::Inbound;
+use crate::inbound::{Inbound, own_policy};
 
 /// The authorization layer.
 #[derive(Clone)]
@@ -82,16 +86,50 @@ fn judge<B>(ib: &Inbound, principal: &str, client: IpAddr, req: &Request<B>) -> 
 
 /// Envoy's RBAC refusal.
 fn denied() -> Response<Body> {
-    use http_body_util::BodyExt;
-    let mut r = Response::new(
-        http_body_util::Full::new(bytes::Bytes::from_static(b"RBAC: access denied"))
-            .map_err(|n| match n {})
-            .boxed(),
-    );
+    let mut r = Response::new(crate::http::full(&b"RBAC: access denied"[..]));
     *r.status_mut() = StatusCode::FORBIDDEN;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     StreamInfo::flagged(r, flags::RBAC)
+}
+
+/// The external authorizer of the CUSTOM policy `name`; `Err` with why
+/// it cannot be asked.
+fn provider(ib: &Inbound, name: &str) -> Result<ExtAuthz, String> {
+    own_policy(ib, |p| {
+        let policy = p.authz.iter().find(|a| a.name == name)?;
+        p.ext_authz
+            .iter()
+            .find(|e| e.name == policy.provider)
+            .cloned()
+    })
+    .flatten()
+    .ok_or_else(|| format!("no provider for {name}"))
+    .and_then(|e| {
+        if e.error.is_empty() {
+            Ok(e)
+        } else {
+            Err(e.error)
+        }
+    })
+}
+
+/// The rest of a decision once the CUSTOM policy's authorizer allowed.
+fn after_custom(ib: &Inbound, d: &Decision, path: &str) -> Option<Response<Body>> {
+    if d.allowed {
+        if !d.audited.is_empty() {
+            tracing::info!(policies = ?d.audited, %path, "audited request");
+        }
+        return None;
+    }
+    let reason = d
+        .reason
+        .as_ref()
+        .map(|r| r.policy.as_str())
+        .unwrap_or_default();
+    tracing::debug!(policy = %reason, %path, "denied by authorization policy");
+    ib.telemetry.metrics.denied(reason);
+    Some(denied())
 }
 
 impl<S> Service<Request<Body>> for Authz<S>
@@ -100,21 +138,51 @@ where
 {
     service_head!(Infallible);
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match judge(&self.ib, &self.principal, self.client, &req) {
-            Some(d) if !d.allowed => {
-                let reason = d.reason.map(|r| r.policy).unwrap_or_default();
-                tracing::debug!(policy = %reason, path = %req.uri().path(), "denied by authorization policy");
-                self.ib.telemetry.metrics.denied(&reason);
-                Box::pin(async move { Ok(denied()) })
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let Some(d) = judge(&self.ib, &self.principal, self.client, &req) else {
+            return Box::pin(self.inner.call(req));
+        };
+        let path = req.uri().path().to_string();
+        let Some(custom) = d.custom.first().cloned() else {
+            return match after_custom(&self.ib, &d, &path) {
+                Some(r) => Box::pin(async move { Ok(r) }),
+                None => Box::pin(self.inner.call(req)),
+            };
+        };
+        let p = match provider(&self.ib, &custom) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(policy = %custom, error = %e, "CUSTOM policy without a usable provider: denied");
+                self.ib.telemetry.metrics.denied(&custom);
+                return Box::pin(async move { Ok(denied()) });
             }
-            d => {
-                if let Some(d) = d.filter(|d| !d.audited.is_empty()) {
-                    tracing::info!(policies = ?d.audited, path = %req.uri().path(), "audited request");
+        };
+        let (ib, inner) = (self.ib.clone(), self.inner.clone());
+        Box::pin(async move {
+            match ext_authz::check(&ib, &p, &Original::of(&req)).await {
+                Verdict::Deny(r) => {
+                    tracing::debug!(policy = %custom, %path, "denied by the external authorizer");
+                    ib.telemetry.metrics.denied(&custom);
+                    Ok(r)
                 }
-                Box::pin(self.inner.call(req))
+                Verdict::Allow {
+                    upstream,
+                    downstream,
+                } => {
+                    if let Some(r) = after_custom(&ib, &d, &path) {
+                        return Ok(r);
+                    }
+                    for (n, v) in upstream {
+                        req.headers_mut().insert(n, v);
+                    }
+                    let mut r = inner.oneshot(req).await?;
+                    for (n, v) in downstream {
+                        r.headers_mut().append(n, v);
+                    }
+                    Ok(r)
+                }
             }
-        }
+        })
     }
 }
 

@@ -79,6 +79,7 @@ routes: [{match: {uri: {prefix: /cheap}}, tokenBucket: {maxTokens: 100, fillInte
             .server_config(&[crate::transport::ALPN_H2])
             .unwrap(),
         upstreams: testing::upstreams(&pod),
+        outbound: testing::outbound(pod.clone(), d.clone()),
         pod,
         discovery: d,
         telemetry: testing::telemetry(),

@@ -22,14 +22,7 @@ const HOST: &str = "orders.shop.svc.cluster.local";
 /// A proxy for `VIP:8080` on a loopback port, with what it counts.
 async fn proxy(discovery: Arc<Discovery>) -> (SocketAddr, Arc<Outbound>) {
     let pod = testing::pod("127.0.0.1");
-    let ob = Arc::new(Outbound {
-        upstreams: testing::upstreams(&pod),
-        pod,
-        discovery,
-        telemetry: testing::telemetry(),
-        settings: testing::settings(),
-        speakers: crate::outbound::Speakers::default(),
-    });
+    let ob = testing::outbound(pod, discovery);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dst = SocketAddr::new(VIP.parse().unwrap(), PORT);
