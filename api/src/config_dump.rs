@@ -27,6 +27,10 @@ pub struct ConfigDump {
     pub targets: BTreeMap<String, Target>,
     /// By destination host: its endpoints with their circuits.
     pub endpoints: BTreeMap<String, Vec<EndpointState>>,
+    /// The requests this proxy refused last (a policy's denials), oldest
+    /// first.
+    #[serde(default)]
+    pub denials: Vec<crate::explain::Denial>,
 }
 
 /// A certificate.

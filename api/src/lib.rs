@@ -13,6 +13,7 @@ pub mod crd;
 pub mod discovery;
 pub mod duration;
 pub mod enforcement;
+pub mod explain;
 pub mod inject;
 pub mod istio;
 pub mod jwt;

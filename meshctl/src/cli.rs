@@ -51,6 +51,11 @@ pub enum Command {
     /// Authorization: `authz check POD` lists the AuthorizationPolicies
     /// that apply to a pod, in the order its proxy evaluates them.
     Authz(AuthzArgs),
+    /// Why a request from a pod goes where it goes and is let in or
+    /// refused: the route, destination, subset and endpoints; the
+    /// PeerAuthentication mode at the destination; the authorization
+    /// decision with the policy and rule that decided it.
+    Explain(ExplainArgs),
     /// Check a Kubernetes cluster: ready for the mesh (--pre), the mesh
     /// healthy, the proxies in sync (--proxy); exit 1 when a check fails.
     Check(crate::commands::check::CheckArgs),
@@ -154,6 +159,35 @@ pub struct AuthzCheckArgs {
     /// The pod's name, or `deploy/NAME` for a ready pod of a Deployment.
     pub pod: String,
     /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The cluster (when the local runtime does not run, or one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `explain`.
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The client: a pod's name, or `deploy/NAME` for a ready pod of a
+    /// Deployment.
+    #[arg(long)]
+    pub from: String,
+    /// The URL it requests (`http://` when no scheme is given).
+    pub url: String,
+    /// The method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    pub method: String,
+    /// A header, `name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// The client's namespace.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
     /// State.

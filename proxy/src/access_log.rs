@@ -24,9 +24,10 @@ use crate::http::stream_info::StreamInfo;
 pub const QUEUE: usize = 4096;
 
 /// What is logged of a request, taken before it is forwarded.
+#[derive(Debug, Clone)]
 pub struct Request {
-    method: String,
-    path: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
     authority: String,
     protocol: &'static str,
     request_id: Option<String>,
@@ -88,6 +89,7 @@ struct Line<'a> {
     authority: &'a str,
     response_code: u16,
     response_flags: String,
+    response_code_details: &'a str,
     route_name: &'a str,
     upstream_cluster: &'a str,
     upstream_host: Option<IpAddr>,
@@ -111,6 +113,7 @@ impl Record {
             authority: &r.authority,
             response_code: self.status,
             response_flags: self.info.flags(),
+            response_code_details: self.info.details(),
             route_name: self.info.route.as_deref().unwrap_or("default"),
             upstream_cluster: &self.service,
             upstream_host: self.info.upstream.as_ref().map(|e| e.workload().address),

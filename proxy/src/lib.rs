@@ -25,6 +25,7 @@ mod access_log;
 mod admin;
 mod connect;
 mod control;
+mod denials;
 mod detect;
 mod discovery;
 mod drain;
@@ -107,6 +108,8 @@ pub(crate) struct Telemetry {
     pub metrics: metrics::Metrics,
     /// Where each request is logged, when it is.
     pub access_log: Option<access_log::AccessLog>,
+    /// The requests refused last.
+    pub denials: denials::Denials,
 }
 
 /// Keeps `pod.source` current with this pod's labels, from the discovery
@@ -189,6 +192,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry {
         metrics,
         access_log,
+        denials: denials::Denials::default(),
     });
     let pod = Arc::new(Pod {
         workload: cfg.workload.clone(),
@@ -235,7 +239,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         inbound.clone(),
         drain.clone(),
     ));
-    tokio::spawn(inbound::serve_mtls(mtls_l, inbound, drain.clone()));
+    tokio::spawn(inbound::serve_mtls(mtls_l, inbound.clone(), drain.clone()));
     let app_probes = match &cfg.app_probers {
         Some(json) => admin::AppProbes::parse(json, cfg.pod_ip)?,
         None => admin::AppProbes::default(),
@@ -247,6 +251,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         controller,
         drain,
         app_probes,
+        inbound,
     });
     let admin_router = admin::admin(admin.clone());
     tokio::spawn(async move {

@@ -47,6 +47,7 @@ pub fn telemetry() -> Arc<Telemetry> {
     Arc::new(Telemetry {
         metrics: crate::metrics::Metrics::new().unwrap(),
         access_log: None,
+        denials: Default::default(),
     })
 }
 

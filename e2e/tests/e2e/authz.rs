@@ -119,6 +119,118 @@ fn raw(c: &Cluster, from: &str, marker: &str) -> String {
     c.tcp_send("pay", from, "payment-service", 9091, marker)
 }
 
+/// `meshctl explain --from FROM -X method` of a request to the payment
+/// service, as JSON.
+fn explain(c: &Cluster, from: &str, method: &str, path: &str) -> serde_json::Value {
+    let url = format!("payment-service:8080{path}");
+    let out = c.meshctl_top(&[
+        "explain",
+        "--from",
+        from,
+        "-n",
+        "pay",
+        "-X",
+        method,
+        "-H",
+        "x-trace: 1",
+        &url,
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// The `response_code_details` of the refusals payment-service's proxy
+/// keeps in its `/config_dump`.
+fn denials(c: &Cluster) -> Vec<String> {
+    let out = c.meshctl_top(&[
+        "proxy-config",
+        "all",
+        "deploy/payment-service",
+        "-n",
+        "pay",
+        "-o",
+        "json",
+    ]);
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    dump["denials"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no denials in {dump}"))
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {}",
+                d["method"], d["path"], d["response_code_details"]
+            )
+        })
+        .collect()
+}
+
+/// `meshctl explain` names the route, the endpoint, the mode and the
+/// deciding policy and rule, for a request the payment policy refuses
+/// and one it allows.
+fn explained_by_the_payment_policy(c: &Cluster) {
+    let x = explain(c, "deploy/web", "POST", "/api/payments/1");
+    let o = &x["outbound"];
+    assert_eq!(o["target"], "payment-service.pay.svc.cluster.local", "{x}");
+    let route = &o["route"];
+    assert_eq!(route["action"], "forward", "{x}");
+    let dest = &route["destinations"][0];
+    assert_eq!(dest["host"], "payment-service.pay.svc.cluster.local", "{x}");
+    assert_eq!(dest["port"], 8080, "{x}");
+    let ep = &dest["endpoints"][0];
+    assert!(
+        ep["pod"]
+            .as_str()
+            .unwrap()
+            .starts_with("pay/payment-service-"),
+        "{x}"
+    );
+    assert_eq!(
+        ep["identity"], "spiffe://cluster.local/ns/pay/sa/payment-service",
+        "{x}"
+    );
+    let at = &x["inbound"][0];
+    assert_eq!(at["mtls_mode"], "PERMISSIVE", "{x}");
+    assert_eq!(
+        at["connection"], "accepted over mTLS from cluster.local/ns/pay/sa/web",
+        "{x}"
+    );
+    let authz = &at["authorization"];
+    assert_eq!(authz["allowed"], false, "{x}");
+    assert_eq!(authz["policy"], "pay/payment", "{x}");
+    assert!(authz["rule"].is_null(), "{x}");
+    let x = explain(c, "deploy/order-service", "POST", "/api/payments/1");
+    let authz = &x["inbound"][0]["authorization"];
+    assert_eq!(authz["allowed"], true, "{x}");
+    assert_eq!(
+        (&authz["policy"], &authz["rule"]),
+        (&"pay/payment".into(), &0.into()),
+        "{x}"
+    );
+    // The same explanation in words.
+    let out = c.meshctl_top(&[
+        "explain",
+        "--from",
+        "deploy/order-service",
+        "-n",
+        "pay",
+        "-X",
+        "GET",
+        "payment-service:8080/api/payments/1",
+    ]);
+    let words = text(&out.stdout);
+    assert!(
+        words.contains("PeerAuthentication: PERMISSIVE")
+            && words.contains("ALLOW policies apply (pay/payment) and none of their rules matches"),
+        "{words}{}",
+        text(&out.stderr)
+    );
+}
+
 fn apply_and_wait(c: &Cluster, yaml: &str, what: &str, check: impl Fn() -> Result<(), String>) {
     c.apply(yaml);
     wait_for(what, Duration::from_secs(30), check);
@@ -165,6 +277,7 @@ fn authorization_policies_as_users_write_them() {
         check["otherwise"].as_str().unwrap().starts_with("denied"),
         "{check}"
     );
+    explained_by_the_payment_policy(&c);
     let (body, code) = call(&c, orders, "POST", "/api/payments/1");
     assert_eq!((body.as_str(), code.as_str()), ("paid", "200"));
     assert_eq!(status(&c, orders, "POST", "/api/payments"), "200");
@@ -213,6 +326,42 @@ fn authorization_policies_as_users_write_them() {
         }
     };
     apply_and_wait(&c, DENY_ALL, "deny-all in force", refused(orders));
+    let x = explain(&c, orders, "POST", "/api/payments/1");
+    let authz = &x["inbound"][0]["authorization"];
+    assert_eq!(
+        (&authz["policy"], &authz["rule"]),
+        (&"pay/deny-all".into(), &0.into()),
+        "{x}"
+    );
+    // The refusals name their policy in `/config_dump` and the access log.
+    let kept = denials(&c);
+    for want in [
+        "\"GET\" \"/api/payments/1\" \"rbac_access_denied_matched_policy[none]\"",
+        "\"POST\" \"/api/payments/1\" \"rbac_access_denied_matched_policy[ns[pay]-policy[deny-all]-rule[0]]\"",
+    ] {
+        assert!(kept.iter().any(|d| d == want), "{want} not in {kept:#?}");
+    }
+    wait_for(
+        "the refusal in the access log",
+        Duration::from_secs(10),
+        || {
+            let log = text(
+                &c.meshctl(&["logs", "deploy/payment-service", "-n", "pay", "-c", "proxy"])
+                    .stdout,
+            );
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| {
+                    l["response_code_details"]
+                        == "rbac_access_denied_matched_policy[ns[pay]-policy[deny-all]-rule[0]]"
+                        && l["response_code"] == 403
+                        && l["response_flags"] == "RBAC"
+                        && l["upstream_cluster"] == "inbound|8080||"
+                })
+                .map(|_| ())
+                .ok_or_else(|| "no such line".to_string())
+        },
+    );
     let delete = |yaml: &str| {
         let out = c.meshctl_input(&["delete", "-f", "-"], yaml);
         assert!(out.status.success(), "{}", text(&out.stderr));

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod check;
 pub mod demo;
 pub mod exec;
+pub mod explain;
 pub mod get;
 pub mod inject;
 pub mod local;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Authz(a) => match a.command {
             crate::cli::AuthzCommand::Check(c) => authz::check(&c).await,
         },
+        Command::Explain(x) => explain::explain(&x).await,
         Command::Check(c) => check::check(&c).await,
         Command::Install(i) => crate::install::install(&i, false).await,
         Command::Upgrade(i) => crate::install::install(&i, true).await,

@@ -46,7 +46,8 @@ pub async fn http_get(
     let status = head.split_whitespace().nth(1).unwrap_or("");
     anyhow::ensure!(
         status.starts_with('2'),
-        "{namespace}/{name}:{port}{path} answered {status}"
+        "{namespace}/{name}:{port}{path} answered {status}: {}",
+        String::from_utf8_lossy(&raw[split + 4..]).trim()
     );
     Ok(raw[split + 4..].to_vec())
 }

@@ -223,6 +223,10 @@ pub async fn http_get(
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("no HTTP response from {addr}{path}"))?;
     let status = String::from_utf8_lossy(&all[..all.len().min(12)]).to_string();
-    anyhow::ensure!(status.ends_with(" 200"), "{addr}{path}: {status}");
+    anyhow::ensure!(
+        status.ends_with(" 200"),
+        "{addr}{path}: {status}: {}",
+        String::from_utf8_lossy(&all[split + 4..]).trim()
+    );
     Ok(all[split + 4..].to_vec())
 }

@@ -192,5 +192,6 @@ pub(super) fn config_dump(st: &State) -> ConfigDump {
             .map(|(ip, slot)| (ip.to_string(), target(slot)))
             .collect(),
         endpoints,
+        denials: st.telemetry.denials.latest(),
     }
 }

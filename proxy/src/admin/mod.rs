@@ -1,6 +1,7 @@
 //! Health, metrics and admin endpoints, each on its own listener, off the
 //! data path: `/ready`, `/live`, `/metrics` on the health port (all
-//! interfaces) and `/config_dump` on the loopback admin port.
+//! interfaces); `/config_dump` and `/explain/{outbound,inbound}` on the
+//! loopback admin port.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::{Pod, Telemetry};
 
 mod app_probe;
 mod dump;
+mod explain;
 
 pub use app_probe::AppProbes;
 
@@ -33,6 +35,8 @@ pub(crate) struct State {
     pub drain: Watch,
     /// The app's probes, run for kubelet.
     pub app_probes: AppProbes,
+    /// The inbound side, whose policy explanations judge with.
+    pub inbound: Arc<crate::inbound::Inbound>,
 }
 
 use crate::traffic::outlier::{Circuit, EndpointState};
@@ -52,6 +56,8 @@ pub(crate) fn health(ctx: Arc<State>) -> Router {
 pub(crate) fn admin(ctx: Arc<State>) -> Router {
     Router::new()
         .route("/config_dump", get(config_dump))
+        .route("/explain/outbound", get(explain_outbound))
+        .route("/explain/inbound", get(explain_inbound))
         .with_state(ctx)
 }
 
@@ -130,4 +136,24 @@ async fn config_dump(
     axum::extract::State(ctx): axum::extract::State<Arc<State>>,
 ) -> impl IntoResponse {
     Json(dump::config_dump(&ctx))
+}
+
+type Explained<T> = Result<Json<T>, (StatusCode, String)>;
+
+fn explained<T>(r: Result<T, String>) -> Explained<T> {
+    r.map(Json).map_err(|e| (StatusCode::BAD_REQUEST, e + "\n"))
+}
+
+async fn explain_outbound(
+    axum::extract::State(ctx): axum::extract::State<Arc<State>>,
+    axum::extract::Query(q): axum::extract::Query<api::explain::Query>,
+) -> Explained<api::explain::Outbound> {
+    explained(explain::outbound(&ctx, &q).await)
+}
+
+async fn explain_inbound(
+    axum::extract::State(ctx): axum::extract::State<Arc<State>>,
+    axum::extract::Query(q): axum::extract::Query<api::explain::Query>,
+) -> Explained<api::explain::Inbound> {
+    explained(explain::inbound(&ctx, &q))
 }

@@ -67,6 +67,21 @@ pub struct StreamInfo {
     pub route: Option<String>,
     /// Tries made.
     pub attempts: u32,
+    /// Set by the layer that refused the request itself (a policy): what
+    /// it was and why, for the access log and `/config_dump`.
+    pub refused: Option<Box<Refused>>,
+}
+
+/// A request the proxy refused, and why.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// What the access log prints of it.
+    pub request: crate::access_log::Request,
+    /// Envoy's `response_code_details`: the policy and rule, or the
+    /// token's fault.
+    pub details: String,
+    /// The cluster it was for (`inbound|PORT||`).
+    pub cluster: String,
 }
 
 impl StreamInfo {
@@ -82,6 +97,26 @@ impl StreamInfo {
     /// The stream info a response carries (made on first use).
     pub fn of<B>(resp: &mut Response<B>) -> &mut Self {
         resp.extensions_mut().get_or_insert_default::<Self>()
+    }
+
+    /// `resp`, refused here for `why`, with `flag` noted.
+    pub fn refused<B>(resp: Response<B>, flag: Option<&'static str>, why: Refused) -> Response<B> {
+        let mut resp = match flag {
+            Some(f) => Self::flagged(resp, f),
+            None => resp,
+        };
+        Self::of(&mut resp).refused = Some(Box::new(why));
+        resp
+    }
+
+    /// Envoy's `response_code_details`: why the proxy answered itself,
+    /// `via_upstream` when the app did, `-` otherwise.
+    pub fn details(&self) -> &str {
+        match (&self.refused, &self.upstream) {
+            (Some(r), _) => &r.details,
+            (None, Some(_)) => "via_upstream",
+            (None, None) => flags::NONE,
+        }
     }
 
     /// `resp` with `flag` noted.

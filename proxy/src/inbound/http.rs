@@ -33,6 +33,7 @@ mod rate_limit;
 mod telemetry;
 
 pub(crate) use crate::http::ResponseFuture;
+pub(crate) use authz::View;
 
 /// Where a connection's requests come from and go.
 #[derive(Clone)]
@@ -55,6 +56,26 @@ pub(crate) enum Origin {
         /// The client's address.
         client: IpAddr,
     },
+}
+
+/// `resp`, the proxy's own refusal of `req` for `details` (Envoy's
+/// `response_code_details`), with `flag` noted.
+pub(crate) fn refused<B>(
+    resp: Response<Body>,
+    flag: Option<&'static str>,
+    req: &Request<B>,
+    details: String,
+) -> Response<Body> {
+    let port = req
+        .extensions()
+        .get::<origin::Forward>()
+        .map_or(0, |f| f.app.port());
+    let why = crate::http::stream_info::Refused {
+        request: crate::access_log::Request::of(req),
+        details,
+        cluster: format!("inbound|{port}||"),
+    };
+    crate::http::stream_info::StreamInfo::refused(resp, flag, why)
 }
 
 /// The stack for one connection's requests.

@@ -183,6 +183,72 @@ fn routing_canary_override_rewrites_and_live_changes() {
 
     let mut steps = e2e::Steps::new();
     steps.step(
+        "meshctl explain names the route, the subsets and their endpoints",
+        || {
+            let explain = |args: &[&str]| -> serde_json::Value {
+                let mut all = vec![
+                    "explain",
+                    "--from",
+                    "deploy/client",
+                    "-n",
+                    "route",
+                    "-o",
+                    "json",
+                ];
+                all.extend(args);
+                let out = c.meshctl_top(&all);
+                serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)))
+            };
+            let pods = |d: &serde_json::Value| -> Vec<String> {
+                d["endpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        e["pod"]
+                            .as_str()
+                            .unwrap()
+                            .rsplit_once('-')
+                            .unwrap()
+                            .0
+                            .to_string()
+                    })
+                    .collect()
+            };
+            let x = explain(&["-H", "x-canary: true", "http://web:8080/"]);
+            let route = &x["outbound"]["route"];
+            assert_eq!(route["index"], 0, "{x}");
+            assert_eq!(x["outbound"]["virtual_service"], "route/web", "{x}");
+            let d = &route["destinations"][0];
+            assert_eq!(
+                (&d["subset"], &d["weight"]),
+                (&"v2".into(), &100.into()),
+                "{x}"
+            );
+            assert!(
+                pods(d).iter().all(|p| p.starts_with("route/web-v2-")),
+                "{x}"
+            );
+            let x = explain(&["http://web:8080/"]);
+            let route = &x["outbound"]["route"];
+            assert_eq!(route["index"], 1, "{x}");
+            let (v1, v2) = (&route["destinations"][0], &route["destinations"][1]);
+            assert_eq!(
+                (&v1["subset"], &v1["weight"]),
+                (&"v1".into(), &90.into()),
+                "{x}"
+            );
+            assert_eq!(pods(v1).len(), 2, "{x}");
+            assert_eq!(
+                (&v2["subset"], &v2["weight"]),
+                (&"v2".into(), &10.into()),
+                "{x}"
+            );
+            assert_eq!(x["inbound"].as_array().map(Vec::len), Some(3), "{x}");
+        },
+    );
+    steps.step(
         "The 90/10 split, on 10,000 requests: within 1.5 points",
         || {
             // The 90/10 split, on 10,000 requests: within 1.5 points.

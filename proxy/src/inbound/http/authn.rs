@@ -106,8 +106,12 @@ fn judge<B>(ib: &Inbound, req: &Request<B>) -> (Outcome, Vec<String>) {
     .unwrap_or((Outcome::Pass, Vec::new()))
 }
 
-/// Envoy's refusal.
-fn refused(f: Failure) -> Response<Body> {
+/// Envoy's refusal of `req`.
+fn refused<B>(f: Failure, req: &Request<B>) -> Response<Body> {
+    let details = format!(
+        "jwt_authn_access_denied{{{}}}",
+        f.to_string().replace(' ', "_")
+    );
     let mut r = Response::new(crate::http::full(f.to_string()));
     *r.status_mut() = StatusCode::UNAUTHORIZED;
     let h = r.headers_mut();
@@ -116,7 +120,7 @@ fn refused(f: Failure) -> Response<Body> {
         WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"mesh\", error=\"invalid_token\""),
     );
-    r
+    super::refused(r, None, req, details)
 }
 
 impl<S> Service<Request<Body>> for Authn<S>
@@ -135,7 +139,8 @@ where
             Outcome::Refused(f) => {
                 tracing::debug!(reason = %f, path = %req.uri().path(), "token refused");
                 self.ib.telemetry.metrics.unauthenticated(f.code());
-                return Box::pin(async move { Ok(refused(f)) });
+                let r = refused(f, &req);
+                return Box::pin(async move { Ok(r) });
             }
             Outcome::Valid { auth, strip, set } => {
                 let headers = req.headers_mut();

@@ -17,7 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::ext_authz::{self, Original, Verdict};
 use super::origin::Forward;
-use crate::http::stream_info::{StreamInfo, flags};
+use crate::http::stream_info::flags;
 use crate::http::{Body, Stack, service_head};
 use crate::inbound::{Inbound, own_policy};
 
@@ -48,7 +48,7 @@ impl<S> Authz<S> {
 }
 
 /// A hyper request as the evaluation reads it.
-pub(super) struct View<'a, B>(pub &'a Request<B>);
+pub(crate) struct View<'a, B>(pub &'a Request<B>);
 
 impl<B> Http for View<'_, B> {
     fn host(&self) -> &str {
@@ -84,13 +84,13 @@ fn judge<B>(ib: &Inbound, principal: &str, client: IpAddr, req: &Request<B>) -> 
     crate::inbound::authorize(ib, &r)
 }
 
-/// Envoy's RBAC refusal.
-fn denied() -> Response<Body> {
+/// Envoy's RBAC refusal of `req`, for `details`.
+fn denied<B>(req: &Request<B>, details: String) -> Response<Body> {
     let mut r = Response::new(crate::http::full(&b"RBAC: access denied"[..]));
     *r.status_mut() = StatusCode::FORBIDDEN;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    StreamInfo::flagged(r, flags::RBAC)
+    super::refused(r, Some(flags::RBAC), req, details)
 }
 
 /// The external authorizer of the CUSTOM policy `name`; `Err` with why
@@ -115,21 +115,21 @@ fn provider(ib: &Inbound, name: &str) -> Result<ExtAuthz, String> {
 }
 
 /// The rest of a decision once the CUSTOM policy's authorizer allowed.
-fn after_custom(ib: &Inbound, d: &Decision, path: &str) -> Option<Response<Body>> {
+fn after_custom<B>(ib: &Inbound, d: &Decision, req: &Request<B>) -> Option<Response<Body>> {
+    let path = req.uri().path();
     if d.allowed {
         if !d.audited.is_empty() {
             tracing::info!(policies = ?d.audited, %path, "audited request");
         }
         return None;
     }
-    let reason = d
+    let (policy, rule) = d
         .reason
         .as_ref()
-        .map(|r| r.policy.as_str())
-        .unwrap_or_default();
-    tracing::debug!(policy = %reason, %path, "denied by authorization policy");
-    ib.telemetry.metrics.denied(reason);
-    Some(denied())
+        .map_or(("", None), |r| (r.policy.as_str(), r.rule));
+    tracing::debug!(%policy, %path, "denied by authorization policy");
+    ib.telemetry.metrics.denied(policy);
+    Some(denied(req, api::explain::rbac_details(policy, rule)))
 }
 
 impl<S> Service<Request<Body>> for Authz<S>
@@ -142,9 +142,8 @@ where
         let Some(d) = judge(&self.ib, &self.principal, self.client, &req) else {
             return Box::pin(self.inner.call(req));
         };
-        let path = req.uri().path().to_string();
         let Some(custom) = d.custom.first().cloned() else {
-            return match after_custom(&self.ib, &d, &path) {
+            return match after_custom(&self.ib, &d, &req) {
                 Some(r) => Box::pin(async move { Ok(r) }),
                 None => Box::pin(self.inner.call(req)),
             };
@@ -154,22 +153,28 @@ where
             Err(e) => {
                 tracing::warn!(policy = %custom, error = %e, "CUSTOM policy without a usable provider: denied");
                 self.ib.telemetry.metrics.denied(&custom);
-                return Box::pin(async move { Ok(denied()) });
+                let r = denied(&req, format!("ext_authz_provider_unknown[{custom}]"));
+                return Box::pin(async move { Ok(r) });
             }
         };
         let (ib, inner) = (self.ib.clone(), self.inner.clone());
         Box::pin(async move {
             match ext_authz::check(&ib, &p, &Original::of(&req)).await {
-                Verdict::Deny(r) => {
-                    tracing::debug!(policy = %custom, %path, "denied by the external authorizer");
+                Verdict::Deny(r, details) => {
+                    tracing::debug!(policy = %custom, path = %req.uri().path(), "denied by the external authorizer");
                     ib.telemetry.metrics.denied(&custom);
-                    Ok(r)
+                    Ok(super::refused(
+                        r,
+                        Some(flags::EXT_AUTHZ),
+                        &req,
+                        details.into(),
+                    ))
                 }
                 Verdict::Allow {
                     upstream,
                     downstream,
                 } => {
-                    if let Some(r) = after_custom(&ib, &d, &path) {
+                    if let Some(r) = after_custom(&ib, &d, &req) {
                         return Ok(r);
                     }
                     for (n, v) in upstream {

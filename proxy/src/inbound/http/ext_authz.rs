@@ -16,7 +16,6 @@ use tower::ServiceExt;
 use crate::detect::Protocol;
 use crate::discovery::Lookup;
 use crate::http::Body;
-use crate::http::stream_info::{StreamInfo, flags};
 use crate::inbound::Inbound;
 use crate::outbound::http::{Conn, stack};
 use api::authz::ext::header_listed;
@@ -33,8 +32,8 @@ pub(super) enum Verdict {
         upstream: Vec<(HeaderName, HeaderValue)>,
         downstream: Vec<(HeaderName, HeaderValue)>,
     },
-    /// Answer this.
-    Deny(Response<Body>),
+    /// Answer this, for this reason (Envoy's `response_code_details`).
+    Deny(Response<Body>, &'static str),
 }
 
 /// The parts of the original request the check reads.
@@ -129,7 +128,7 @@ fn denial(
     for (n, v) in headers {
         r.headers_mut().append(n, v);
     }
-    StreamInfo::flagged(r, flags::EXT_AUTHZ)
+    r
 }
 
 /// Asks `p` about the request `o`.
@@ -151,7 +150,7 @@ pub(super) async fn check(ib: &Inbound, p: &ExtAuthz, o: &Original) -> Verdict {
         },
         Ok((parts, body)) => {
             let headers = picked(&parts.headers, &p.headers_to_downstream_on_deny);
-            Verdict::Deny(denial(parts.status, headers, body))
+            Verdict::Deny(denial(parts.status, headers, body), "ext_authz_denied")
         }
         Err(e) if p.fail_open => {
             tracing::warn!(provider = %p.name, error = %e, "external authorizer failed: allowed (failOpen)");
@@ -166,7 +165,10 @@ pub(super) async fn check(ib: &Inbound, p: &ExtAuthz, o: &Original) -> Verdict {
                 .ok()
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .unwrap_or(StatusCode::FORBIDDEN);
-            Verdict::Deny(denial(status, Vec::new(), bytes::Bytes::new()))
+            Verdict::Deny(
+                denial(status, Vec::new(), bytes::Bytes::new()),
+                "ext_authz_error",
+            )
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The top of the inbound stack: each request counted in Istio's metrics
 //! (the destination reporter), with what the layers below noted on the
-//! response. The metric handles are resolved once per connection for each
+//! response; a request a policy refused is kept for `/config_dump` and
+//! written to the access log with the policy's name. The metric handles are resolved once per connection for each
 //! kind of answer (status, protocol, flags).
 
 use std::convert::Infallible;
@@ -93,9 +94,14 @@ where
                     security,
                 ]))
             };
+            let took = started.elapsed();
             handles
                 .get((status, grpc, info.flags.clone()), resolve)
-                .record(started.elapsed());
+                .record(took);
+            if info.refused.is_some() {
+                let log = telemetry.access_log.as_ref();
+                telemetry.denials.note(info, status, &peer.1, took, log);
+            }
             Ok(resp)
         })
     }
