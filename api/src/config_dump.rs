@@ -129,6 +129,11 @@ pub struct Subset {
     pub members: Vec<IpAddr>,
     /// Whether outlier detection is on.
     pub outlier_detection: bool,
+    /// How its endpoints are connected to (`trafficPolicy.tls`: auto,
+    /// DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL; broken when origination is
+    /// impossible).
+    #[serde(default)]
+    pub tls: String,
 }
 
 /// An endpoint's circuit under outlier detection.

@@ -64,7 +64,7 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
         Object::PeerAuthentication(p) => {
             // Servers honour DISABLE (plaintext is accepted); clients do
             // not read it yet.
-            const DISABLE: &str = "DISABLE is enforced as PERMISSIVE: plaintext is accepted, and meshed clients still connect over mTLS (they do not read DISABLE yet)";
+            const DISABLE: &str = "DISABLE is enforced as PERMISSIVE: plaintext is accepted, and meshed clients still connect over mTLS unless a DestinationRule sets trafficPolicy.tls.mode DISABLE for this destination";
             let disabled = |m: Option<&crate::istio::security::Mtls>| {
                 m.and_then(|m| m.mode.as_deref()) == Some("DISABLE")
             };
@@ -91,13 +91,59 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
                 "policies attached by targetRef (gateways, waypoints) apply to no sidecar: use a selector",
             ))
         }
-        Object::DestinationRule(d) if d.spec.export_to.is_some() => out.push((
-            "spec.exportTo".into(),
-            "stored but not enforced yet: the policy applies in every namespace",
-        )),
+        Object::DestinationRule(d) => {
+            if d.spec.export_to.is_some() {
+                out.push((
+                    "spec.exportTo".into(),
+                    "stored but not enforced yet: the policy applies in every namespace",
+                ));
+            }
+            tls_notes(&d.spec, &mut out);
+        }
         _ => {}
     }
     out
+}
+
+/// The parts of a DestinationRule's `tls` that are not acted on yet.
+fn tls_notes(
+    spec: &crate::istio::destination_rule::DestinationRuleSpec,
+    out: &mut Vec<(String, &'static str)>,
+) {
+    use crate::istio::destination_rule::TrafficPolicy;
+    let mut policies: Vec<(String, &TrafficPolicy)> = Vec::new();
+    if let Some(tp) = &spec.traffic_policy {
+        policies.push(("spec.trafficPolicy".into(), tp));
+    }
+    for (i, s) in spec.subsets.iter().flatten().enumerate() {
+        if let Some(tp) = &s.traffic_policy {
+            policies.push((format!("spec.subsets[{i}].trafficPolicy"), tp));
+        }
+    }
+    for (at, tp) in policies {
+        let levels = std::iter::once((at.clone(), tp.tls.as_ref())).chain(
+            tp.port_level_settings
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, p)| (format!("{at}.portLevelSettings[{i}]"), p.tls.as_ref())),
+        );
+        for (at, tls) in levels {
+            let Some(tls) = tls else { continue };
+            if tls.credential_name.is_some() {
+                out.push((
+                    format!("{at}.tls.credentialName"),
+                    "stored but not enforced yet: sidecars read no Secrets; give caCertificates, clientCertificate and privateKey as files the proxy can read",
+                ));
+            }
+            if tls.ca_crl.is_some() {
+                out.push((
+                    format!("{at}.tls.caCrl"),
+                    "stored but not enforced yet: revoked server certificates are not refused",
+                ));
+            }
+        }
+    }
 }
 
 /// The parts of an AuthorizationPolicy that are not acted on yet.
@@ -189,5 +235,13 @@ mod tests {
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: shop}\nspec:\n  hosts: [web]\n  http: [{route: [{destination: {host: web}}]}]\n",
         );
         assert!(not_enforced(&vs).is_empty());
+        let dr = object(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api, namespace: shop}\nspec:\n  host: api.example.com\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, sni: api.example.com}\n    portLevelSettings: [{port: {number: 443}, tls: {mode: MUTUAL, credentialName: api-cert}}]\n",
+        );
+        let fields: Vec<String> = not_enforced(&dr).into_iter().map(|n| n.0).collect();
+        assert_eq!(
+            fields,
+            ["spec.trafficPolicy.portLevelSettings[0].tls.credentialName"]
+        );
     }
 }

@@ -597,6 +597,32 @@ fn destination_rule_rejections_name_the_field() {
         "{p:?}"
     );
     let p = problems(&dr(
+        "  trafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: MUTUAL, caCertificates: certs/ca.pem}}]}\n",
+    ));
+    let at = "spec.trafficPolicy.portLevelSettings[0].tls";
+    assert!(
+        has(
+            &p,
+            &format!("{at}.clientCertificate"),
+            "required with mode MUTUAL"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, &format!("{at}.privateKey"), "required with mode MUTUAL"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, &format!("{at}.caCertificates"), "absolute path"),
+        "{p:?}"
+    );
+    assert!(
+        problems(&dr(
+            "  trafficPolicy: {tls: {mode: MUTUAL, credentialName: c}}\n"
+        ))
+        .is_empty()
+    );
+    let p = problems(&dr(
         "  subsets: [{name: v1, labels: {v: a}}, {name: v1, labels: {v: b}}]\n",
     ));
     assert!(has(&p, "spec.subsets[1].name", "defined twice"), "{p:?}");

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::{Error, duration, duration_or};
 use crate::istio::destination_rule::{
-    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
-    TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
+    PortTrafficPolicy, TrafficPolicy,
 };
 use crate::proto;
 use crate::traffic::Backend;
@@ -116,6 +116,7 @@ fn subset(
         |p| p.outlier_detection.as_ref(),
         |p| p.outlier_detection.as_ref(),
     );
+    let tls = field(top, policy, port, |p| p.tls.as_ref(), |p| p.tls.as_ref());
     Ok(proto::Subset {
         name: name.to_string(),
         labels: labels.cloned().unwrap_or_default(),
@@ -129,7 +130,28 @@ fn subset(
         outlier_detection: od
             .map(|od| outlier_detection(od).map_err(|e| format!("outlierDetection.{e}")))
             .transpose()?,
+        tls: tls.map(upstream_tls),
     })
+}
+
+/// `tls` on the wire.
+pub fn upstream_tls(t: &ClientTlsSettings) -> proto::UpstreamTls {
+    let text = |s: &Option<String>| s.clone().unwrap_or_default();
+    proto::UpstreamTls {
+        mode: match t.mode.as_deref() {
+            Some("DISABLE") => proto::TlsMode::Disable,
+            Some("SIMPLE") => proto::TlsMode::Simple,
+            Some("MUTUAL") => proto::TlsMode::Mutual,
+            Some("ISTIO_MUTUAL") => proto::TlsMode::IstioMutual,
+            _ => proto::TlsMode::Auto,
+        } as i32,
+        ca_certificates: text(&t.ca_certificates),
+        client_certificate: text(&t.client_certificate),
+        private_key: text(&t.private_key),
+        sni: text(&t.sni),
+        subject_alt_names: t.subject_alt_names.clone().unwrap_or_default(),
+        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+    }
 }
 
 /// `loadBalancer` on the wire.
@@ -231,4 +253,47 @@ pub fn outlier_detection(od: &OutlierDetection) -> Result<proto::OutlierDetectio
         max_ejection_percent: pct(od.max_ejection_percent, 10),
         min_health_percent: pct(od.min_health_percent, 0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_takes_istios_precedence_and_goes_on_the_wire() {
+        let policy: TrafficPolicy = serde_yaml_ng::from_str(
+            "tls: {mode: ISTIO_MUTUAL}
+portLevelSettings:
+- port: {number: 443}
+  tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, sni: api.example, subjectAltNames: [api.example]}
+",
+        )
+        .unwrap();
+        let at_443 = subset("", None, Some(&policy), None, 443)
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(at_443.mode(), proto::TlsMode::Simple);
+        assert_eq!(
+            (at_443.ca_certificates.as_str(), at_443.sni.as_str()),
+            ("/etc/ca.pem", "api.example")
+        );
+        assert_eq!(at_443.subject_alt_names, ["api.example"]);
+        let other = subset("", None, Some(&policy), None, 0)
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(other.mode(), proto::TlsMode::IstioMutual);
+        let sub: TrafficPolicy = serde_yaml_ng::from_str("tls: {mode: DISABLE}").unwrap();
+        let v1 = subset("v1", None, Some(&policy), Some(&sub), 443)
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(
+            v1.mode(),
+            proto::TlsMode::Disable,
+            "a subset's own tls comes before the host's port-level"
+        );
+        assert!(subset("", None, None, None, 0).unwrap().tls.is_none());
+    }
 }

@@ -16,3 +16,4 @@ mod policy_change;
 mod protocols;
 mod security;
 mod traffic;
+mod upstream_tls;

@@ -135,6 +135,7 @@ const CLUSTERS: &[&str] = &[
     "BALANCER",
     "ENDPOINTS",
     "OUTLIER DETECTION",
+    "TLS",
 ];
 const ENDPOINTS: &[&str] = &["HOST", "ADDRESS", "POD", "IDENTITY", "CIRCUIT", "EJECTIONS"];
 const SECRETS: &[&str] = &[
@@ -245,6 +246,11 @@ impl Tables {
                         s.balancer.clone(),
                         s.members.len().to_string(),
                         if s.outlier_detection { "yes" } else { "no" }.into(),
+                        if s.tls.is_empty() {
+                            "-".into()
+                        } else {
+                            s.tls.clone()
+                        },
                     ];
                     if !clusters.contains(&row) {
                         clusters.push(row);

@@ -88,6 +88,7 @@ fn backends(router: &Router) -> Vec<Backend> {
                         .map(|i| b.endpoints[*i].workload.address)
                         .collect(),
                     outlier_detection: s.outlier.is_some(),
+                    tls: s.tls.name().into(),
                 })
                 .collect();
             subsets.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));

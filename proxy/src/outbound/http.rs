@@ -182,6 +182,8 @@ pub(crate) struct Picked {
     pub port: u16,
     /// How connections to it are made.
     pub conn: crate::traffic::limits::ConnSettings,
+    /// Over what (`trafficPolicy.tls`).
+    pub tls: crate::traffic::upstream_tls::UpstreamTls,
     /// Its requests in flight (least request).
     pub active: Option<Arc<std::sync::atomic::AtomicU32>>,
     /// Outlier detection for its subset.

@@ -17,6 +17,7 @@ use crate::connect::{Io, plain};
 use crate::detect;
 use crate::discovery::{ATTEMPTS, Target};
 use crate::traffic::outlier::Observed;
+use crate::traffic::upstream_tls::UpstreamTls;
 use crate::{ports, transport};
 
 /// A connected upstream and what it is, for metrics.
@@ -101,7 +102,15 @@ pub(super) async fn connect(
             break;
         };
         let port = backend.endpoint_port(ep, svc_port);
-        let result = connect_workload(ob, w, port, service.clone(), sub.conn.connect_timeout).await;
+        let result = connect_workload(
+            ob,
+            w,
+            port,
+            service.clone(),
+            &sub.tls,
+            sub.conn.connect_timeout,
+        )
+        .await;
         let seen = if result.is_ok() {
             Observed::Success
         } else {
@@ -127,6 +136,7 @@ async fn connect_workload(
     w: &Workload,
     port: u16,
     service: String,
+    tls: &UpstreamTls,
     timeout: Duration,
 ) -> anyhow::Result<Upstream> {
     let service = if service.is_empty() {
@@ -143,9 +153,17 @@ async fn connect_workload(
         mtls,
         permit: None,
     };
-    match &w.identity {
+    let addr = SocketAddr::new(w.address, port);
+    if let UpstreamTls::Originate(o) = tls {
+        return Ok(base(
+            Box::new(o.connect(addr, timeout).await?),
+            "unknown".into(),
+            false,
+        ));
+    }
+    match tls.mesh_identity(w).map_err(|e| anyhow::anyhow!(e))? {
         None => Ok(base(
-            Box::new(plain(SocketAddr::new(w.address, port), timeout).await?),
+            Box::new(plain(addr, timeout).await?),
             "unknown".into(),
             false,
         )),

@@ -41,6 +41,8 @@ pub struct Subset {
     pub limits: Arc<limits::Limits>,
     /// Connection settings.
     pub conn: limits::ConnSettings,
+    /// How its endpoints are connected to (`trafficPolicy.tls`).
+    pub tls: super::upstream_tls::UpstreamTls,
     /// Outlier detection, when asked for (state shared by the host).
     pub outlier: Option<(outlier::Config, Arc<outlier::Detector>)>,
 }
@@ -226,6 +228,7 @@ fn subset(
             .state
             .limits(place.host, place.subset, place.port, pool),
         conn: limits::ConnSettings::compile(pool),
+        tls: super::upstream_tls::UpstreamTls::compile(spec.tls.as_ref(), place.host),
         outlier: spec.outlier_detection.as_ref().map(|od| {
             (
                 outlier::Config::compile(od),

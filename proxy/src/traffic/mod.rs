@@ -26,6 +26,7 @@ pub mod retry;
 pub mod route;
 pub mod split;
 pub mod state;
+pub mod upstream_tls;
 
 pub use backend::Backend;
 use matching::{Source, StrMatch};

@@ -60,8 +60,8 @@ fn traffic_policy(c: &mut Check, at: &str, tp: &TrafficPolicy) {
     if let Some(od) = &tp.outlier_detection {
         outlier(c, &format!("{at}.outlierDetection"), od);
     }
-    if let Some(tls) = &tp.tls {
-        c.one_of(&format!("{at}.tls.mode"), tls.mode.as_ref(), TLS_MODES);
+    if let Some(t) = &tp.tls {
+        tls(c, &format!("{at}.tls"), t);
     }
     if let Some(rb) = &tp.retry_budget {
         if let Some(p) = rb.percent
@@ -92,8 +92,42 @@ fn traffic_policy(c: &mut Check, at: &str, tp: &TrafficPolicy) {
         if let Some(od) = &p.outlier_detection {
             outlier(c, &format!("{f}.outlierDetection"), od);
         }
-        if let Some(tls) = &p.tls {
-            c.one_of(&format!("{f}.tls.mode"), tls.mode.as_ref(), TLS_MODES);
+        if let Some(t) = &p.tls {
+            tls(c, &format!("{f}.tls"), t);
+        }
+    }
+}
+
+/// `tls`: a known mode; MUTUAL with its client certificate and key; the
+/// files as absolute paths the proxy reads.
+fn tls(c: &mut Check, at: &str, t: &crate::istio::destination_rule::ClientTlsSettings) {
+    c.one_of(&format!("{at}.mode"), t.mode.as_ref(), TLS_MODES);
+    if t.mode.as_deref() == Some("MUTUAL") && t.credential_name.is_none() {
+        for (field, v) in [
+            ("clientCertificate", &t.client_certificate),
+            ("privateKey", &t.private_key),
+        ] {
+            if v.as_deref().is_none_or(str::is_empty) {
+                c.fail(
+                    format!("{at}.{field}"),
+                    "required with mode MUTUAL (or give credentialName)",
+                );
+            }
+        }
+    }
+    for (field, v) in [
+        ("clientCertificate", &t.client_certificate),
+        ("privateKey", &t.private_key),
+        ("caCertificates", &t.ca_certificates),
+    ] {
+        if let Some(path) = v
+            .as_deref()
+            .filter(|p| !p.is_empty() && !p.starts_with('/'))
+        {
+            c.fail(
+                format!("{at}.{field}"),
+                format!("{path:?}: give an absolute path to a PEM file the proxy can read"),
+            );
         }
     }
 }

@@ -151,6 +151,7 @@ fn pick(conn: &Conn, req: &Request<Body>) -> Result<Picked, Failure> {
         endpoint,
         port: backend.endpoint_port(ep, svc_port),
         conn: sub.conn,
+        tls: sub.tls.clone(),
         active: sub.active.get(member).cloned(),
         observer: sub.observer(),
     })

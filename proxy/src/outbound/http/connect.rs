@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::http::service_head;
 use api::discovery::Workload;
+use api::spiffe::SpiffeId;
 use http_body_util::BodyExt;
 use hyper::header::{HOST, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
@@ -22,6 +23,7 @@ use crate::connect::{Io, Upstreams, plain};
 use crate::detect::Protocol;
 use crate::http::{Body, DST_PORT, ORIG_PROTO, ROUTE, is_upgrade, strip_hop_by_hop};
 use crate::traffic::limits::ConnSettings;
+use crate::traffic::upstream_tls::{Origination, UpstreamTls};
 use crate::{ports, transport};
 
 /// The connecting service.
@@ -48,12 +50,25 @@ impl Service<Request<Body>> for Connect {
                 return Err(Failure::NoEndpoint("no endpoint picked".into()));
             };
             let w = picked.workload();
+            let identity = match picked.tls.mesh_identity(w) {
+                Ok(id) => id,
+                Err(e) => return Err(Failure::Connect(Some(Box::new(req)), e)),
+            };
+            let to = To {
+                w,
+                identity,
+                port: picked.port,
+                tls: &picked.tls,
+            };
             if is_upgrade(&req) {
-                return tunnel(&upstreams, w, picked.port, req)
+                return tunnel(&upstreams, &to, req)
                     .await
                     .map_err(|e| Failure::Connect(None, e.to_string()));
             }
-            attempt(&upstreams, w, picked.port, proto, &picked.conn, req).await
+            if let UpstreamTls::Originate(o) = &picked.tls {
+                return originate(o, &to, req).await;
+            }
+            attempt(&upstreams, &to, proto, &picked.conn, req).await
         })
     }
 }
@@ -69,17 +84,60 @@ fn refused(e: &hyper::Error) -> bool {
     false
 }
 
-/// Sends `req` to `w` (`port` on it).
+/// Where a try goes.
+struct To<'a> {
+    /// The endpoint.
+    w: &'a Workload,
+    /// The identity its proxy is dialed with over mesh mTLS (`None`: not
+    /// over mesh mTLS).
+    identity: Option<&'a SpiffeId>,
+    /// The port on it.
+    port: u16,
+    /// `trafficPolicy.tls`.
+    tls: &'a UpstreamTls,
+}
+
+/// Sends `req` over TLS originated to the endpoint's own port (HTTP/1.1,
+/// pooled keep-alive).
+async fn originate(
+    o: &Origination,
+    to: &To<'_>,
+    mut req: Request<Body>,
+) -> Result<Response<Body>, Failure> {
+    req.headers_mut().remove(ROUTE);
+    let addr = SocketAddr::new(to.w.address, to.port);
+    let uri = std::mem::take(req.uri_mut());
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(Scheme::HTTPS);
+    parts.authority = Authority::try_from(addr.to_string()).ok();
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Failure::Reset(e.to_string()))?;
+    *req.version_mut() = Version::HTTP_11;
+    strip_hop_by_hop(req.headers_mut());
+    match o.http1.request(req).await {
+        Ok(r) => Ok(r.map(BodyExt::boxed)),
+        Err(e) if e.is_connect() => {
+            let why = std::error::Error::source(&e).map_or(e.to_string(), ToString::to_string);
+            tracing::warn!(endpoint = %addr, error = %why, "TLS origination failed");
+            Err(Failure::Connect(None, why))
+        }
+        Err(e) => Err(Failure::Reset(e.to_string())),
+    }
+}
+
+/// Sends `req` to `to`.
 async fn attempt(
     upstreams: &Upstreams,
-    w: &Workload,
-    port: u16,
+    to: &To<'_>,
     proto: Protocol,
     conn: &ConnSettings,
     req: Request<Body>,
 ) -> Result<Response<Body>, Failure> {
+    let (w, port) = (to.w, to.port);
     let timeout = conn.connect_timeout;
-    let conn = match &w.identity {
+    let conn = match to.identity {
         Some(id) => {
             let addr = SocketAddr::new(w.address, ports::MTLS);
             upstreams
@@ -118,7 +176,7 @@ async fn attempt(
         }
     };
     let version = req.version();
-    let h2 = match to_h2(req, port, proto, w.identity.is_some()) {
+    let h2 = match to_h2(req, port, proto, to.identity.is_some()) {
         Ok(r) => r,
         Err(e) => return Err(Failure::Reset(e)),
     };
@@ -203,13 +261,16 @@ fn from_h2(mut req: Request<Body>, version: Version) -> Request<Body> {
 /// bytes are copied both ways.
 async fn tunnel(
     upstreams: &Upstreams,
-    w: &Workload,
-    port: u16,
+    to: &To<'_>,
     req: Request<Body>,
 ) -> anyhow::Result<Response<Body>> {
+    let (w, port) = (to.w, to.port);
     let timeout = crate::traffic::limits::CONNECT_TIMEOUT;
-    let io: Box<dyn Io> = match &w.identity {
-        Some(id) => {
+    let io: Box<dyn Io> = match (to.identity, to.tls) {
+        (_, UpstreamTls::Originate(o)) => {
+            Box::new(o.connect(SocketAddr::new(w.address, port), timeout).await?)
+        }
+        (Some(id), _) => {
             let addr = SocketAddr::new(w.address, ports::MTLS);
             let mut tls = upstreams
                 .mtls(addr, id, transport::ALPN_TCP, timeout)
@@ -217,7 +278,7 @@ async fn tunnel(
             tokio::io::AsyncWriteExt::write_all(&mut tls, &transport::encode(port)).await?;
             Box::new(tls)
         }
-        None => Box::new(plain(SocketAddr::new(w.address, port), timeout).await?),
+        (None, _) => Box::new(plain(SocketAddr::new(w.address, port), timeout).await?),
     };
     crate::http::upgrade::tunnel_over(io, req).await
 }
