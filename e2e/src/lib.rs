@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use meshctl::local::objects::PodStatus;
@@ -60,6 +60,17 @@ pub fn needs_root() {
         root,
         "this end-to-end scenario needs root (network namespaces, iptables): run it as root"
     );
+}
+
+/// A process of a scenario's own (a server outside the mesh), killed
+/// when the scenario ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Where the workspace's binaries are.

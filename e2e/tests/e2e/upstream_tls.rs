@@ -5,20 +5,10 @@
 //! refuses) while ISTIO_MUTUAL keeps mTLS. The app always speaks plain
 //! HTTP to port 18080 of `secure.example.com`.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
-use e2e::{Cluster, client, needs_root, server, text, versioned, wait_for};
-
-/// Kills a server when the scenario ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use e2e::{Cluster, Killed, client, needs_root, server, text, versioned, wait_for};
 
 /// The HTTPS servers' host: plain HTTP ports for the app, TLS ports on
 /// the server.

@@ -4,22 +4,12 @@
 //! registers them, with VirtualService routing applied to the entry's host.
 //! The "external" server runs in the node's namespace, outside every pod.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
-use e2e::{Cluster, client, needs_root, server};
+use e2e::{Cluster, Killed, client, needs_root, server};
 
 use super::*;
-
-/// Kills the server when the scenario ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const REGISTRY_ONLY: &str = r#"
 apiVersion: networking.istio.io/v1
