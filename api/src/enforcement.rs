@@ -136,6 +136,20 @@ fn tls_notes(
                     "stored but not enforced yet: sidecars read no Secrets; give caCertificates, clientCertificate and privateKey as files the proxy can read",
                 ));
             }
+            let sans = tls.subject_alt_names.as_deref().unwrap_or_default();
+            match tls.mode.as_deref() {
+                Some("ISTIO_MUTUAL") if !sans.is_empty() => out.push((
+                    format!("{at}.tls.subjectAltNames"),
+                    "not consulted with ISTIO_MUTUAL: each endpoint must present the SPIFFE ID discovery names for it",
+                )),
+                Some("SIMPLE" | "MUTUAL") if sans.iter().any(|n| n.contains("://")) => {
+                    out.push((
+                        format!("{at}.tls.subjectAltNames"),
+                        "URI names are not supported: the destination fails (503 UF) until only DNS names and IP addresses are listed",
+                    ))
+                }
+                _ => {}
+            }
             if tls.ca_crl.is_some() {
                 out.push((
                     format!("{at}.tls.caCrl"),
@@ -242,6 +256,15 @@ mod tests {
         assert_eq!(
             fields,
             ["spec.trafficPolicy.portLevelSettings[0].tls.credentialName"]
+        );
+        let uri = object(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api, namespace: shop}\nspec:\n  host: api.example.com\n  trafficPolicy: {tls: {mode: SIMPLE, subjectAltNames: [\"spiffe://x/ns/a/sa/b\"]}}\n",
+        );
+        let notes = not_enforced(&uri);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].1.contains("URI names are not supported"),
+            "{notes:?}"
         );
     }
 }
