@@ -1,8 +1,9 @@
 //! The top of the inbound stack: each request counted in Istio's metrics
 //! (the destination reporter), with what the layers below noted on the
 //! response; a request a policy refused is kept for `/config_dump` and
-//! written to the access log with the policy's name. The metric handles are resolved once per connection for each
-//! kind of answer (status, protocol, flags).
+//! written to the access log with the policy's name. The metric handles
+//! are resolved once per connection for each kind of answer (status,
+//! protocol, flags).
 
 use std::convert::Infallible;
 use std::sync::Arc;
