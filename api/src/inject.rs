@@ -6,8 +6,8 @@
 //! It reads Istio's knobs: the namespace label `istio-injection`, the pod
 //! label or annotation `sidecar.istio.io/inject`, the
 //! `traffic.sidecar.istio.io/*` exclusions, `proxy.istio.io/config`
-//! (`holdApplicationUntilProxyStarts`) and the `sidecar.istio.io/proxy*`
-//! resource annotations.
+//! (`holdApplicationUntilProxyStarts`), the `sidecar.istio.io/proxy*`
+//! resource annotations and `sidecar.istio.io/userVolume(Mount)`.
 
 use std::collections::BTreeMap;
 
@@ -19,10 +19,12 @@ mod probes;
 mod sidecar;
 #[cfg(test)]
 mod tests;
+mod user_volumes;
 
 pub use policy::{Decision, decide};
 pub use probes::AppProbe;
 pub use sidecar::ProxyConfig;
+pub use user_volumes::{USER_VOLUME, USER_VOLUME_MOUNT, UserVolumes};
 
 /// `sidecar.istio.io/inject`, on a pod (label or annotation).
 pub const INJECT: &str = "sidecar.istio.io/inject";

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::user_volumes::UserVolumes;
 use super::{
     ANCHORS_DIR, HEALTH_PORT, INIT, InjectError, PROXY, PROXY_CONFIG, STATUS, Settings, TOKEN_DIR,
     probes,
@@ -101,6 +102,8 @@ pub struct Plan {
     pub resources: ResourceRequirements,
     /// Whether the app's probes go through the proxy.
     pub rewrite_probes: bool,
+    /// `sidecar.istio.io/userVolume` and `userVolumeMount`.
+    pub user_volumes: UserVolumes,
 }
 
 fn is_quantity(v: &str) -> bool {
@@ -163,6 +166,7 @@ impl Plan {
             config,
             resources,
             rewrite_probes: annotations.get(REWRITE_PROBES).is_none_or(|v| v != "false"),
+            user_volumes: UserVolumes::read(annotations)?,
         })
     }
 }
@@ -398,7 +402,17 @@ pub fn add(meta: &mut ObjectMeta, spec: &mut PodSpec, workload: &str, plan: &Pla
         spec.containers.insert(0, proxy);
         status_containers.push(PROXY);
     }
-    spec.volumes.get_or_insert_with(Vec::new).extend(volumes(s));
+    let pod_volumes = spec.volumes.get_or_insert_with(Vec::new);
+    pod_volumes.extend(volumes(s));
+    let proxy_mounts = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .find(|c| c.name == PROXY)
+        .and_then(|c| c.volume_mounts.as_mut());
+    if let Some(mounts) = proxy_mounts {
+        plan.user_volumes.add_to(pod_volumes, mounts);
+    }
     labels(meta, workload);
     let status = serde_json::json!({
         "initContainers": status_inits,

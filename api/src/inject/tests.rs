@@ -244,6 +244,8 @@ metadata:
       holdApplicationUntilProxyStarts: false
       terminationDrainDuration: 10s
       concurrency: 2
+    sidecar.istio.io/userVolume: '[{"name":"certs","secret":{"secretName":"certs"}}]'
+    sidecar.istio.io/userVolumeMount: '[{"name":"certs","mountPath":"/etc/certs","readonly":true}]'
 spec: {containers: [{name: app}]}
 "#);
     let out = run(&mut p, &enabled(), &settings(false)).unwrap();
@@ -274,6 +276,18 @@ spec: {containers: [{name: app}]}
     assert_eq!(r.requests.as_ref().unwrap()["memory"].0, "64Mi");
     assert_eq!(r.requests.as_ref().unwrap()["cpu"].0, "100m");
     assert_eq!(r.limits.as_ref().unwrap()["cpu"].0, "1");
+    let mount = proxy
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "certs")
+        .expect("the user volume is mounted in the proxy");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/etc/certs", Some(true))
+    );
+    assert!(spec.volumes.iter().flatten().any(|v| v.name == "certs"));
+    assert!(spec.containers[1].volume_mounts.is_none(), "not in the app");
 }
 
 #[test]
