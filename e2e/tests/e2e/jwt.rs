@@ -183,6 +183,13 @@ fn jwts_are_checked_against_the_fetched_jwks_and_claims_decide() {
         "{metrics}"
     );
 
+    explained(&c, &token("expired"), "refused: 401 Jwt is expired");
+    explained(
+        &c,
+        &token("rs256"),
+        "valid token: request principal https://auth.shop.example/alice",
+    );
+
     // The policy users copy: a principal of the issuer with role admin.
     c.apply(REQUIRE_ADMIN);
     wait_for("no token denied", Duration::from_secs(30), || {
@@ -201,4 +208,24 @@ fn jwts_are_checked_against_the_fetched_jwks_and_claims_decide() {
     });
     let body = expect(&c, "/", &bearer(&token("rs256")), "401").expect("rsa-1 retired");
     assert_eq!(body, "Jwks doesn't have key to match kid or alg from Jwt");
+}
+
+/// `meshctl explain` of a request with `token` says `verdict` of it.
+fn explained(c: &Cluster, token: &str, verdict: &str) {
+    let auth = format!("Authorization: Bearer {token}");
+    let out = c.meshctl_top(&[
+        "explain",
+        "--from",
+        "deploy/client",
+        "-n",
+        NS,
+        "-H",
+        &auth,
+        "payment-service:8080/",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let x: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(x["inbound"][0]["authentication"], verdict, "{x}");
 }

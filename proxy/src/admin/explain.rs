@@ -5,7 +5,6 @@
 //! route and endpoints, then each endpoint's proxy for the verdict.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::discovery::Resolved;
 use api::explain::{Authorization, Destination, Endpoint, Inbound, Outbound, Query, RouteChoice};
@@ -16,6 +15,7 @@ use hyper::{Method, Request, Uri};
 use super::State;
 use crate::discovery::Lookup;
 use crate::inbound::http::View;
+use crate::inbound::http::authn::{self, Outcome};
 use crate::inbound::{authorize, own_policy};
 use crate::traffic::{Action, Router};
 
@@ -170,12 +170,9 @@ pub(super) async fn outbound(st: &State, q: &Query) -> Result<Outbound, String> 
     Ok(out)
 }
 
+/// Istio's name of `m`.
 fn mode_name(m: MtlsMode) -> &'static str {
-    match m {
-        MtlsMode::Permissive => "PERMISSIVE",
-        MtlsMode::Strict => "STRICT",
-        MtlsMode::Disable => "DISABLE",
-    }
+    m.as_str_name().trim_start_matches("MTLS_MODE_")
 }
 
 /// What the inbound side does with `q` from `q.principal` at `q.source`
@@ -216,30 +213,20 @@ pub(super) fn inbound(st: &State, q: &Query) -> Result<Inbound, String> {
         (true, _) => format!("accepted in plaintext ({})", mode_name(mode)),
         (false, _) => format!("accepted over mTLS from {principal}"),
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let authn = own_policy(ib, |p| {
-        if p.jwt.is_empty() {
-            return Ok(None);
-        }
-        api::jwt::authenticate(&p.jwt, &View(&req), now).map(|a| Some(a.map(|a| a.auth)))
-    })
-    .unwrap_or(Ok(None));
-    let auth = match authn {
-        Ok(None) => {
+    let auth = match authn::judge(ib, &req).0 {
+        Outcome::NoRules => {
             out.authentication = "no RequestAuthentication applies".into();
             None
         }
-        Ok(Some(None)) => {
+        Outcome::NoToken => {
             out.authentication = "no token: the request goes on without a request principal".into();
             None
         }
-        Ok(Some(Some(a))) => {
-            out.authentication = format!("valid token: request principal {}", a.principal);
-            Some(a)
+        Outcome::Valid { auth, .. } => {
+            out.authentication = format!("valid token: request principal {}", auth.principal);
+            Some(auth)
         }
-        Err(f) => {
+        Outcome::Refused(f) => {
             out.authentication = format!("refused: 401 {f}");
             out.authorization.explanation = "not reached".into();
             return Ok(out);

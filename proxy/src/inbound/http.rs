@@ -25,7 +25,7 @@ use crate::drain::Watch;
 use crate::http::{Body, limits};
 
 mod app;
-mod authn;
+pub(crate) mod authn;
 mod authz;
 mod ext_authz;
 mod origin;

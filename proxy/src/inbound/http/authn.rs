@@ -58,9 +58,11 @@ fn outputs(a: &Authenticated<'_>) -> Vec<(String, String)> {
 }
 
 /// What judging a request decided.
-enum Outcome {
-    /// No rule applies, or no token: as it is.
-    Pass,
+pub(crate) enum Outcome {
+    /// No RequestAuthentication applies: as it is.
+    NoRules,
+    /// No token: as it is, without a request principal.
+    NoToken,
     /// A valid token: its identity, the header to remove, the headers to
     /// set.
     Valid {
@@ -71,10 +73,12 @@ enum Outcome {
     Refused(Failure),
 }
 
-fn judge<B>(ib: &Inbound, req: &Request<B>) -> (Outcome, Vec<String>) {
+/// What the workload's RequestAuthentications say of `req`, and the
+/// output headers a client may not set itself.
+pub(crate) fn judge<B>(ib: &Inbound, req: &Request<B>) -> (Outcome, Vec<String>) {
     own_policy(ib, |p| {
         if p.jwt.is_empty() {
-            return (Outcome::Pass, Vec::new());
+            return (Outcome::NoRules, Vec::new());
         }
         // Output headers are the proxy's to set: a client's own are
         // dropped, so that the app can trust them.
@@ -88,7 +92,7 @@ fn judge<B>(ib: &Inbound, req: &Request<B>) -> (Outcome, Vec<String>) {
             .filter(|h| !h.is_empty())
             .collect();
         let outcome = match api::jwt::authenticate(&p.jwt, &View(req), now()) {
-            Ok(None) => Outcome::Pass,
+            Ok(None) => Outcome::NoToken,
             Ok(Some(a)) => Outcome::Valid {
                 set: outputs(&a),
                 strip: match a.location {
@@ -103,7 +107,7 @@ fn judge<B>(ib: &Inbound, req: &Request<B>) -> (Outcome, Vec<String>) {
         };
         (outcome, spoofable)
     })
-    .unwrap_or((Outcome::Pass, Vec::new()))
+    .unwrap_or((Outcome::NoRules, Vec::new()))
 }
 
 /// Envoy's refusal of `req`.
@@ -135,7 +139,7 @@ where
             req.headers_mut().remove(h.as_str());
         }
         match outcome {
-            Outcome::Pass => {}
+            Outcome::NoRules | Outcome::NoToken => {}
             Outcome::Refused(f) => {
                 tracing::debug!(reason = %f, path = %req.uri().path(), "token refused");
                 self.ib.telemetry.metrics.unauthenticated(f.code());

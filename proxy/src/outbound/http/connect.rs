@@ -107,13 +107,8 @@ async fn originate(
     req.headers_mut().remove(ROUTE);
     let addr = SocketAddr::new(to.w.address, to.port);
     let uri = std::mem::take(req.uri_mut());
-    let mut parts = uri.into_parts();
-    parts.scheme = Some(Scheme::HTTPS);
-    parts.authority = Authority::try_from(addr.to_string()).ok();
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-    }
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Failure::Reset(e.to_string()))?;
+    let endpoint = Authority::try_from(addr.to_string()).ok();
+    *req.uri_mut() = absolute(uri, Scheme::HTTPS, endpoint, || None).map_err(Failure::Reset)?;
     *req.version_mut() = Version::HTTP_11;
     strip_hop_by_hop(req.headers_mut());
     match o.http1.request(req).await {
@@ -159,7 +154,7 @@ async fn attempt(
             req.headers_mut().remove(ROUTE);
             let fallback = || format!("{}:{port}", w.address).parse().ok();
             let uri = std::mem::take(req.uri_mut());
-            *req.uri_mut() = absolute(uri, fallback).map_err(Failure::Reset)?;
+            *req.uri_mut() = absolute(uri, Scheme::HTTP, None, fallback).map_err(Failure::Reset)?;
             strip_hop_by_hop(req.headers_mut());
             return match upstreams.http1.request(req).await {
                 Ok(r) => Ok(r.map(BodyExt::boxed)),
@@ -205,14 +200,21 @@ async fn attempt(
     }
 }
 
-/// `uri` as an absolute `http` URI, with its own authority or else
-/// `fallback`'s. The path is moved, not copied.
-fn absolute(uri: Uri, fallback: impl FnOnce() -> Option<Authority>) -> Result<Uri, String> {
+/// `uri` as an absolute URI of `scheme`, with the authority `set`, else
+/// its own, else `fallback`'s. The path is moved, not copied.
+fn absolute(
+    uri: Uri,
+    scheme: Scheme,
+    set: Option<Authority>,
+    fallback: impl FnOnce() -> Option<Authority>,
+) -> Result<Uri, String> {
     let mut parts = uri.into_parts();
-    if parts.authority.is_none() {
+    if set.is_some() {
+        parts.authority = set;
+    } else if parts.authority.is_none() {
         parts.authority = Some(fallback().ok_or("bad request authority")?);
     }
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
@@ -232,7 +234,7 @@ fn to_h2(
         Some(h) => Authority::try_from(h.as_bytes()).ok(),
         None => Some(Authority::from_static("localhost")),
     };
-    parts.uri = absolute(std::mem::take(&mut parts.uri), host)?;
+    parts.uri = absolute(std::mem::take(&mut parts.uri), Scheme::HTTP, None, host)?;
     parts.version = Version::HTTP_2;
     strip_hop_by_hop(&mut parts.headers);
     if !to_peer {
