@@ -132,8 +132,9 @@ fn pack_images(root: &Path, no_build: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// busybox (sh, httpd, nc, wget...), curl and iptables: what test pods
-/// serve and call with.
+/// busybox (sh, httpd, nc, wget...), curl, openssl (`s_server`, a TLS
+/// server for origination) and iptables: what test pods serve and call
+/// with.
 fn tools_rootfs(t: &Path) -> anyhow::Result<()> {
     images::base_files(t)?;
     for d in ["bin", "usr/bin", "usr/sbin", "www"] {
@@ -149,6 +150,7 @@ fn tools_rootfs(t: &Path) -> anyhow::Result<()> {
         }
     }
     images::copy_with_libs(t, Path::new("/usr/bin/curl"))?;
+    images::copy_with_libs(t, Path::new("/usr/bin/openssl"))?;
     images::iptables(t)?;
     std::fs::write(t.join("www/index.html"), "hello from busybox httpd\n")?;
     Ok(())

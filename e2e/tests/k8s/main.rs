@@ -8,10 +8,13 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod control;
+mod ext_authz;
 mod identity;
+mod jwt;
 mod manifests;
 mod security;
 mod traffic;
+mod upstream_tls;
 mod workloads;
 
 use e2e::k8s::{Node, ok};
@@ -62,6 +65,9 @@ fn the_mesh_on_kubernetes() {
     workloads::job_completes(&node);
     workloads::opted_out(&node);
     security::policies(&node);
+    jwt::tokens_and_claims(&node);
+    ext_authz::custom_provider(&node);
+    upstream_tls::origination(&node);
     workloads::live_inject(&node);
     control::validation_and_status(&node);
     control::references(&node);

@@ -11,6 +11,9 @@ use e2e::k8s::{Node, ok};
 
 use crate::step;
 
+/// The shop's server, by its Service's name.
+pub const WEB: &str = "http://web.shop.svc.cluster.local/";
+
 const STRICT: &str = "apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: shop}
@@ -25,24 +28,58 @@ spec:
   rules: [{from: [{source: {principals: ["cluster.local/ns/shop/sa/nobody"]}}]}]
 "#;
 
+/// What `curl` got: status, lowercased response head, body.
+pub struct Answer {
+    pub code: String,
+    pub head: String,
+    pub body: String,
+}
+
+/// `curl -i URL` with `headers` from the app container of `target` in `ns`.
+pub fn curl(node: &Node, ns: &str, target: &str, url: &str, headers: &[&str]) -> Answer {
+    let mut argv = vec!["curl", "-sS", "-i", "-m", "5"];
+    for h in headers {
+        argv.extend(["-H", h]);
+    }
+    argv.push(url);
+    let out = node.exec(ns, target, &argv);
+    let all = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = all.split_once("\n\n").unwrap_or((&all, ""));
+    let code = head.split_whitespace().nth(1).unwrap_or_default();
+    Answer {
+        code: code.to_string(),
+        head: head.to_ascii_lowercase(),
+        body: if out.status.success() {
+            body.to_string()
+        } else {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        },
+    }
+}
+
+/// Polls until `curl` gets `want` as status; the answer.
+pub fn until_code(
+    node: &Node,
+    what: &str,
+    (ns, target): (&str, &str),
+    url: &str,
+    headers: &[&str],
+    want: impl Fn(&str) -> bool,
+) -> Answer {
+    node.wait_for(what, Duration::from_secs(60), || {
+        let a = curl(node, ns, target, url, headers);
+        if want(&a.code) {
+            Ok(a)
+        } else {
+            Err(format!("{} {}", a.code, a.body))
+        }
+    })
+}
+
 /// The status and body `curl` gets from `ns/target` for web.
 fn get(node: &Node, ns: &str, target: &str) -> (String, String) {
-    let out = node.exec(
-        ns,
-        target,
-        &[
-            "curl",
-            "-s",
-            "-m",
-            "5",
-            "-w",
-            "\n%{http_code}",
-            "http://web.shop.svc.cluster.local/",
-        ],
-    );
-    let all = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
-    (code.to_string(), body.to_string())
+    let a = curl(node, ns, target, WEB, &[]);
+    (a.code, a.body)
 }
 
 fn until(node: &Node, what: &str, ns: &str, target: &str, want: impl Fn(&str, &str) -> bool) {
@@ -86,6 +123,7 @@ pub fn policies(node: &Node) {
         "deploy/client",
         |c, b| c == "403" && b == "RBAC: access denied",
     );
+    explained(node);
     ok(
         node.kubectl(&[
             "delete",
@@ -106,4 +144,48 @@ pub fn policies(node: &Node) {
         "deploy/client",
         |c, _| c == "200",
     );
+}
+
+/// `meshctl explain` through port-forwards names the route's endpoints,
+/// the mode at web and the policy that refuses the client.
+fn explained(node: &Node) {
+    let out = ok(
+        node.meshctl(&[
+            "explain",
+            "--from",
+            "deploy/client",
+            "-n",
+            "shop",
+            WEB,
+            "-o",
+            "json",
+        ]),
+        "meshctl explain",
+    );
+    let x: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The canary's split may still hold: one subset per version.
+    let destinations = x["outbound"]["route"]["destinations"]
+        .as_array()
+        .expect("destinations");
+    let mut endpoints = vec![];
+    for d in destinations {
+        assert_eq!(d["host"], "web.shop.svc.cluster.local", "{x}");
+        endpoints.extend(d["endpoints"].as_array().expect("endpoints"));
+    }
+    assert_eq!(endpoints.len(), 2, "web-v1 and web-v2: {x}");
+    for ep in endpoints {
+        assert_eq!(
+            ep["identity"], "spiffe://cluster.local/ns/shop/sa/web",
+            "{x}"
+        );
+    }
+    let inbound = x["inbound"].as_array().expect("inbound");
+    assert_eq!(inbound.len(), 2, "{x}");
+    for at in inbound {
+        assert_eq!(at["mtls_mode"], "STRICT", "{x}");
+        let authz = &at["authorization"];
+        assert_eq!(authz["allowed"], false, "{x}");
+        assert_eq!(authz["policy"], "shop/web-callers", "{x}");
+        assert!(authz["rule"].is_null(), "{x}");
+    }
 }
