@@ -62,9 +62,11 @@ impl Runtime {
         c
     }
 
+    /// `get WHAT` of the bench's namespace (`get` reads `default`
+    /// unless told), as JSON.
     fn json(&self, what: &str) -> anyhow::Result<Vec<Value>> {
         Ok(serde_json::from_str(&run_ok(
-            &mut self.cmd(&["get", what, "-o", "json"]),
+            &mut self.cmd(&["get", what, "-n", "bench", "-o", "json"]),
         )?)?)
     }
 
