@@ -141,16 +141,7 @@ fn runs_inside(rootfs: &Path, argv: &[&str]) -> anyhow::Result<()> {
 /// Builds both archives; returns their paths and sizes.
 pub fn run(a: &ImagesArgs, root: &Path) -> anyhow::Result<Vec<(PathBuf, u64)>> {
     if !a.no_build {
-        eprintln!("building release binaries");
-        run_ok(Command::new("cargo").current_dir(root).args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "mesh-proxy",
-            "-p",
-            "mesh-controller",
-        ]))?;
+        crate::build_release(root)?;
     }
     let release = root.join("target/release");
     let out = root.join(&a.out);

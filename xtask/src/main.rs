@@ -13,7 +13,7 @@
 //! - `loadgen` and `serve` (hidden): the load generator and the HTTP
 //!   server that `bench` runs inside pods.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +55,40 @@ enum Cmd {
 /// The workspace's root.
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the release binaries of the mesh, always as one set (the same
+/// feature unification whoever asks, so nothing is rebuilt between
+/// `bench` and `images`), without the variables `cargo run` set for xtask
+/// itself: build scripts that watch them (ring's watches
+/// `CARGO_MANIFEST_DIR`) would otherwise rebuild the whole release tree.
+fn build_release(root: &Path) -> anyhow::Result<()> {
+    eprintln!("building release binaries");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "meshctl",
+        "-p",
+        "mesh-proxy",
+        "-p",
+        "mesh-controller",
+    ]);
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*n,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&name);
+        }
+    }
+    run_ok(&mut cmd).map(drop)
 }
 
 /// Runs `cmd`; its stdout, or an error with its stderr.

@@ -169,18 +169,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         run_ok(Command::new("id").arg("-u"))?.trim() == "0",
         "the benchmark runs on the local runtime: run as root"
     );
-    eprintln!("building release binaries");
-    run_ok(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "meshctl",
-        "-p",
-        "mesh-proxy",
-        "-p",
-        "mesh-controller",
-    ]))?;
+    crate::build_release(&root())?;
     let xtask = std::env::current_exe()?;
     let bin = xtask.parent().map(Path::to_path_buf).unwrap_or_default();
     let meshctl = bin.join("meshctl");
