@@ -19,6 +19,7 @@ pub mod istio;
 pub mod jwt;
 pub mod linkerd;
 pub mod manifest;
+pub mod peer;
 pub mod policy;
 pub mod proto;
 pub mod protocol;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use meshctl::local::objects::PodStatus;
 
 pub mod k8s;
+pub mod metrics;
 
 /// Runs `cmd` with `input` on its stdin; its output.
 pub fn with_input(cmd: &mut Command, input: &str) -> Output {

@@ -35,6 +35,25 @@ pub struct Target {
     pub router: Arc<Router>,
 }
 
+impl Target {
+    /// The service it is, as metrics name it (a pod's address names
+    /// itself).
+    pub fn service_ref(&self) -> api::peer::ServiceRef {
+        match &self.resolved {
+            Resolved::Workload(w) => api::peer::ServiceRef {
+                host: w.address.to_string(),
+                name: w.address.to_string(),
+                namespace: w.namespace.clone(),
+            },
+            Resolved::Service(svc) => api::peer::ServiceRef {
+                host: svc.hostname.clone(),
+                name: svc.name.clone(),
+                namespace: svc.namespace.clone(),
+            },
+        }
+    }
+}
+
 /// Endpoints tried for one connection or request when connects fail.
 pub const ATTEMPTS: usize = 3;
 

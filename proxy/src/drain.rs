@@ -86,6 +86,11 @@ impl Watch {
         let _ = rx.wait_for(|d| *d).await;
     }
 
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.live.count.load(Ordering::Acquire)
+    }
+
     /// Counts a connection until the guard drops.
     pub fn guard(&self) -> Guard {
         self.live.count.fetch_add(1, Ordering::AcqRel);

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::{Response, StatusCode};
 
+pub mod counted;
 pub mod limits;
 pub mod pool;
 pub mod replay;
@@ -89,6 +90,21 @@ pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-mesh-orig-proto");
 /// The client's VirtualService route name (proxy to proxy), for the
 /// server's per-route rate limits.
 pub const ROUTE: HeaderName = HeaderName::from_static("x-mesh-route");
+/// The client's workload ([`api::peer::Peer`]'s text), proxy to proxy,
+/// for the server's metric labels.
+pub const PEER: HeaderName = HeaderName::from_static("x-mesh-peer");
+/// The service the client asked for ([`api::peer::ServiceRef`]'s text),
+/// proxy to proxy, for the server's metric labels.
+pub const SERVICE: HeaderName = HeaderName::from_static("x-mesh-service");
+
+/// Removes what only a peer proxy is told (the route, the client's
+/// workload and service), before a request leaves the mesh.
+pub fn strip_internal(h: &mut hyper::HeaderMap) {
+    h.remove(ROUTE);
+    h.remove(PEER);
+    h.remove(SERVICE);
+}
+
 /// The proxy's own error text on a response it made itself.
 pub const PROXY_ERROR: HeaderName = HeaderName::from_static("x-mesh-error");
 

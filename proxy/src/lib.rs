@@ -100,6 +100,55 @@ pub(crate) struct Pod {
     /// Its labels and namespace, once discovery told them (for routes'
     /// `sourceLabels` and `sourceNamespace`).
     pub source: arc_swap::ArcSwap<traffic::matching::Source>,
+    /// This pod as metric labels name it, and as its peers are told.
+    pub me: arc_swap::ArcSwap<Me>,
+}
+
+impl Pod {
+    /// The pod of `workload` at `ip` in `namespace`, its labels not known
+    /// yet.
+    pub fn new(
+        workload: &str,
+        ip: IpAddr,
+        identity: Arc<common::tls::Identity>,
+        namespace: &str,
+    ) -> Self {
+        Self {
+            workload: workload.to_string(),
+            ip,
+            identity,
+            source: arc_swap::ArcSwap::from_pointee(traffic::matching::Source {
+                labels: Default::default(),
+                namespace: namespace.to_string(),
+            }),
+            me: arc_swap::ArcSwap::from_pointee(Me::new(api::peer::Peer::from_labels(
+                workload,
+                namespace,
+                &Default::default(),
+            ))),
+        }
+    }
+}
+
+/// A pod's workload as labels name it, and the `x-mesh-peer` value that
+/// tells peers (made once per change, not per request).
+pub(crate) struct Me {
+    /// The labels.
+    pub peer: api::peer::Peer,
+    /// Their text form.
+    pub text: String,
+    /// As a header value.
+    pub header: hyper::header::HeaderValue,
+}
+
+impl Me {
+    /// `peer`, with its text made.
+    pub fn new(peer: api::peer::Peer) -> Self {
+        let text = peer.encode();
+        let header = hyper::header::HeaderValue::from_str(&text)
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("w=unknown"));
+        Self { peer, text, header }
+    }
 }
 
 /// Istio's metrics and the access log.
@@ -128,6 +177,11 @@ async fn own_workload(pod: Arc<Pod>, discovery: Arc<discovery::Discovery>, leave
                     labels: w.labels.clone(),
                     namespace: w.namespace.clone(),
                 }));
+                pod.me.store(Arc::new(Me::new(api::peer::Peer::from_labels(
+                    &pod.workload,
+                    &w.namespace,
+                    &w.labels,
+                ))));
             }
             if w.policy.as_ref().is_some_and(|p| p.app_exited) {
                 tracing::info!("the app's containers have exited: the proxy leaves");
@@ -194,15 +248,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         access_log,
         denials: denials::Denials::default(),
     });
-    let pod = Arc::new(Pod {
-        workload: cfg.workload.clone(),
-        ip: cfg.pod_ip,
-        identity: ident.clone(),
-        source: arc_swap::ArcSwap::from_pointee(traffic::matching::Source {
-            labels: Default::default(),
-            namespace: cfg.namespace.clone(),
-        }),
-    });
+    let pod = Arc::new(Pod::new(
+        &cfg.workload,
+        cfg.pod_ip,
+        ident.clone(),
+        &cfg.namespace,
+    ));
     let leave = Arc::new(Notify::new());
     tokio::spawn(own_workload(pod.clone(), discovery.clone(), leave.clone()));
     tokio::spawn({

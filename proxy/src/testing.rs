@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 
 use crate::connect::Upstreams;
 use crate::discovery::Discovery;
-use crate::traffic::matching::Source;
 use crate::{Pod, Settings, Telemetry};
 
 /// The service port every test Service has.
@@ -31,15 +30,12 @@ pub fn pod(ip: &str) -> Arc<Pod> {
     let root = common::pki::generate_root("cluster.local").unwrap();
     let anchors = common::pki::pem_certs(&root.cert).unwrap();
     let id = api::spiffe::SpiffeId::new("cluster.local", "shop", "client").unwrap();
-    Arc::new(Pod {
-        workload: "client".into(),
-        ip: ip.parse().unwrap(),
-        identity: common::tls::Identity::new(id, anchors).unwrap(),
-        source: arc_swap::ArcSwap::from_pointee(Source {
-            labels: Default::default(),
-            namespace: "shop".into(),
-        }),
-    })
+    Arc::new(Pod::new(
+        "client",
+        ip.parse().unwrap(),
+        common::tls::Identity::new(id, anchors).unwrap(),
+        "shop",
+    ))
 }
 
 /// Telemetry with the access log off.

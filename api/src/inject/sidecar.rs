@@ -345,14 +345,8 @@ fn volumes(s: &Settings) -> [Volume; 2] {
 /// Istio's canonical service labels, when the pod lacks them.
 fn labels(meta: &mut ObjectMeta, workload: &str) {
     let labels = meta.labels.get_or_insert_with(Default::default);
-    let name = ["app.kubernetes.io/name", "app"]
-        .iter()
-        .find_map(|k| labels.get(*k).cloned())
-        .unwrap_or_else(|| workload.to_string());
-    let revision = ["app.kubernetes.io/version", "version"]
-        .iter()
-        .find_map(|k| labels.get(*k).cloned())
-        .unwrap_or_else(|| "latest".into());
+    let name = crate::peer::canonical_service(labels, workload);
+    let revision = crate::peer::canonical_revision(labels);
     labels
         .entry("service.istio.io/canonical-name".into())
         .or_insert(name);

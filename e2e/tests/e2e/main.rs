@@ -15,5 +15,6 @@ mod peer_auth;
 mod policy_change;
 mod protocols;
 mod security;
+mod telemetry;
 mod traffic;
 mod upstream_tls;

@@ -170,7 +170,7 @@ fn http1_http2_grpc_and_websocket_through_the_mesh() {
                 && l.contains("destination_service=\"web.proto.svc.cluster.local\"")
                 && l.contains("request_protocol=\"http\"")
                 && l.contains("response_code=\"200\"")
-                && l.contains("connection_security_policy=\"mutual_tls\"")
+                && l.contains("reporter=\"source\"")
         });
         assert!(http_ok, "no HTTP request metrics for web:\n{metrics}");
         assert!(

@@ -18,6 +18,7 @@ use crate::{Pod, Telemetry};
 mod app_probe;
 mod dump;
 mod explain;
+mod own;
 
 pub use app_probe::AppProbes;
 
@@ -39,7 +40,7 @@ pub(crate) struct State {
     pub inbound: Arc<crate::inbound::Inbound>,
 }
 
-use crate::traffic::outlier::{Circuit, EndpointState};
+use crate::traffic::outlier::EndpointState;
 
 /// The health port's routes.
 pub(crate) fn health(ctx: Arc<State>) -> Router {
@@ -92,7 +93,10 @@ async fn metrics(axum::extract::State(ctx): axum::extract::State<Arc<State>>) ->
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        ctx.telemetry.metrics.render() + &circuit_metrics(&ctx) + &crate::metrics::process(),
+        ctx.telemetry.metrics.render()
+            + &own::circuits(&ctx)
+            + &own::health(&ctx)
+            + &crate::metrics::process(),
     )
 }
 
@@ -107,29 +111,6 @@ pub(crate) fn circuits(ctx: &State) -> std::collections::BTreeMap<String, Vec<En
         }
     }
     out
-}
-
-/// The circuits as a gauge: 1 for the state each endpoint is in.
-fn circuit_metrics(ctx: &State) -> String {
-    let mut s = String::from(
-        "# HELP mesh_outlier_circuit Endpoint circuit state under outlier detection (1: current).\n# TYPE mesh_outlier_circuit gauge\n",
-    );
-    for (host, states) in circuits(ctx) {
-        for e in states {
-            for (name, c) in [
-                ("closed", Circuit::Closed),
-                ("open", Circuit::Open),
-                ("half_open", Circuit::HalfOpen),
-            ] {
-                let v = u8::from(e.circuit == c);
-                s.push_str(&format!(
-                    "mesh_outlier_circuit{{destination_service=\"{host}\",endpoint=\"{}\",state=\"{name}\"}} {v}\n",
-                    e.address
-                ));
-            }
-        }
-    }
-    s
 }
 
 async fn config_dump(

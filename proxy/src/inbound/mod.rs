@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -19,10 +19,11 @@ use crate::connect::Upstreams;
 use crate::detect::{self, Protocol};
 use crate::discovery::Discovery;
 use crate::drain::Watch;
-use crate::metrics::ConnLabels;
+use crate::metrics::{ConnLabels, Reporter, Side, Svc};
 use crate::prefixed::Prefixed;
 use crate::traffic::ratelimit::Policies;
 use crate::{Pod, Settings, Telemetry, orig_dst, ports, transport};
+use api::peer::{Peer, ServiceRef, UNKNOWN};
 
 pub(crate) mod http;
 
@@ -78,11 +79,9 @@ async fn handle_mtls(
         http::serve_peer(ib.clone(), tls, peer, local.ip(), client, &drain).await;
         return Ok(());
     }
-    let mut header = [0u8; transport::LEN];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.read_exact(&mut header))
+    let (port, told) = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport::read(&mut tls))
         .await
         .map_err(|_| anyhow::anyhow!("no transport header"))??;
-    let port = transport::decode(&header)?;
     anyhow::ensure!(
         port != ports::MTLS && port != ports::INBOUND,
         "refusing a loop to port {port}"
@@ -92,7 +91,14 @@ async fn handle_mtls(
     if !connection_allowed(ib, principal.trim_start_matches("spiffe://"), client, app) {
         return Ok(());
     }
-    forward(ib, tls, app, peer.namespace(), &principal, true).await
+    let mut source = Peer::decode(&told);
+    source.namespace = peer.namespace().to_string();
+    let service = ServiceRef::decode(&told);
+    let from = Side {
+        peer: &source,
+        principal: &principal,
+    };
+    forward(ib, tls, app, from, service.as_ref(), true).await
 }
 
 /// Serves the plaintext inbound port: HTTP goes through the inbound HTTP
@@ -129,7 +135,12 @@ pub(crate) async fn serve_plain(listener: TcpListener, ib: Arc<Inbound>, drain: 
                 if !connection_allowed(&ib, "", client, dst) {
                     return Ok(());
                 }
-                forward(&ib, io, dst, "unknown", "unknown", false).await
+                let unknown = Peer::unknown();
+                let from = Side {
+                    peer: &unknown,
+                    principal: UNKNOWN,
+                };
+                forward(&ib, io, dst, from, None, false).await
             } else {
                 http::serve_plain(ib, io, dst, client, proto, &drain).await;
                 Ok(())
@@ -217,30 +228,35 @@ fn connection_allowed(
     d.allowed
 }
 
+/// Copies a stream from `source` to the app at `app_addr`, counted.
 async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
     ib: &Inbound,
     mut downstream: S,
     app_addr: SocketAddr,
-    source_ns: &str,
-    source_principal: &str,
+    source: Side<'_>,
+    service: Option<&ServiceRef>,
     mtls: bool,
 ) -> anyhow::Result<()> {
     let mut app = TcpStream::connect(app_addr).await?;
     app.set_nodelay(true)?;
-    let me = ib.pod.identity.id();
-    let principal = me.to_string();
-    let service = app_addr.to_string();
-    let labels = ConnLabels([
-        "destination",
-        "unknown",
-        source_ns,
-        source_principal,
-        &service,
-        &ib.pod.workload,
-        me.namespace(),
-        &principal,
-        if mtls { "mutual_tls" } else { "none" },
-    ]);
+    let me = ib.pod.me.load();
+    let principal = ib.pod.identity.id().to_string();
+    let labels = ConnLabels {
+        reporter: Reporter::Destination,
+        source,
+        destination: Side {
+            peer: &me.peer,
+            principal: &principal,
+        },
+        service: service.map_or(Svc::UNKNOWN, |s| Svc {
+            host: &s.host,
+            name: &s.name,
+            namespace: &s.namespace,
+        }),
+        protocol: "tcp",
+        flags: "-",
+        mtls,
+    };
     let metrics = &ib.telemetry.metrics;
     metrics.opened(&labels);
     let result = tokio::io::copy_bidirectional(&mut downstream, &mut app).await;

@@ -1,7 +1,11 @@
-//! TCP metrics with Istio's names and labels, so existing dashboards and
-//! PromQL work unchanged. Looked up once per connection, never per byte.
+//! Istio's standard metrics, with Istio's names, types, buckets and
+//! labels ([`labels`]), so that existing dashboards and PromQL work
+//! unchanged, and the proxy's own health. Label values are resolved once
+//! per connection for each kind of request ([`HandleCache`]), never per
+//! byte, and the number of series is bounded ([`MAX_SERIES`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,48 +13,39 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
-const LABELS: &[&str] = &[
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "destination_service",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "connection_security_policy",
-];
+pub mod labels;
+mod process;
 
-const REQUEST_LABELS: &[&str] = &[
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "destination_service",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "request_protocol",
-    "response_code",
-    "response_flags",
-    "connection_security_policy",
-];
+pub use labels::{ConnLabels, Reporter, RequestLabels, Side, Svc};
+pub use process::process;
 
-/// Istio's buckets for request durations, in milliseconds.
-const DURATION_BUCKETS: &[f64] = &[
+/// Envoy's default buckets, which Istio keeps for request durations (in
+/// milliseconds) and request and response sizes (in bytes).
+const BUCKETS: &[f64] = &[
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-/// Label values of one request, in `REQUEST_LABELS` order.
-pub struct RequestLabels<'a>(pub [&'a str; 12]);
+/// Distinct label sets the request and TCP metrics keep, together; past
+/// it, new sets are counted in one `overflow` series per reporter (and
+/// in `mesh_metric_series_overflow_total`), so that a peer sending ever
+/// new workload names or a client ever new status codes cannot grow the
+/// proxy's memory or a Prometheus without bound.
+pub const MAX_SERIES: usize = 2000;
 
-/// The registry and the TCP and HTTP metrics.
+/// What every label but `reporter` says past [`MAX_SERIES`].
+pub const OVERFLOW: &str = "overflow";
+
+/// The registry and the metrics.
 pub struct Metrics {
     /// Served on `/metrics`.
     pub registry: Registry,
     requests: IntCounterVec,
     durations: HistogramVec,
+    request_bytes: HistogramVec,
+    response_bytes: HistogramVec,
+    request_messages: IntCounterVec,
+    response_messages: IntCounterVec,
     opened: IntCounterVec,
     closed: IntCounterVec,
     sent: IntCounterVec,
@@ -59,22 +54,47 @@ pub struct Metrics {
     refused: IntCounterVec,
     denied: IntCounterVec,
     unauthenticated: IntCounterVec,
+    retries: IntCounterVec,
+    rate_limited: IntCounter,
+    overflow: IntCounter,
+    series: Mutex<HashSet<u64>>,
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
 }
 
-/// The counters of one set of request label values, resolved once.
+/// The metrics of one set of request label values, resolved once.
 #[derive(Clone)]
 pub struct RequestHandles {
     requests: IntCounter,
     duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+    request_messages: IntCounter,
+    response_messages: IntCounter,
+}
+
+/// What one finished request measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sizes {
+    /// Request headers and body, in bytes.
+    pub request_bytes: u64,
+    /// Response headers and body, in bytes.
+    pub response_bytes: u64,
+    /// gRPC messages each way (`None` when not gRPC).
+    pub messages: Option<(u64, u64)>,
 }
 
 impl RequestHandles {
     /// Counts a finished request.
-    pub fn record(&self, took: Duration) {
+    pub fn record(&self, took: Duration, sizes: Sizes) {
         self.requests.inc();
         self.duration.observe(took.as_secs_f64() * 1000.0);
+        self.request_bytes.observe(sizes.request_bytes as f64);
+        self.response_bytes.observe(sizes.response_bytes as f64);
+        if let Some((req, resp)) = sizes.messages {
+            self.request_messages.inc_by(req);
+            self.response_messages.inc_by(resp);
+        }
     }
 }
 
@@ -86,7 +106,7 @@ pub struct HandleCache<K> {
     map: Mutex<HashMap<K, RequestHandles>>,
 }
 
-impl<K: std::hash::Hash + Eq> Default for HandleCache<K> {
+impl<K: Hash + Eq> Default for HandleCache<K> {
     fn default() -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
@@ -94,17 +114,17 @@ impl<K: std::hash::Hash + Eq> Default for HandleCache<K> {
     }
 }
 
-impl<K: std::hash::Hash + Eq> HandleCache<K> {
+impl<K: Hash + Eq> HandleCache<K> {
     /// Kinds of requests one connection keeps handles for.
     pub const MAX: usize = 64;
 
     /// The handles for `key`, resolved by `resolve` the first time.
-    pub fn get(&self, key: K, resolve: impl FnOnce() -> RequestHandles) -> RequestHandles {
+    pub fn get(&self, key: K, resolve: impl FnOnce(&K) -> RequestHandles) -> RequestHandles {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = map.get(&key) {
             return h.clone();
         }
-        let h = resolve();
+        let h = resolve(&key);
         if map.len() < Self::MAX {
             map.insert(key, h.clone());
         }
@@ -112,112 +132,166 @@ impl<K: std::hash::Hash + Eq> HandleCache<K> {
     }
 }
 
-/// Label values of one connection, in [`LABELS`] order.
-pub struct ConnLabels<'a>(pub [&'a str; 9]);
+fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: T,
+) -> anyhow::Result<T> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
 
 impl Metrics {
-    /// Registers the counters.
+    /// Registers the metrics.
     pub fn new() -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| -> anyhow::Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(name, help), LABELS)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
+        let r = &registry;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(r, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
-        let durations = HistogramVec::new(
-            HistogramOpts::new("istio_request_duration_milliseconds", "Request duration")
-                .buckets(DURATION_BUCKETS.to_vec()),
-            REQUEST_LABELS,
-        )?;
-        registry.register(Box::new(durations.clone()))?;
-        let requests = IntCounterVec::new(
-            Opts::new("istio_requests_total", "Requests"),
-            REQUEST_LABELS,
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        let ejections = IntCounterVec::new(
-            Opts::new(
-                "mesh_outlier_ejections_total",
-                "Endpoints ejected by outlier detection",
-            ),
-            &["destination_service"],
-        )?;
-        registry.register(Box::new(ejections.clone()))?;
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "mesh_inbound_connections_refused_total",
-                "Inbound connections closed before any byte reached the app, by reason",
-            ),
-            &["reason", "destination_port"],
-        )?;
-        registry.register(Box::new(refused.clone()))?;
-        let denied = IntCounterVec::new(
-            Opts::new(
-                "mesh_authorization_denied_total",
-                "Requests and connections denied by AuthorizationPolicies, by deciding policy",
-            ),
-            &["policy"],
-        )?;
-        registry.register(Box::new(denied.clone()))?;
-        let unauthenticated = IntCounterVec::new(
-            Opts::new(
-                "mesh_jwt_refused_total",
-                "Requests refused with 401 by RequestAuthentication, by reason",
-            ),
-            &["reason"],
-        )?;
-        registry.register(Box::new(unauthenticated.clone()))?;
-        let access_log_dropped = IntCounter::new(
-            "mesh_access_log_dropped_total",
-            "Access-log records dropped because the writer fell behind",
-        )?;
-        registry.register(Box::new(access_log_dropped.clone()))?;
+        let histogram = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+            register(r, HistogramVec::new(opts, &labels::REQUEST)?)
+        };
         Ok(Self {
-            access_log_dropped,
-            ejections,
-            refused,
-            denied,
-            unauthenticated,
-            requests,
-            durations,
+            requests: counter("istio_requests_total", "Requests", &labels::REQUEST)?,
+            durations: histogram("istio_request_duration_milliseconds", "Request duration")?,
+            request_bytes: histogram("istio_request_bytes", "Request headers and body size")?,
+            response_bytes: histogram("istio_response_bytes", "Response headers and body size")?,
+            request_messages: counter(
+                "istio_request_messages_total",
+                "gRPC messages sent by the client",
+                &labels::REQUEST,
+            )?,
+            response_messages: counter(
+                "istio_response_messages_total",
+                "gRPC messages sent by the server",
+                &labels::REQUEST,
+            )?,
             opened: counter(
                 "istio_tcp_connections_opened_total",
                 "TCP connections opened",
+                &labels::CONN,
             )?,
             closed: counter(
                 "istio_tcp_connections_closed_total",
                 "TCP connections closed",
+                &labels::CONN,
             )?,
             sent: counter(
                 "istio_tcp_sent_bytes_total",
                 "Bytes sent to the destination",
+                &labels::CONN,
             )?,
             received: counter(
                 "istio_tcp_received_bytes_total",
                 "Bytes received from the destination",
+                &labels::CONN,
             )?,
+            ejections: counter(
+                "mesh_outlier_ejections_total",
+                "Endpoints ejected by outlier detection",
+                &["destination_service"],
+            )?,
+            refused: counter(
+                "mesh_inbound_connections_refused_total",
+                "Inbound connections closed before any byte reached the app, by reason",
+                &["reason", "destination_port"],
+            )?,
+            denied: counter(
+                "mesh_authorization_denied_total",
+                "Requests and connections denied by AuthorizationPolicies, by deciding policy",
+                &["policy"],
+            )?,
+            unauthenticated: counter(
+                "mesh_jwt_refused_total",
+                "Requests refused with 401 by RequestAuthentication, by reason",
+                &["reason"],
+            )?,
+            retries: counter(
+                "mesh_retries_total",
+                "Tries after the first, by destination service",
+                &["destination_service"],
+            )?,
+            rate_limited: register(
+                r,
+                IntCounter::new(
+                    "mesh_rate_limited_total",
+                    "Requests refused with 429 by a local rate limit",
+                )?,
+            )?,
+            overflow: register(
+                r,
+                IntCounter::new(
+                    "mesh_metric_series_overflow_total",
+                    "Label sets counted in the overflow series because the proxy keeps no more",
+                )?,
+            )?,
+            access_log_dropped: register(
+                r,
+                IntCounter::new(
+                    "mesh_access_log_dropped_total",
+                    "Access-log records dropped because the writer fell behind",
+                )?,
+            )?,
+            series: Mutex::new(HashSet::new()),
             registry,
         })
     }
 
-    /// The counters of requests with labels `l`.
-    pub fn request_handles(&self, l: &RequestLabels<'_>) -> RequestHandles {
-        RequestHandles {
-            requests: self.requests.with_label_values(&l.0),
-            duration: self.durations.with_label_values(&l.0),
+    /// Whether a label set may have a series of its own (known, or room
+    /// for it); a refusal is counted.
+    fn admit(&self, values: &[&str]) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        values.hash(&mut h);
+        let key = h.finish();
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        if series.contains(&key) {
+            return true;
         }
+        if series.len() < MAX_SERIES {
+            series.insert(key);
+            return true;
+        }
+        self.overflow.inc();
+        false
+    }
+
+    /// The metrics of requests with labels `l`.
+    pub fn request_handles(&self, l: &RequestLabels<'_>) -> RequestHandles {
+        let mut values = l.values();
+        if !self.admit(&values) {
+            values[1..].fill(OVERFLOW);
+        }
+        let v = &values;
+        RequestHandles {
+            requests: self.requests.with_label_values(v),
+            duration: self.durations.with_label_values(v),
+            request_bytes: self.request_bytes.with_label_values(v),
+            response_bytes: self.response_bytes.with_label_values(v),
+            request_messages: self.request_messages.with_label_values(v),
+            response_messages: self.response_messages.with_label_values(v),
+        }
+    }
+
+    fn conn_values<'a>(&self, l: &ConnLabels<'a>) -> [&'a str; 23] {
+        let mut values = l.values();
+        if !self.admit(&values) {
+            values[1..].fill(OVERFLOW);
+        }
+        values
     }
 
     /// Counts an open.
     pub fn opened(&self, l: &ConnLabels<'_>) {
-        self.opened.with_label_values(&l.0).inc();
+        self.opened.with_label_values(&self.conn_values(l)).inc();
     }
 
     /// Counts a close with the bytes each way.
     pub fn closed(&self, l: &ConnLabels<'_>, sent: u64, received: u64) {
-        self.closed.with_label_values(&l.0).inc();
-        self.sent.with_label_values(&l.0).inc_by(sent);
-        self.received.with_label_values(&l.0).inc_by(received);
+        let v = self.conn_values(l);
+        self.closed.with_label_values(&v).inc();
+        self.sent.with_label_values(&v).inc_by(sent);
+        self.received.with_label_values(&v).inc_by(received);
     }
 
     /// Counts an inbound connection refused for `reason` on `port`.
@@ -238,6 +312,20 @@ impl Metrics {
         self.unauthenticated.with_label_values(&[reason]).inc();
     }
 
+    /// Counts the tries of a request to `service` after its first.
+    pub fn retried(&self, service: &str, attempts: u32) {
+        if attempts > 1 {
+            self.retries
+                .with_label_values(&[service])
+                .inc_by(u64::from(attempts - 1));
+        }
+    }
+
+    /// Counts a request refused by a local rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
+    }
+
     /// Counts an ejection from `host`.
     pub fn ejected(&self, host: &str) {
         self.ejections.with_label_values(&[host]).inc();
@@ -251,84 +339,5 @@ impl Metrics {
     }
 }
 
-/// The process's own health, in the Prometheus client libraries' names:
-/// resident memory, CPU time and file descriptors, read from `/proc` at
-/// scrape time.
-pub fn process() -> String {
-    let (cpu, rss_kib) = common::procfs::own_usage();
-    let (fds, max_fds) = common::procfs::own_fds();
-    format!(
-        "# HELP process_resident_memory_bytes Resident memory size in bytes.
-# TYPE process_resident_memory_bytes gauge
-process_resident_memory_bytes {}
-# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
-# TYPE process_cpu_seconds_total counter
-process_cpu_seconds_total {cpu}
-# HELP process_open_fds Number of open file descriptors.
-# TYPE process_open_fds gauge
-process_open_fds {fds}
-# HELP process_max_fds Maximum number of open file descriptors.
-# TYPE process_max_fds gauge
-process_max_fds {max_fds}
-",
-        rss_kib * 1024
-    )
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(code: &str) -> RequestLabels<'_> {
-        RequestLabels([
-            "source", "a", "ns", "p", "svc", "b", "ns", "q", "http", code, "-", "none",
-        ])
-    }
-
-    #[test]
-    fn the_process_reports_its_memory_and_descriptors() {
-        let text = process();
-        let value = |name: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or_else(|| panic!("{name} in {text}"))
-        };
-        assert!(
-            value("process_resident_memory_bytes") > 1_000_000.0,
-            "{text}"
-        );
-        assert!(value("process_open_fds") >= 3.0, "{text}");
-        assert!(
-            value("process_max_fds") >= value("process_open_fds"),
-            "{text}"
-        );
-        assert!(value("process_cpu_seconds_total") >= 0.0, "{text}");
-    }
-
-    #[test]
-    fn handles_are_resolved_once_per_kind_and_bounded() {
-        let m = Metrics::new().unwrap();
-        let cache = HandleCache::default();
-        let mut resolved = 0;
-        for _ in 0..10 {
-            cache
-                .get(200u16, || {
-                    resolved += 1;
-                    m.request_handles(&labels("200"))
-                })
-                .record(Duration::from_millis(3));
-        }
-        assert_eq!(resolved, 1);
-        assert!(
-            m.render()
-                .contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"q\",destination_service=\"svc\",destination_workload=\"b\",destination_workload_namespace=\"ns\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",response_flags=\"-\",source_principal=\"p\",source_workload=\"a\",source_workload_namespace=\"ns\"} 10"),
-            "{}",
-            m.render()
-        );
-        // Past the bound, still counted, no longer kept.
-        for code in 0..(HandleCache::<u16>::MAX as u16 + 10) {
-            cache.get(1000 + code, || m.request_handles(&labels("599")));
-        }
-        assert_eq!(cache.map.lock().unwrap().len(), HandleCache::<u16>::MAX);
-    }
-}
+mod tests;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use api::discovery::Resolved;
 use api::protocol::AppProtocol;
-use api::spiffe::SpiffeId;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,7 +18,7 @@ use crate::connect::Upstreams;
 use crate::detect::{self, Protocol};
 use crate::discovery::{Discovery, Lookup};
 use crate::drain::Watch;
-use crate::metrics::{ConnLabels, Metrics};
+use crate::metrics::{ConnLabels, Metrics, Reporter, Side, Svc};
 use crate::prefixed::Prefixed;
 use crate::traffic::backend::Subset;
 use crate::traffic::outlier::Observed;
@@ -164,13 +163,22 @@ async fn handle(ob: &Arc<Outbound>, mut app: TcpStream, drain: Watch) -> anyhow:
         ob.speakers.observe(dst, &mut app, &mut up.io).await?;
     }
     let mut app = Prefixed::new(buf.freeze(), app);
-    let me = ob.pod.identity.id();
-    let principal = me.to_string();
+    let me = ob.pod.me.load();
+    let principal = ob.pod.identity.id().to_string();
     let labels = labels(
-        &ob.pod.workload,
-        me,
-        &principal,
-        [&up.service, &up.workload, &up.namespace, &up.principal],
+        Side {
+            peer: &me.peer,
+            principal: &principal,
+        },
+        Side {
+            peer: &up.peer,
+            principal: &up.principal,
+        },
+        Svc {
+            host: &up.service.host,
+            name: &up.service.name,
+            namespace: &up.service.namespace,
+        },
         up.mtls,
     );
     let metrics = &ob.telemetry.metrics;
@@ -182,26 +190,22 @@ async fn handle(ob: &Arc<Outbound>, mut app: TcpStream, drain: Watch) -> anyhow:
     Ok(())
 }
 
-/// Metric labels of a connection from this workload to `dst` (service,
-/// workload, namespace, principal).
+/// Metric labels of a connection from this workload.
 fn labels<'a>(
-    workload: &'a str,
-    me: &'a SpiffeId,
-    principal: &'a str,
-    dst: [&'a str; 4],
+    source: Side<'a>,
+    destination: Side<'a>,
+    service: Svc<'a>,
     mtls: bool,
 ) -> ConnLabels<'a> {
-    ConnLabels([
-        "source",
-        workload,
-        me.namespace(),
-        principal,
-        dst[0],
-        dst[1],
-        dst[2],
-        dst[3],
-        if mtls { "mutual_tls" } else { "none" },
-    ])
+    ConnLabels {
+        reporter: Reporter::Source,
+        source,
+        destination,
+        service,
+        protocol: "tcp",
+        flags: "-",
+        mtls,
+    }
 }
 
 /// Counts a try's result for outlier detection; an ejection is logged
@@ -239,13 +243,23 @@ async fn blackhole(
     mut buf: BytesMut,
     dst: SocketAddr,
 ) -> anyhow::Result<()> {
-    let me = ob.pod.identity.id();
-    let principal = me.to_string();
+    let me = ob.pod.me.load();
+    let principal = ob.pod.identity.id().to_string();
+    let unknown = api::peer::Peer::unknown();
     let labels = labels(
-        &ob.pod.workload,
-        me,
-        &principal,
-        ["BlackHoleCluster", "unknown", "unknown", "unknown"],
+        Side {
+            peer: &me.peer,
+            principal: &principal,
+        },
+        Side {
+            peer: &unknown,
+            principal: api::peer::UNKNOWN,
+        },
+        Svc {
+            host: "BlackHoleCluster",
+            name: "BlackHoleCluster",
+            namespace: api::peer::UNKNOWN,
+        },
         false,
     );
     ob.telemetry.metrics.opened(&labels);

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use api::discovery::{Resolved, Workload};
+use api::peer::{Peer, ServiceRef, UNKNOWN};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -23,9 +24,11 @@ use crate::{ports, transport};
 /// A connected upstream and what it is, for metrics.
 pub(super) struct Upstream {
     pub io: Box<dyn Io>,
-    pub service: String,
-    pub workload: String,
-    pub namespace: String,
+    /// The service it is for.
+    pub service: ServiceRef,
+    /// The endpoint's workload.
+    pub peer: Peer,
+    /// The identity it proved (`unknown` without mTLS).
     pub principal: String,
     pub mtls: bool,
     /// Held while the connection lasts (`maxConnections`).
@@ -37,10 +40,13 @@ impl Upstream {
     pub fn passthrough(io: Box<dyn Io>, dst: SocketAddr) -> Self {
         Self {
             io,
-            service: dst.ip().to_string(),
-            workload: "unknown".into(),
-            namespace: "unknown".into(),
-            principal: "unknown".into(),
+            service: ServiceRef {
+                host: dst.ip().to_string(),
+                name: dst.ip().to_string(),
+                namespace: UNKNOWN.into(),
+            },
+            peer: Peer::unknown(),
+            principal: UNKNOWN.into(),
             mtls: false,
             permit: None,
         }
@@ -75,15 +81,17 @@ pub(super) async fn connect(
         .backends
         .get(&dest.host)
         .ok_or_else(|| anyhow::anyhow!("no backend for {}", dest.host))?;
-    let service = match &target.resolved {
-        Resolved::Service(svc) => {
-            if dest.host == svc.hostname && svc.port(dst.port()).is_none() {
-                anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
-            }
-            dest.host.clone()
-        }
-        Resolved::Workload(w) => w.address.to_string(),
-    };
+    if let Resolved::Service(svc) = &target.resolved
+        && dest.host == svc.hostname
+        && svc.port(dst.port()).is_none()
+    {
+        anyhow::bail!("service {} has no port {}", svc.hostname, dst.port());
+    }
+    let mut service = target.service_ref();
+    if service.host != dest.host {
+        // Routed to another host: metrics name the one it went to.
+        service = ServiceRef::from_host(&dest.host);
+    }
     let svc_port = backend.service_port(dest.port, dst.port());
     let sub = backend
         .subset(&dest.subset, svc_port)
@@ -135,20 +143,15 @@ async fn connect_workload(
     ob: &Outbound,
     w: &Workload,
     port: u16,
-    service: String,
+    service: ServiceRef,
     tls: &UpstreamTls,
     timeout: Duration,
 ) -> anyhow::Result<Upstream> {
-    let service = if service.is_empty() {
-        w.address.to_string()
-    } else {
-        service
-    };
+    let told = format!("{},{}", ob.pod.me.load().text, service.encode());
     let base = |io: Box<dyn Io>, principal: String, mtls: bool| Upstream {
         io,
         service: service.clone(),
-        workload: w.name.clone(),
-        namespace: w.namespace.clone(),
+        peer: Peer::of(w),
         principal,
         mtls,
         permit: None,
@@ -157,14 +160,14 @@ async fn connect_workload(
     if let UpstreamTls::Originate(o) = tls {
         return Ok(base(
             Box::new(o.connect(addr, timeout).await?),
-            "unknown".into(),
+            UNKNOWN.into(),
             false,
         ));
     }
     match tls.mesh_identity(w).map_err(|e| anyhow::anyhow!(e))? {
         None => Ok(base(
             Box::new(plain(addr, timeout).await?),
-            "unknown".into(),
+            UNKNOWN.into(),
             false,
         )),
         Some(id) => {
@@ -177,7 +180,7 @@ async fn connect_workload(
                     timeout,
                 )
                 .await?;
-            tls.write_all(&transport::encode(port)).await?;
+            tls.write_all(&transport::encode(port, &told)).await?;
             Ok(base(Box::new(tls), id.to_string(), true))
         }
     }

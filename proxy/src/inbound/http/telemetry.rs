@@ -1,35 +1,56 @@
 //! The top of the inbound stack: each request counted in Istio's metrics
-//! (the destination reporter), with what the layers below noted on the
-//! response; a request a policy refused is kept for `/config_dump` and
-//! written to the access log with the policy's name. The metric handles
-//! are resolved once per connection for each kind of answer (status,
-//! protocol, flags).
+//! (the destination reporter) when its response ends, with what the
+//! layers below noted on the response; a request a policy refused is kept
+//! for `/config_dump` and written to the access log with the policy's
+//! name. The client is named by what its proxy told (`x-mesh-peer`,
+//! `x-mesh-service`; a plaintext client's are dropped unread), its
+//! namespace and principal by its certificate. The metric handles are
+//! resolved once per connection for each kind of request.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::http::{Stack, service_head};
+use crate::http::counted::Measure;
+use crate::http::{PEER, SERVICE, Stack, service_head};
+use api::peer::{Peer, ServiceRef, UNKNOWN};
+use bytes::Bytes;
 use hyper::Request;
+use hyper::header::HeaderValue;
 use tower::{Layer, Service};
 
 use super::Origin;
 use crate::Pod;
+use crate::http::Body;
 use crate::http::stream_info::StreamInfo;
-use crate::http::{Body, is_grpc};
-use crate::metrics::{HandleCache, RequestHandles, RequestLabels};
+use crate::metrics::{ConnLabels, HandleCache, Reporter, RequestHandles, RequestLabels, Side, Svc};
 
 /// The telemetry layer.
 #[derive(Clone)]
 pub(crate) struct Telemetry<S> {
     inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What the requests of one connection share.
+struct Shared {
     pod: Arc<Pod>,
     telemetry: Arc<crate::Telemetry>,
-    /// The peer's namespace and principal, and the connection's security.
-    peer: Arc<(String, String, &'static str)>,
-    /// Handles by (status, gRPC, flags).
-    handles: Arc<HandleCache<(u16, bool, Vec<&'static str>)>>,
+    /// The peer's namespace and principal (from its certificate), `None`
+    /// in plaintext.
+    peer: Option<(String, String)>,
+    /// Handles by what varies between requests.
+    handles: HandleCache<Key>,
 }
+
+/// Status, gRPC, flags, gRPC status, and what the client's proxy told.
+type Key = (
+    u16,
+    bool,
+    Vec<&'static str>,
+    Option<Bytes>,
+    Option<HeaderValue>,
+    Option<HeaderValue>,
+);
 
 impl<S> Telemetry<S> {
     /// Counts requests to `pod` from `origin`.
@@ -38,21 +59,70 @@ impl<S> Telemetry<S> {
         telemetry: Arc<crate::Telemetry>,
         origin: Origin,
     ) -> impl Layer<S, Service = Self> + Clone {
-        let peer = Arc::new(match &origin {
-            Origin::Peer { identity, .. } => (
-                identity.namespace().to_string(),
-                identity.to_string(),
-                "mutual_tls",
-            ),
-            Origin::Plain { .. } => ("unknown".into(), "unknown".into(), "none"),
+        let peer = match &origin {
+            Origin::Peer { identity, .. } => {
+                Some((identity.namespace().to_string(), identity.to_string()))
+            }
+            Origin::Plain { .. } => None,
+        };
+        let shared = Arc::new(Shared {
+            pod,
+            telemetry,
+            peer,
+            handles: HandleCache::default(),
         });
-        let handles = Arc::new(HandleCache::default());
         tower::layer::layer_fn(move |inner| Self {
             inner,
-            pod: pod.clone(),
-            telemetry: telemetry.clone(),
-            peer: peer.clone(),
-            handles: handles.clone(),
+            shared: shared.clone(),
+        })
+    }
+}
+
+impl Shared {
+    /// The metrics of a request with `key`.
+    fn resolve(&self, key: &Key, flags: &str) -> RequestHandles {
+        let (status, grpc, _, grpc_status, told_peer, told_service) = key;
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut source = Peer::decode(&text(told_peer));
+        let (principal, security) = match &self.peer {
+            Some((ns, principal)) => {
+                source.namespace.clone_from(ns);
+                (principal.as_str(), true)
+            }
+            None => (UNKNOWN, false),
+        };
+        let service = ServiceRef::decode(&text(told_service));
+        let me = self.pod.me.load();
+        let my_principal = self.pod.identity.id().to_string();
+        let (code, grpc_status) =
+            crate::metrics::labels::response(*status, *grpc, grpc_status.as_deref());
+        self.telemetry.metrics.request_handles(&RequestLabels {
+            conn: ConnLabels {
+                reporter: Reporter::Destination,
+                source: Side {
+                    peer: &source,
+                    principal,
+                },
+                destination: Side {
+                    peer: &me.peer,
+                    principal: &my_principal,
+                },
+                service: service.as_ref().map_or(Svc::UNKNOWN, |s| Svc {
+                    host: &s.host,
+                    name: &s.name,
+                    namespace: &s.namespace,
+                }),
+                protocol: if *grpc { "grpc" } else { "http" },
+                flags,
+                mtls: security,
+            },
+            code: &code,
+            grpc_status: &grpc_status,
         })
     }
 }
@@ -63,47 +133,47 @@ where
 {
     service_head!(Infallible);
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let started = Instant::now();
-        let grpc = is_grpc(&req);
-        let (pod, telemetry, peer, handles) = (
-            self.pod.clone(),
-            self.telemetry.clone(),
-            self.peer.clone(),
-            self.handles.clone(),
-        );
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        let told_peer = req.headers_mut().remove(PEER);
+        let told_service = req.headers_mut().remove(SERVICE);
+        // Only a peer proxy's word counts.
+        let (told_peer, told_service) = match shared.peer {
+            Some(_) => (told_peer, told_service),
+            None => (None, None),
+        };
+        let measure = Measure::start(&mut req);
+        let grpc = measure.grpc();
         let inner = self.inner.call(req);
         Box::pin(async move {
             let Ok(mut resp) = inner.await;
             let info = std::mem::take(StreamInfo::of(&mut resp));
             let status = resp.status().as_u16();
-            let resolve = || -> RequestHandles {
-                let me = pod.identity.id();
-                let (peer_ns, peer_principal, security) = &*peer;
-                telemetry.metrics.request_handles(&RequestLabels([
-                    "destination",
-                    "unknown",
-                    peer_ns,
-                    peer_principal,
-                    "unknown",
-                    &pod.workload,
-                    me.namespace(),
-                    &me.to_string(),
-                    if grpc { "grpc" } else { "http" },
-                    &status.to_string(),
-                    &info.flags(),
-                    security,
-                ]))
-            };
-            let took = started.elapsed();
-            handles
-                .get((status, grpc, info.flags.clone()), resolve)
-                .record(took);
-            if info.refused.is_some() {
-                let log = telemetry.access_log.as_ref();
-                telemetry.denials.note(info, status, &peer.1, took, log);
-            }
-            Ok(resp)
+            Ok(measure.finish(resp, move |took, sizes, grpc_status| {
+                let s = &shared;
+                let flags = info.flags();
+                let key = (
+                    status,
+                    grpc,
+                    info.flags.clone(),
+                    grpc_status,
+                    told_peer,
+                    told_service,
+                );
+                let handles = s.handles.get(key, |key| s.resolve(key, &flags));
+                handles.record(took, sizes);
+                if info
+                    .flags
+                    .contains(&crate::http::stream_info::flags::RATE_LIMITED)
+                {
+                    s.telemetry.metrics.rate_limited();
+                }
+                if info.refused.is_some() {
+                    let log = s.telemetry.access_log.as_ref();
+                    let principal = s.peer.as_ref().map_or(UNKNOWN, |p| p.1.as_str());
+                    s.telemetry.denials.note(info, status, principal, took, log);
+                }
+            }))
         })
     }
 }

@@ -21,7 +21,9 @@ use tower::Service;
 use super::{Failure, Picked};
 use crate::connect::{Io, Upstreams, plain};
 use crate::detect::Protocol;
-use crate::http::{Body, DST_PORT, ORIG_PROTO, ROUTE, is_upgrade, strip_hop_by_hop};
+use crate::http::{
+    Body, DST_PORT, ORIG_PROTO, PEER, SERVICE, is_upgrade, strip_hop_by_hop, strip_internal,
+};
 use crate::traffic::limits::ConnSettings;
 use crate::traffic::upstream_tls::{Origination, UpstreamTls};
 use crate::{ports, transport};
@@ -104,7 +106,7 @@ async fn originate(
     to: &To<'_>,
     mut req: Request<Body>,
 ) -> Result<Response<Body>, Failure> {
-    req.headers_mut().remove(ROUTE);
+    strip_internal(req.headers_mut());
     let addr = SocketAddr::new(to.w.address, to.port);
     let uri = std::mem::take(req.uri_mut());
     let endpoint = Authority::try_from(addr.to_string()).ok();
@@ -151,7 +153,7 @@ async fn attempt(
         }
         None => {
             let mut req = req;
-            req.headers_mut().remove(ROUTE);
+            strip_internal(req.headers_mut());
             let fallback = || format!("{}:{port}", w.address).parse().ok();
             let uri = std::mem::take(req.uri_mut());
             *req.uri_mut() = absolute(uri, Scheme::HTTP, None, fallback).map_err(Failure::Reset)?;
@@ -238,7 +240,7 @@ fn to_h2(
     parts.version = Version::HTTP_2;
     strip_hop_by_hop(&mut parts.headers);
     if !to_peer {
-        parts.headers.remove(ROUTE);
+        strip_internal(&mut parts.headers);
     }
     if to_peer {
         parts.headers.insert(DST_PORT, HeaderValue::from(port));
@@ -264,9 +266,17 @@ fn from_h2(mut req: Request<Body>, version: Version) -> Request<Body> {
 async fn tunnel(
     upstreams: &Upstreams,
     to: &To<'_>,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> anyhow::Result<Response<Body>> {
     let (w, port) = (to.w, to.port);
+    // The stream's transport header tells the peer what the headers
+    // would have.
+    let told = [PEER, SERVICE]
+        .iter()
+        .filter_map(|h| req.headers().get(h)?.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    strip_internal(req.headers_mut());
     let timeout = crate::traffic::limits::CONNECT_TIMEOUT;
     let io: Box<dyn Io> = match (to.identity, to.tls) {
         (_, UpstreamTls::Originate(o)) => {
@@ -277,7 +287,7 @@ async fn tunnel(
             let mut tls = upstreams
                 .mtls(addr, id, transport::ALPN_TCP, timeout)
                 .await?;
-            tokio::io::AsyncWriteExt::write_all(&mut tls, &transport::encode(port)).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut tls, &transport::encode(port, &told)).await?;
             Box::new(tls)
         }
         (None, _) => Box::new(plain(SocketAddr::new(w.address, port), timeout).await?),

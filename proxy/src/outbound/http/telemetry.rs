@@ -1,41 +1,61 @@
 //! The top of the outbound stack: each request counted in Istio's metrics
-//! (the source reporter) and handed to the access log, with what the
-//! layers below noted on the response ([`StreamInfo`]). The metric handles
-//! are resolved once per connection for each kind of answer (endpoint,
-//! status, protocol, flags), not from label strings per request.
+//! (the source reporter) and handed to the access log when its response
+//! ends, with what the layers below noted on the response
+//! ([`StreamInfo`]); and each request tells a peer proxy who sends it and
+//! for which service (`x-mesh-peer`, `x-mesh-service`), for the peer's
+//! metrics. The metric handles are resolved once per connection for each
+//! kind of answer (endpoint, status, protocol, flags, gRPC status), not
+//! from label strings per request.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
+use crate::http::counted::Measure;
 use crate::http::stream_info::EndpointRef;
-use crate::http::{Stack, service_head};
-use api::discovery::Resolved;
+use crate::http::{PEER, SERVICE, Stack, service_head};
+use api::peer::{Peer, ServiceRef, UNKNOWN};
+use bytes::Bytes;
 use hyper::Request;
+use hyper::header::HeaderValue;
 use tower::{Layer, Service};
 
 use super::StreamInfo;
 use crate::discovery::Target;
-use crate::http::{Body, is_grpc};
-use crate::metrics::{HandleCache, RequestLabels};
+use crate::http::Body;
+use crate::metrics::{ConnLabels, HandleCache, Reporter, RequestLabels, Side, Svc};
 use crate::{Pod, access_log};
 
 /// The telemetry layer.
 #[derive(Clone)]
 pub(crate) struct Telemetry<S> {
     inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What the requests of one connection share.
+struct Shared {
     pod: Arc<Pod>,
     telemetry: Arc<crate::Telemetry>,
     /// The destination service, as metrics name it.
-    service: Arc<str>,
+    service: ServiceRef,
+    /// Its `x-mesh-service` value.
+    service_header: HeaderValue,
+    /// The access log's name for it.
+    service_name: Arc<str>,
     /// This pod's SPIFFE ID, as text.
-    principal: Arc<str>,
-    /// Handles by (endpoint, status, gRPC, flags).
-    handles: Arc<HandleCache<Key>>,
+    principal: String,
+    /// Handles by (endpoint, status, gRPC, flags, gRPC status).
+    handles: HandleCache<Key>,
 }
 
 /// What varies between the requests of one connection, for metrics.
-type Key = (Option<std::net::IpAddr>, u16, bool, Vec<&'static str>);
+type Key = (
+    Option<std::net::IpAddr>,
+    u16,
+    bool,
+    Vec<&'static str>,
+    Option<Bytes>,
+);
 
 impl<S> Telemetry<S> {
     /// Counts and logs requests to `target` from `pod`.
@@ -44,19 +64,20 @@ impl<S> Telemetry<S> {
         telemetry: Arc<crate::Telemetry>,
         target: Arc<Target>,
     ) -> impl Layer<S, Service = Self> + Clone {
-        let service: Arc<str> = match &target.resolved {
-            Resolved::Workload(w) => w.address.to_string().into(),
-            Resolved::Service(svc) => svc.hostname.as_str().into(),
-        };
-        let principal: Arc<str> = pod.identity.id().to_string().into();
-        let handles = Arc::new(HandleCache::default());
+        let service = target.service_ref();
+        let shared = Arc::new(Shared {
+            service_header: HeaderValue::from_str(&service.encode())
+                .unwrap_or_else(|_| HeaderValue::from_static("s=unknown")),
+            service_name: service.host.as_str().into(),
+            principal: pod.identity.id().to_string(),
+            service,
+            pod,
+            telemetry,
+            handles: HandleCache::default(),
+        });
         tower::layer::layer_fn(move |inner| Self {
             inner,
-            pod: pod.clone(),
-            telemetry: telemetry.clone(),
-            service: service.clone(),
-            principal: principal.clone(),
-            handles: handles.clone(),
+            shared: shared.clone(),
         })
     }
 }
@@ -67,82 +88,79 @@ where
 {
     service_head!(Infallible);
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let started = Instant::now();
-        let grpc = is_grpc(&req);
-        let log = self
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let measure = Measure::start(&mut req);
+        let shared = self.shared.clone();
+        let log = shared
             .telemetry
             .access_log
             .is_some()
             .then(|| access_log::Request::of(&req));
-        let this = self.clone_handles();
+        let me = shared.pod.me.load_full();
+        req.headers_mut().insert(PEER, me.header.clone());
+        req.headers_mut()
+            .insert(SERVICE, shared.service_header.clone());
         let inner = self.inner.call(req);
         Box::pin(async move {
             let Ok(mut resp) = inner.await;
             let info = std::mem::take(StreamInfo::of(&mut resp));
             let status = resp.status().as_u16();
-            let took = started.elapsed();
-            let used = info.upstream.as_ref().map(EndpointRef::workload);
-            let key = (used.map(|w| w.address), status, grpc, info.flags.clone());
-            this.handles
-                .get(key, || {
-                    let dst_principal = used
-                        .and_then(|w| w.identity.as_ref())
-                        .map(ToString::to_string);
-                    let (dst_workload, dst_ns) = used.map_or(("unknown", "unknown"), |w| {
-                        (w.workload.as_str(), w.namespace.as_str())
-                    });
-                    this.telemetry.metrics.request_handles(&RequestLabels([
-                        "source",
-                        &this.pod.workload,
-                        this.pod.identity.id().namespace(),
-                        &this.principal,
-                        &this.service,
-                        dst_workload,
-                        dst_ns,
-                        dst_principal.as_deref().unwrap_or("unknown"),
-                        if grpc { "grpc" } else { "http" },
-                        &status.to_string(),
-                        &info.flags(),
-                        if dst_principal.is_some() {
-                            "mutual_tls"
-                        } else {
-                            "none"
-                        },
-                    ]))
-                })
-                .record(took);
-            if let (Some(log), Some(request)) = (&this.telemetry.access_log, log) {
-                log.log(access_log::Record {
-                    request,
+            let grpc = measure.grpc();
+            Ok(measure.finish(resp, move |took, sizes, grpc_status| {
+                let s = &shared;
+                let used = info.upstream.as_ref().map(EndpointRef::workload);
+                let key = (
+                    used.map(|w| w.address),
                     status,
-                    info,
-                    service: this.service.clone(),
-                    took,
-                });
-            }
-            Ok(resp)
+                    grpc,
+                    info.flags.clone(),
+                    grpc_status.clone(),
+                );
+                s.handles
+                    .get(key, |_| {
+                        let dst = used.map_or_else(Peer::unknown, Peer::of);
+                        let dst_principal = used
+                            .and_then(|w| w.identity.as_ref())
+                            .map(ToString::to_string);
+                        let flags = info.flags();
+                        let (code, grpc_status) =
+                            crate::metrics::labels::response(status, grpc, grpc_status.as_deref());
+                        s.telemetry.metrics.request_handles(&RequestLabels {
+                            conn: ConnLabels {
+                                reporter: Reporter::Source,
+                                source: Side {
+                                    peer: &me.peer,
+                                    principal: &s.principal,
+                                },
+                                destination: Side {
+                                    peer: &dst,
+                                    principal: dst_principal.as_deref().unwrap_or(UNKNOWN),
+                                },
+                                service: Svc {
+                                    host: &s.service.host,
+                                    name: &s.service.name,
+                                    namespace: &s.service.namespace,
+                                },
+                                protocol: if grpc { "grpc" } else { "http" },
+                                flags: &flags,
+                                mtls: dst_principal.is_some(),
+                            },
+                            code: &code,
+                            grpc_status: &grpc_status,
+                        })
+                    })
+                    .record(took, sizes);
+                s.telemetry.metrics.retried(&s.service.host, info.attempts);
+                if let (Some(log), Some(request)) = (&s.telemetry.access_log, log) {
+                    log.log(access_log::Record {
+                        request,
+                        status,
+                        info,
+                        service: s.service_name.clone(),
+                        took,
+                    });
+                }
+            }))
         })
-    }
-}
-
-/// What a request's telemetry needs once the response is in.
-struct Handles {
-    pod: Arc<Pod>,
-    telemetry: Arc<crate::Telemetry>,
-    service: Arc<str>,
-    principal: Arc<str>,
-    handles: Arc<HandleCache<Key>>,
-}
-
-impl<S> Telemetry<S> {
-    fn clone_handles(&self) -> Handles {
-        Handles {
-            pod: self.pod.clone(),
-            telemetry: self.telemetry.clone(),
-            service: self.service.clone(),
-            principal: self.principal.clone(),
-            handles: self.handles.clone(),
-        }
     }
 }

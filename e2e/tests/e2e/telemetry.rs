@@ -1,0 +1,279 @@
+//! Istio's standard metrics as both proxies report them, with every label
+//! filled, checked against what real clients sent: curl (HTTP/1.1 with a
+//! body), a gRPC client (unary and a server stream), a raw TCP client,
+//! and a client outside the mesh.
+
+use e2e::metrics::sum;
+use std::time::Duration;
+
+use e2e::{Cluster, app, client, http_and_tcp_app, needs_root, server, versioned, wait_for};
+
+const NS: &str = "tel";
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn metrics(c: &Cluster, deploy: &str) -> String {
+    c.exec_ok(
+        NS,
+        &format!("deploy/{deploy}"),
+        &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
+    )
+}
+
+#[test]
+#[ignore = "needs root"]
+fn both_reporters_fill_every_label() {
+    needs_root();
+    let c = Cluster::up("telemetry", &[]);
+    let grpc = server("grpc_echo.py");
+    c.apply(&client(NS, true));
+    c.apply(&client(NS, false));
+    c.apply(&versioned(
+        NS,
+        "orders",
+        8080,
+        &[("v1", 1, ""), ("v2", 1, "")],
+    ));
+    c.apply(&http_and_tcp_app(NS, "web"));
+    c.apply(&app(
+        NS,
+        "grpc",
+        1,
+        50051,
+        &["python3", &grpc, "server", "50051"],
+        "",
+    ));
+    for d in [
+        "client",
+        "outsider",
+        "orders-v1",
+        "orders-v2",
+        "web",
+        "grpc",
+    ] {
+        c.wait_ready(NS, d, 1);
+    }
+    let principal = format!("spiffe://cluster.local/ns/{NS}/sa/default");
+    let orders = format!("orders.{NS}.svc.cluster.local");
+
+    let mut steps = e2e::Steps::new();
+    steps.step(
+        "HTTP: both reporters, every label, exact counts and sizes",
+        || {
+            let body = "b".repeat(1500);
+            let mut downloaded = 0.0;
+            for i in 0..10 {
+                let out = c.exec_ok(
+                    NS,
+                    "deploy/client",
+                    &[
+                        "curl",
+                        "-sS",
+                        "--max-time",
+                        "10",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code} %{size_download}",
+                        "--data-binary",
+                        &body,
+                        &format!("http://orders:8080/pay/{i}"),
+                    ],
+                );
+                let (code, size) = out.trim().split_once(' ').expect("code and size");
+                assert_eq!(code, "200", "{out}");
+                downloaded += size.parse::<f64>().expect("size");
+            }
+            let common = [
+                ("source_workload", "client"),
+                ("source_app", "client"),
+                ("source_canonical_service", "client"),
+                ("source_canonical_revision", "latest"),
+                ("source_workload_namespace", NS),
+                ("source_principal", principal.as_str()),
+                ("source_cluster", "Kubernetes"),
+                ("destination_service", orders.as_str()),
+                ("destination_service_name", "orders"),
+                ("destination_service_namespace", NS),
+                ("destination_app", "orders"),
+                ("destination_canonical_service", "orders"),
+                ("destination_workload_namespace", NS),
+                ("request_protocol", "http"),
+                ("response_code", "200"),
+                ("grpc_response_status", ""),
+                ("response_flags", "-"),
+            ];
+            let client_side = wait_for("ten requests counted by the client", LIMIT, || {
+                let m = metrics(&c, "client");
+                let want = [
+                    ("reporter", "source"),
+                    ("destination_service_name", "orders"),
+                ];
+                match sum(&m, "istio_requests_total", &want) {
+                    10.0 => Ok(m),
+                    n => Err(format!("{n}:\n{m}")),
+                }
+            });
+            let mut served = 0.0;
+            for v in ["v1", "v2"] {
+                let workload = format!("orders-{v}");
+                let mut want = common.to_vec();
+                want.extend([
+                    ("destination_workload", workload.as_str()),
+                    ("destination_version", v),
+                    ("destination_canonical_revision", v),
+                    (
+                        "destination_principal",
+                        "spiffe://cluster.local/ns/tel/sa/orders",
+                    ),
+                ]);
+                let server_side = metrics(&c, &workload);
+                let mut dst = want.clone();
+                dst.push(("reporter", "destination"));
+                dst.push(("connection_security_policy", "mutual_tls"));
+                let n = sum(&server_side, "istio_requests_total", &dst);
+                let mut src = want.clone();
+                src.push(("reporter", "source"));
+                src.push(("connection_security_policy", "unknown"));
+                let m = sum(&client_side, "istio_requests_total", &src);
+                assert_eq!(
+                    n, m,
+                    "{workload}: the two reporters disagree\n{server_side}"
+                );
+                assert_eq!(
+                    sum(
+                        &server_side,
+                        "istio_request_duration_milliseconds_count",
+                        &dst
+                    ),
+                    n
+                );
+                served += n;
+            }
+            assert_eq!(served, 10.0, "requests to orders:\n{client_side}");
+            // Sizes: each request carried its 1500-byte body and a head of
+            // less than a kilobyte; each response its body and head.
+            let src = [
+                ("reporter", "source"),
+                ("destination_service_name", "orders"),
+            ];
+            let up = sum(&client_side, "istio_request_bytes_sum", &src);
+            assert!((15_000.0..25_000.0).contains(&up), "request bytes {up}");
+            assert_eq!(sum(&client_side, "istio_request_bytes_count", &src), 10.0);
+            let down = sum(&client_side, "istio_response_bytes_sum", &src);
+            assert!(
+                down >= downloaded && down < downloaded + 10_000.0,
+                "response bytes {down}, bodies {downloaded}"
+            );
+        },
+    );
+
+    steps.step("gRPC: messages each way and the status", || {
+        let out = c.exec_ok(
+            NS,
+            "deploy/client",
+            &["python3", &grpc, "client", "grpc:50051"],
+        );
+        assert!(out.contains("stream 0,1,2,3,4"), "{out}");
+        for (deploy, reporter) in [("grpc", "destination"), ("client", "source")] {
+            let m = metrics(&c, deploy);
+            let want = [
+                ("reporter", reporter),
+                ("request_protocol", "grpc"),
+                ("grpc_response_status", "0"),
+                ("destination_service_name", "grpc"),
+                ("source_workload", "client"),
+            ];
+            assert_eq!(
+                sum(&m, "istio_requests_total", &want),
+                2.0,
+                "{deploy}:\n{m}"
+            );
+            // Unary: one each way; the stream: one request, five replies.
+            assert_eq!(sum(&m, "istio_request_messages_total", &want), 2.0, "{m}");
+            assert_eq!(sum(&m, "istio_response_messages_total", &want), 6.0, "{m}");
+        }
+    });
+
+    steps.step("TCP: connections and bytes, both reporters", || {
+        for i in 0..3 {
+            c.tcp_send(NS, "deploy/client", "web", 9091, &format!("tcp-marker-{i}"));
+        }
+        let web = format!("web.{NS}.svc.cluster.local");
+        let want = |reporter| {
+            [
+                ("reporter", reporter),
+                ("source_workload", "client"),
+                ("source_app", "client"),
+                ("destination_workload", "web"),
+                ("destination_service", web.as_str()),
+                ("destination_service_name", "web"),
+                ("request_protocol", "tcp"),
+                (
+                    "connection_security_policy",
+                    if reporter == "source" {
+                        "unknown"
+                    } else {
+                        "mutual_tls"
+                    },
+                ),
+            ]
+        };
+        let server_side = wait_for("three closed connections at web", LIMIT, || {
+            let m = metrics(&c, "web");
+            match sum(
+                &m,
+                "istio_tcp_connections_closed_total",
+                &want("destination"),
+            ) {
+                3.0 => Ok(m),
+                n => Err(format!("{n}:\n{m}")),
+            }
+        });
+        let d = want("destination");
+        assert_eq!(
+            sum(&server_side, "istio_tcp_connections_opened_total", &d),
+            3.0
+        );
+        assert!(sum(&server_side, "istio_tcp_received_bytes_total", &d) >= 3.0 * 12.0);
+        let client_side = metrics(&c, "client");
+        assert_eq!(
+            sum(
+                &client_side,
+                "istio_tcp_connections_opened_total",
+                &want("source")
+            ),
+            3.0,
+            "{client_side}"
+        );
+    });
+
+    steps.step("a client outside the mesh is unknown, in plaintext", || {
+        let out = c.exec_ok(
+            NS,
+            "deploy/outsider",
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://web:8080/",
+            ],
+        );
+        assert_eq!(out.trim(), "200");
+        let m = metrics(&c, "web");
+        let want = [
+            ("reporter", "destination"),
+            ("source_workload", "unknown"),
+            ("source_principal", "unknown"),
+            ("destination_workload", "web"),
+            ("destination_app", "web"),
+            ("connection_security_policy", "none"),
+            ("response_code", "200"),
+        ];
+        assert_eq!(sum(&m, "istio_requests_total", &want), 1.0, "{m}");
+    });
+
+    steps.finish();
+}
