@@ -15,6 +15,7 @@ packages=(
   python3 python3-grpcio python3-websockets python3-jwt python3-cryptography
   redis-server postgresql               # opaque TCP, both directions first
   tcpdump openssl                       # wire capture, certificate checks
+  prometheus                            # scraping the proxies, PromQL
 )
 missing=()
 for p in "${packages[@]}"; do

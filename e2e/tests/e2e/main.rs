@@ -13,6 +13,7 @@ mod hostile;
 mod jwt;
 mod peer_auth;
 mod policy_change;
+mod prometheus;
 mod protocols;
 mod security;
 mod telemetry;

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod node;
 pub mod objects;
 pub mod reconcile;
+pub mod scrape;
 pub mod server;
 pub mod service_proxy;
 pub mod store;

@@ -58,6 +58,7 @@ pub async fn run(store: Arc<Store>, cfg: NodeConfig) {
     let mut running: HashMap<Key, watch::Sender<bool>> = HashMap::new();
     let mut hosts_written: HashMap<Key, String> = HashMap::new();
     let mut rules_written: HashMap<Key, String> = HashMap::new();
+    let mut targets_written = String::new();
     loop {
         let pods: Vec<PodRecord> = store.read(|s| s.pods.values().cloned().collect());
         // Hosts files first: a new pod's exists, current, before its task
@@ -81,6 +82,9 @@ pub async fn run(store: Arc<Store>, cfg: NodeConfig) {
             }
         }
         running.retain(|k, _| pods.iter().any(|p| p.namespace == k.0 && p.name == k.1));
+        if let Err(e) = super::scrape::write(&cfg.state.0, &pods, &mut targets_written) {
+            tracing::warn!(error = %e, "writing the Prometheus targets");
+        }
         if changes.changed().await.is_err() {
             return;
         }
