@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod logging;
 pub mod pki;
 pub mod procfs;
+pub mod prom_text;
 pub mod tls;
 pub mod unix_http;
 

@@ -56,6 +56,13 @@ pub enum Command {
     /// PeerAuthentication mode at the destination; the authorization
     /// decision with the policy and rule that decided it.
     Explain(ExplainArgs),
+    /// Success rate, requests per second, latency percentiles, TCP
+    /// connections and the share of mTLS per workload or pod, over a
+    /// window, from the proxies' metrics (as `linkerd viz stat`).
+    Stat(StatArgs),
+    /// Which workloads talk to which, with their identities and whether
+    /// over mTLS, from the proxies' metrics (as `linkerd viz edges`).
+    Edges(EdgesArgs),
     /// Check a Kubernetes cluster: ready for the mesh (--pre), the mesh
     /// healthy, the proxies in sync (--proxy); exit 1 when a check fails.
     Check(crate::commands::check::CheckArgs),
@@ -134,6 +141,49 @@ pub struct ProxyConfigArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+/// Which pods `stat` and `edges` read, and how they print.
+#[derive(Args, Debug)]
+pub struct VizScope {
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The cluster (when the local runtime does not run, or one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// `stat`.
+#[derive(Args, Debug)]
+pub struct StatArgs {
+    /// `deploy` or `pod`.
+    pub resource: String,
+    /// How long to measure (two scrapes this far apart).
+    #[arg(long, default_value = "10s")]
+    pub window: String,
+    /// Which pods.
+    #[command(flatten)]
+    pub scope: VizScope,
+}
+
+/// `edges`.
+#[derive(Args, Debug)]
+pub struct EdgesArgs {
+    /// `deploy` or `pod`.
+    pub resource: String,
+    /// Which pods.
+    #[command(flatten)]
+    pub scope: VizScope,
 }
 
 /// `authz`.

@@ -7,3 +7,4 @@ pub mod install;
 pub mod k8s;
 pub mod local;
 pub mod output;
+pub mod viz;

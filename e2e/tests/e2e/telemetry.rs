@@ -275,5 +275,53 @@ fn both_reporters_fill_every_label() {
         assert_eq!(sum(&m, "istio_requests_total", &want), 1.0, "{m}");
     });
 
+    steps.step("meshctl stat and edges, from the proxies' metrics", || {
+        // A steady 8 requests per second to orders while stat measures.
+        let load = "import time, urllib.request\nstart = time.time()\nfor i in range(64):\n    time.sleep(max(0.0, start + i / 8 - time.time()))\n    urllib.request.urlopen('http://orders:8080/', timeout=5).read()\n";
+        let mut child = c.spawn_exec(NS, "deploy/client", &["python3", "-c", load]);
+        std::thread::sleep(Duration::from_secs(1));
+        let out = c.meshctl_top(&["stat", "deploy", "-n", NS, "--window", "4s", "-o", "json"]);
+        let _ = child.wait();
+        assert!(out.status.success(), "{}", e2e::text(&out.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let row = |name: &str| {
+            rows.as_array()
+                .and_then(|r| r.iter().find(|r| r["name"] == name))
+                .unwrap_or_else(|| panic!("no {name} in {rows}"))
+                .clone()
+        };
+        let orders: f64 = ["orders-v1", "orders-v2"]
+            .iter()
+            .map(|d| row(d)["rps"].as_f64().expect("rps"))
+            .sum();
+        assert!((6.0..10.0).contains(&orders), "orders at {orders} rps, sent 8: {rows}");
+        for d in ["orders-v1", "orders-v2"] {
+            let r = row(d);
+            assert_eq!(r["success_rate"], 1.0, "{r}");
+            assert_eq!(r["mtls_share"], 1.0, "{r}");
+            assert!(r["latency_p99_ms"].as_f64().is_some_and(|p| p < 1000.0), "{r}");
+        }
+        let out = c.meshctl_top(&["edges", "deploy", "-n", NS, "-o", "json"]);
+        assert!(out.status.success(), "{}", e2e::text(&out.stderr));
+        let edges: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let edge = |src: &str, dst: &str| {
+            edges
+                .as_array()
+                .and_then(|e| e.iter().find(|e| e["src"] == src && e["dst"] == dst))
+                .unwrap_or_else(|| panic!("no edge {src} -> {dst} in {edges}"))
+                .clone()
+        };
+        let e = edge("client", "orders-v1");
+        assert_eq!(e["secured"], true);
+        assert_eq!(e["client_id"], principal.as_str());
+        assert_eq!(e["server_id"], "spiffe://cluster.local/ns/tel/sa/orders");
+        assert_eq!(edge("client", "web")["secured"], true, "TCP to web");
+        assert_eq!(edge("unknown", "web")["secured"], false, "the outsider");
+        // The table form names the same.
+        let out = c.meshctl_top(&["edges", "deploy", "-n", NS]);
+        let table = e2e::text(&out.stdout);
+        assert!(table.contains("SECURED") && table.contains("orders-v2"), "{table}");
+    });
+
     steps.finish();
 }

@@ -124,6 +124,7 @@ pub fn policies(node: &Node) {
         |c, b| c == "403" && b == "RBAC: access denied",
     );
     explained(node);
+    viz_views(node);
     ok(
         node.kubectl(&[
             "delete",
@@ -143,6 +144,54 @@ pub fn policies(node: &Node) {
         "shop",
         "deploy/client",
         |c, _| c == "200",
+    );
+}
+
+/// `meshctl edges` and `stat` through port-forwards to every meshed
+/// pod's metrics: the client's requests reached web over mTLS, the
+/// plaintext pod's without.
+fn viz_views(node: &Node) {
+    let out = ok(
+        node.meshctl(&["edges", "deploy", "-n", "shop", "-o", "json"]),
+        "meshctl edges",
+    );
+    let edges: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let edges = edges.as_array().expect("edges");
+    let to_web = |src: &str| {
+        edges
+            .iter()
+            .filter(|e| e["src"] == src && e["dst"].as_str().is_some_and(|d| d.starts_with("web-")))
+            .collect::<Vec<_>>()
+    };
+    let meshed = to_web("client");
+    assert!(!meshed.is_empty(), "no client -> web edge: {edges:?}");
+    for e in meshed {
+        assert_eq!(e["secured"], true, "{e}");
+        assert_eq!(
+            e["server_id"], "spiffe://cluster.local/ns/shop/sa/web",
+            "{e}"
+        );
+    }
+    assert!(
+        to_web("unknown").iter().any(|e| e["secured"] == false),
+        "no plaintext edge from outside the mesh: {edges:?}"
+    );
+    let out = ok(
+        node.meshctl(&[
+            "stat", "deploy", "-n", "shop", "--window", "2s", "-o", "json",
+        ]),
+        "meshctl stat",
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"web-v1") && names.contains(&"client"),
+        "stat rows: {rows}"
     );
 }
 

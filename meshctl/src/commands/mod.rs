@@ -16,6 +16,7 @@ pub mod local;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod validate;
+pub mod viz;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> i32 {
@@ -45,6 +46,8 @@ pub async fn run(cli: Cli) -> i32 {
             crate::cli::AuthzCommand::Check(c) => authz::check(&c).await,
         },
         Command::Explain(x) => explain::explain(&x).await,
+        Command::Stat(a) => viz::stat(&a).await,
+        Command::Edges(a) => viz::edges(&a).await,
         Command::Check(c) => check::check(&c).await,
         Command::Install(i) => crate::install::install(&i, false).await,
         Command::Upgrade(i) => crate::install::install(&i, true).await,

@@ -1,0 +1,234 @@
+//! `meshctl stat` and `meshctl edges`, as Linkerd Viz's: read from every
+//! meshed pod's proxy (`:15020/metrics`, inside the pod's network
+//! namespace on the local runtime, through a port-forward on
+//! Kubernetes) and computed by [`crate::viz`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::prom_text;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use crate::cli::{EdgesArgs, StatArgs, VizScope};
+use crate::local::StateDir;
+use crate::local::client::Client;
+use crate::local::objects::PodStatus;
+use crate::output::{print_data, table};
+use crate::viz::{By, Scrape};
+
+/// The proxies' metrics port.
+const METRICS_PORT: u16 = 15020;
+
+fn by(resource: &str) -> anyhow::Result<By> {
+    Ok(match resource {
+        "deploy" | "deployment" | "deployments" => By::Deployment,
+        "po" | "pod" | "pods" => By::Pod,
+        other => anyhow::bail!("unknown resource {other:?}: use deploy or pod"),
+    })
+}
+
+/// Where the pods are.
+enum Source {
+    Local(Vec<PodStatus>),
+    Kubernetes(kube::Client, Vec<Pod>),
+}
+
+/// The workload of a Kubernetes pod: its ReplicaSet's Deployment, else
+/// its owner, else itself.
+fn k8s_workload(p: &Pod) -> String {
+    let name = p.metadata.name.clone().unwrap_or_default();
+    match p
+        .metadata
+        .owner_references
+        .as_deref()
+        .and_then(|o| o.first())
+    {
+        Some(o) if o.kind == "ReplicaSet" => o
+            .name
+            .rsplit_once('-')
+            .map_or(o.name.clone(), |(d, _)| d.to_string()),
+        Some(o) => o.name.clone(),
+        None => name,
+    }
+}
+
+async fn source(scope: &VizScope) -> anyhow::Result<Source> {
+    let state = StateDir::resolve(scope.state.state_dir.clone());
+    let in_scope = |ns: &str| scope.all_namespaces || ns == scope.namespace;
+    Ok(match crate::k8s::target(&scope.kube, &state).await? {
+        crate::k8s::Target::Local => {
+            let pods: Vec<PodStatus> = Client::new(state).get("/pods").await?;
+            Source::Local(
+                pods.into_iter()
+                    .filter(|p| p.meshed && p.ready && in_scope(&p.namespace))
+                    .collect(),
+            )
+        }
+        crate::k8s::Target::Kubernetes(client) => {
+            let api: Api<Pod> = if scope.all_namespaces {
+                Api::all(client.clone())
+            } else {
+                Api::namespaced(client.clone(), &scope.namespace)
+            };
+            let pods = api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    crate::k8s::carries_proxy(p)
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                })
+                .collect();
+            Source::Kubernetes(client, pods)
+        }
+    })
+}
+
+/// One scrape of every pod; a pod that does not answer is left out.
+async fn scrape(src: &Source) -> Vec<Scrape> {
+    let mut out = Vec::new();
+    match src {
+        Source::Local(pods) => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], METRICS_PORT));
+            for p in pods {
+                let got = crate::local::netns::http_get(
+                    &p.netns,
+                    addr,
+                    "/metrics",
+                    Duration::from_secs(3),
+                )
+                .await;
+                match got {
+                    Ok(body) => out.push(Scrape {
+                        namespace: p.namespace.clone(),
+                        pod: p.name.clone(),
+                        workload: p.deployment.clone(),
+                        samples: prom_text::parse(&String::from_utf8_lossy(&body)),
+                    }),
+                    Err(e) => eprintln!("warning: {}/{}: {e}", p.namespace, p.name),
+                }
+            }
+        }
+        Source::Kubernetes(client, pods) => {
+            for p in pods {
+                let ns = p.metadata.namespace.clone().unwrap_or_default();
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let got =
+                    crate::k8s::forward::http_get(client, &ns, &name, METRICS_PORT, "/metrics")
+                        .await;
+                match got {
+                    Ok(body) => out.push(Scrape {
+                        workload: k8s_workload(p),
+                        namespace: ns,
+                        pod: name,
+                        samples: prom_text::parse(&String::from_utf8_lossy(&body)),
+                    }),
+                    Err(e) => eprintln!("warning: {ns}/{name}: {e:#}"),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0}ms"))
+}
+
+/// `meshctl stat deploy|pod`.
+pub async fn stat(args: &StatArgs) -> anyhow::Result<i32> {
+    let by = by(&args.resource)?;
+    let window = api::duration::parse(&args.window)
+        .map_err(|e| anyhow::anyhow!("--window {}: {e}", args.window))?;
+    anyhow::ensure!(
+        window >= Duration::from_secs(1),
+        "--window must be at least 1s"
+    );
+    let src = source(&args.scope).await?;
+    let before = scrape(&src).await;
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(window).await;
+    let after = scrape(&src).await;
+    let rows = crate::viz::stat(&before, &after, started.elapsed().as_secs_f64(), by);
+    if print_data(args.scope.output, &rows)? {
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        eprintln!("no meshed pods answered in the namespace");
+        return Ok(0);
+    }
+    let name = match by {
+        By::Deployment => "NAME",
+        By::Pod => "POD",
+    };
+    let mut header = vec![name, "PODS", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95"];
+    header.extend(["LATENCY_P99", "TCP_CONN", "MTLS"]);
+    if args.scope.all_namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut c = vec![
+                r.name.clone(),
+                r.pods.to_string(),
+                percent(r.success_rate),
+                format!("{:.1}rps", r.rps),
+                ms(r.latency_p50_ms),
+                ms(r.latency_p95_ms),
+                ms(r.latency_p99_ms),
+                r.tcp_connections.to_string(),
+                percent(r.mtls_share),
+            ];
+            if args.scope.all_namespaces {
+                c.insert(0, r.namespace.clone());
+            }
+            c
+        })
+        .collect();
+    table(&header, &cells);
+    Ok(0)
+}
+
+/// `meshctl edges deploy|pod`.
+pub async fn edges(args: &EdgesArgs) -> anyhow::Result<i32> {
+    let by = by(&args.resource)?;
+    let src = source(&args.scope).await?;
+    let rows = crate::viz::edges(&scrape(&src).await, by);
+    if print_data(args.scope.output, &rows)? {
+        return Ok(0);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|e| {
+            vec![
+                e.src.clone(),
+                e.dst.clone(),
+                e.src_namespace.clone(),
+                e.dst_namespace.clone(),
+                e.client_id.clone(),
+                e.server_id.clone(),
+                if e.secured { "√" } else { "-" }.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SRC",
+            "DST",
+            "SRC_NS",
+            "DST_NS",
+            "CLIENT_ID",
+            "SERVER_ID",
+            "SECURED",
+        ],
+        &cells,
+    );
+    Ok(0)
+}
