@@ -63,6 +63,12 @@ pub enum Command {
     /// Which workloads talk to which, with their identities and whether
     /// over mTLS, from the proxies' metrics (as `linkerd viz edges`).
     Edges(EdgesArgs),
+    /// Live requests of a workload's pods, from their proxies (headers
+    /// and outcome, never bodies), as `linkerd viz tap`.
+    Tap(TapArgs),
+    /// The busiest paths of a workload's pods over a while, from the same
+    /// live requests, as `linkerd viz top`.
+    Top(TapArgs),
     /// Check a Kubernetes cluster: ready for the mesh (--pre), the mesh
     /// healthy, the proxies in sync (--proxy); exit 1 when a check fails.
     Check(crate::commands::check::CheckArgs),
@@ -171,6 +177,37 @@ pub struct StatArgs {
     /// How long to measure (two scrapes this far apart).
     #[arg(long, default_value = "10s")]
     pub window: String,
+    /// Which pods.
+    #[command(flatten)]
+    pub scope: VizScope,
+}
+
+/// `tap` and `top`.
+#[derive(Args, Debug)]
+pub struct TapArgs {
+    /// `deploy/NAME`, `pod/NAME` or a pod's name.
+    pub target: String,
+    /// Only this method.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only paths starting so.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Only this status.
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// Only this authority.
+    #[arg(long)]
+    pub authority: Option<String>,
+    /// Only `inbound` (served by the pods) or `outbound` (sent by them).
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// Stop after this many requests.
+    #[arg(long, default_value_t = 100)]
+    pub max: usize,
+    /// Stop after this long.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
     /// Which pods.
     #[command(flatten)]
     pub scope: VizScope,

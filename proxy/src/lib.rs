@@ -39,6 +39,7 @@ mod outbound;
 mod ports;
 mod prefixed;
 pub mod redirect;
+mod tap;
 #[cfg(test)]
 mod testing;
 mod traffic;
@@ -159,6 +160,8 @@ pub(crate) struct Telemetry {
     pub access_log: Option<access_log::AccessLog>,
     /// The requests refused last.
     pub denials: denials::Denials,
+    /// Live requests for whoever watches.
+    pub tap: tap::Tap,
 }
 
 /// Keeps `pod.source` current with this pod's labels, from the discovery
@@ -247,6 +250,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         metrics,
         access_log,
         denials: denials::Denials::default(),
+        tap: tap::Tap::default(),
     });
     let pod = Arc::new(Pod::new(
         &cfg.workload,

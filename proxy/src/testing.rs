@@ -44,6 +44,7 @@ pub fn telemetry() -> Arc<Telemetry> {
         metrics: crate::metrics::Metrics::new().unwrap(),
         access_log: None,
         denials: Default::default(),
+        tap: Default::default(),
     })
 }
 

@@ -323,5 +323,50 @@ fn both_reporters_fill_every_label() {
         assert!(table.contains("SECURED") && table.contains("orders-v2"), "{table}");
     });
 
+    steps.step("meshctl tap and top: live requests, filtered", || {
+        // 6 seconds of requests to orders: /tap-ok, and /tap-fail answered 500.
+        let load = "import time, urllib.request, urllib.error\nstart = time.time()\nfor i in range(60):\n    time.sleep(max(0.0, start + i / 10 - time.time()))\n    path = '/tap-fail?status=500' if i % 3 == 0 else '/tap-ok'\n    try:\n        urllib.request.urlopen('http://orders:8080' + path, data=b'secret-body', timeout=5).read()\n    except urllib.error.HTTPError:\n        pass\n";
+        let mut child = c.spawn_exec(NS, "deploy/client", &["python3", "-c", load]);
+        std::thread::sleep(Duration::from_millis(500));
+        let out = c.meshctl_top(&[
+            "tap", "deploy/orders-v1", "-n", NS, "--path", "/tap-", "--status", "500",
+            "--direction", "inbound", "--max", "3", "--duration", "5s", "-o", "json",
+        ]);
+        assert!(out.status.success(), "{}", e2e::text(&out.stderr));
+        let lines: Vec<serde_json::Value> = e2e::text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        for e in &lines {
+            assert_eq!(e["status"], 500, "{e}");
+            assert_eq!(e["method"], "POST", "{e}");
+            assert!(e["path"].as_str().unwrap().starts_with("/tap-fail"), "{e}");
+            assert_eq!(e["source"], "client", "{e}");
+            assert_eq!(e["destination"], "orders-v1", "{e}");
+            assert_eq!(e["tls"], true, "{e}");
+            assert!(e["headers"].as_array().is_some_and(|h| !h.is_empty()), "{e}");
+            assert!(!e.to_string().contains("secret-body"), "a body leaked: {e}");
+        }
+        let out = c.meshctl_top(&[
+            "top", "deploy/orders-v2", "-n", NS, "--direction", "inbound", "--duration", "3s",
+            "-o", "json",
+        ]);
+        let _ = child.wait();
+        assert!(out.status.success(), "{}", e2e::text(&out.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let row = |path: &str| {
+            rows.as_array()
+                .and_then(|r| r.iter().find(|r| r["path"] == path))
+                .unwrap_or_else(|| panic!("no {path} in {rows}"))
+                .clone()
+        };
+        let (ok, fail) = (row("/tap-ok"), row("/tap-fail"));
+        assert_eq!(ok["success_rate"], 1.0, "{ok}");
+        assert_eq!(fail["success_rate"], 0.0, "{fail}");
+        assert_eq!(ok["source"], "client");
+        assert!(ok["count"].as_u64().unwrap() >= 2, "{ok}");
+    });
+
     steps.finish();
 }

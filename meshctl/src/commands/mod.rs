@@ -15,6 +15,7 @@ pub mod inject;
 pub mod local;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod tap;
 pub mod validate;
 pub mod viz;
 
@@ -48,6 +49,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Explain(x) => explain::explain(&x).await,
         Command::Stat(a) => viz::stat(&a).await,
         Command::Edges(a) => viz::edges(&a).await,
+        Command::Tap(a) => tap::tap(&a).await,
+        Command::Top(a) => tap::top(&a).await,
         Command::Check(c) => check::check(&c).await,
         Command::Install(i) => crate::install::install(&i, false).await,
         Command::Upgrade(i) => crate::install::install(&i, true).await,

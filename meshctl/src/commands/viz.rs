@@ -29,7 +29,7 @@ fn by(resource: &str) -> anyhow::Result<By> {
 }
 
 /// Where the pods are.
-enum Source {
+pub(crate) enum Source {
     Local(Vec<PodStatus>),
     Kubernetes(kube::Client, Vec<Pod>),
 }
@@ -53,7 +53,7 @@ fn k8s_workload(p: &Pod) -> String {
     }
 }
 
-async fn source(scope: &VizScope) -> anyhow::Result<Source> {
+pub(crate) async fn source(scope: &VizScope) -> anyhow::Result<Source> {
     let state = StateDir::resolve(scope.state.state_dir.clone());
     let in_scope = |ns: &str| scope.all_namespaces || ns == scope.namespace;
     Ok(match crate::k8s::target(&scope.kube, &state).await? {
@@ -131,6 +131,141 @@ async fn scrape(src: &Source) -> Vec<Scrape> {
         }
     }
     out
+}
+
+impl Source {
+    /// Only the pods of `target`: `deploy/NAME`, `pod/NAME` or a pod's
+    /// name.
+    pub(crate) fn select(self, target: &str) -> Self {
+        let (deploy, pod) = match target.split_once('/') {
+            Some(("deploy" | "deployment", d)) => (Some(d), None),
+            Some(("po" | "pod", p)) => (None, Some(p)),
+            _ => (None, Some(target)),
+        };
+        let keep = |workload: &str, name: &str| {
+            deploy.is_none_or(|d| d == workload) && pod.is_none_or(|p| p == name)
+        };
+        match self {
+            Self::Local(pods) => Self::Local(
+                pods.into_iter()
+                    .filter(|p| keep(&p.deployment, &p.name))
+                    .collect(),
+            ),
+            Self::Kubernetes(c, pods) => {
+                let pods = pods
+                    .into_iter()
+                    .filter(|p| {
+                        keep(
+                            &k8s_workload(p),
+                            p.metadata.name.as_deref().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                Self::Kubernetes(c, pods)
+            }
+        }
+    }
+
+    /// The pods, as `namespace/name`.
+    pub(crate) fn names(&self) -> Vec<String> {
+        match self {
+            Self::Local(pods) => pods
+                .iter()
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .collect(),
+            Self::Kubernetes(_, pods) => pods
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p.metadata.namespace.as_deref().unwrap_or_default(),
+                        p.metadata.name.as_deref().unwrap_or_default()
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Streams the lines of `GET path` on the admin port of each pod into
+    /// `tx`, as (pod, line), until each answer ends or `tx` closes.
+    pub(crate) fn stream_admin(
+        &self,
+        path: &str,
+        tx: &tokio::sync::mpsc::Sender<(String, String)>,
+    ) {
+        const ADMIN: u16 = 15000;
+        match self {
+            Self::Local(pods) => {
+                for p in pods {
+                    let (netns, name, path, tx) = (
+                        p.netns.clone(),
+                        p.name.clone(),
+                        path.to_string(),
+                        tx.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let addr = SocketAddr::from(([127, 0, 0, 1], ADMIN));
+                        let r = match crate::local::netns::connect(
+                            &netns,
+                            addr,
+                            Duration::from_secs(3),
+                        )
+                        .await
+                        {
+                            Ok(io) => stream_lines(io, &path, &name, &tx).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = r {
+                            eprintln!("warning: {name}: {e:#}");
+                        }
+                    });
+                }
+            }
+            Self::Kubernetes(client, pods) => {
+                for p in pods {
+                    let ns = p.metadata.namespace.clone().unwrap_or_default();
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    let (client, path, tx) = (client.clone(), path.to_string(), tx.clone());
+                    tokio::spawn(async move {
+                        let r = match crate::k8s::forward::open(&client, &ns, &name, ADMIN).await {
+                            Ok((io, _pf)) => stream_lines(io, &path, &name, &tx).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = r {
+                            eprintln!("warning: {ns}/{name}: {e:#}");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `GET path` over `io` (HTTP/1.0, the body until the server closes);
+/// each body line goes to `tx` with `pod`.
+async fn stream_lines<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut io: IO,
+    path: &str,
+    pod: &str,
+    tx: &tokio::sync::mpsc::Sender<(String, String)>,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    io.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut lines = tokio::io::BufReader::new(io).lines();
+    let status = lines.next_line().await?.unwrap_or_default();
+    anyhow::ensure!(status.contains(" 200"), "the proxy answered {status:?}");
+    while let Some(l) = lines.next_line().await? {
+        if l.trim().is_empty() {
+            break;
+        }
+    }
+    while let Some(l) = lines.next_line().await? {
+        if tx.send((pod.to_string(), l)).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn percent(v: Option<f64>) -> String {

@@ -51,3 +51,25 @@ pub async fn http_get(
     );
     Ok(raw[split + 4..].to_vec())
 }
+
+/// A stream to `port` of pod `namespace/name`, open while the returned
+/// forwarder lives.
+pub async fn open(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> anyhow::Result<(
+    impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    kube::api::Portforwarder,
+)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut pf = pods
+        .portforward(name, &[port])
+        .await
+        .with_context(|| format!("port-forward to {namespace}/{name}:{port}"))?;
+    let stream = pf
+        .take_stream(port)
+        .context("the port-forward gave no stream")?;
+    Ok((stream, pf))
+}

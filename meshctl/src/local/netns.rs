@@ -201,6 +201,22 @@ fn run_check(c: &Check) -> bool {
     }
 }
 
+/// A TCP connection to `addr`, made inside `ns` (a socket keeps the
+/// namespace it was made in; it is used from here).
+pub async fn connect(
+    ns: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<tokio::net::TcpStream> {
+    let s = in_netns(ns, "netns-connect", move || {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    })
+    .await?;
+    Ok(tokio::net::TcpStream::from_std(s)?)
+}
+
 /// The body of `GET path` from `addr` inside `ns`, bounded by `timeout`.
 pub async fn http_get(
     ns: &str,

@@ -59,6 +59,7 @@ pub(crate) fn admin(ctx: Arc<State>) -> Router {
         .route("/config_dump", get(config_dump))
         .route("/explain/outbound", get(explain_outbound))
         .route("/explain/inbound", get(explain_inbound))
+        .route("/tap", get(tap))
         .with_state(ctx)
 }
 
@@ -111,6 +112,46 @@ pub(crate) fn circuits(ctx: &State) -> std::collections::BTreeMap<String, Vec<En
         }
     }
     out
+}
+
+/// Live requests as JSON lines, those `filter` wants, until it has
+/// enough, its time is up or the watcher leaves.
+async fn tap(
+    axum::extract::State(ctx): axum::extract::State<Arc<State>>,
+    axum::extract::Query(filter): axum::extract::Query<crate::tap::Filter>,
+) -> impl IntoResponse {
+    let mut rx = ctx.telemetry.tap.watch();
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(filter.duration());
+        tokio::pin!(deadline);
+        let mut sent = 0;
+        while sent < filter.max() {
+            let event = tokio::select! {
+                () = &mut deadline => break,
+                () = tx.closed() => break,
+                e = rx.recv() => e,
+            };
+            let line = match event {
+                Ok(e) if filter.matches(&e) => serde_json::to_vec(&*e),
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    serde_json::to_vec(&serde_json::json!({ "missed": n }))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            let Ok(mut line) = line else { continue };
+            line.push(b'\n');
+            if tx.send(Ok(line)).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(out)),
+    )
 }
 
 async fn config_dump(

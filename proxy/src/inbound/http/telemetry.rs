@@ -142,6 +142,11 @@ where
             Some(_) => (told_peer, told_service),
             None => (None, None),
         };
+        let tapped = shared.telemetry.tap.watched().then(|| {
+            let told = told_peer.as_ref().and_then(|v| v.to_str().ok());
+            let source = Peer::decode(told.unwrap_or_default()).workload;
+            (crate::tap::Head::of(&req), source)
+        });
         let measure = Measure::start(&mut req);
         let grpc = measure.grpc();
         let inner = self.inner.call(req);
@@ -160,6 +165,23 @@ where
                     told_peer,
                     told_service,
                 );
+                if let Some((head, source)) = tapped {
+                    let principal = s.peer.as_ref().map_or(UNKNOWN, |p| p.1.as_str());
+                    let me = s.pod.identity.id().to_string();
+                    s.telemetry.tap.publish(
+                        head,
+                        crate::tap::Outcome {
+                            direction: "inbound",
+                            status,
+                            grpc_status: key.3.as_deref(),
+                            took,
+                            flags: flags.clone(),
+                            source: (&source, principal),
+                            destination: (&s.pod.workload, &me),
+                            tls: s.peer.is_some(),
+                        },
+                    );
+                }
                 let handles = s.handles.get(key, |key| s.resolve(key, &flags));
                 handles.record(took, sizes);
                 if info

@@ -91,6 +91,11 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let measure = Measure::start(&mut req);
         let shared = self.shared.clone();
+        let tapped = shared
+            .telemetry
+            .tap
+            .watched()
+            .then(|| crate::tap::Head::of(&req));
         let log = shared
             .telemetry
             .access_log
@@ -151,6 +156,25 @@ where
                     })
                     .record(took, sizes);
                 s.telemetry.metrics.retried(&s.service.host, info.attempts);
+                if let Some(head) = tapped {
+                    let dst = used.map_or(UNKNOWN, |w| w.workload.as_str());
+                    let dst_principal = used
+                        .and_then(|w| w.identity.as_ref())
+                        .map(ToString::to_string);
+                    s.telemetry.tap.publish(
+                        head,
+                        crate::tap::Outcome {
+                            direction: "outbound",
+                            status,
+                            grpc_status: grpc_status.as_deref(),
+                            took,
+                            flags: info.flags(),
+                            source: (&s.pod.workload, &s.principal),
+                            destination: (dst, dst_principal.as_deref().unwrap_or(UNKNOWN)),
+                            tls: dst_principal.is_some(),
+                        },
+                    );
+                }
                 if let (Some(log), Some(request)) = (&s.telemetry.access_log, log) {
                     log.log(access_log::Record {
                         request,
