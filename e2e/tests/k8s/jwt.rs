@@ -4,6 +4,7 @@
 //! (`requestPrincipals` and `request.auth.claims[role]`) decides.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use e2e::k8s::{Node, ok};
 
@@ -114,13 +115,21 @@ pub fn tokens_and_claims(node: &Node) {
 
     let bearer = |name: &str| format!("Authorization: Bearer {}", tokens[name]);
     let web = ("shop", "deploy/client");
-    until_code(
-        node,
-        "an expired token refused",
-        web,
-        WEB,
-        &[&bearer("expired")],
-        |c| c == "401",
+    // Until the controller has fetched the JWKS and both web pods hold
+    // its keys, a token is refused for the fetch instead: wait for six
+    // answers in a row that judge the token itself.
+    node.wait_for(
+        "both web pods judging tokens with the fetched keys",
+        Duration::from_secs(60),
+        || {
+            for _ in 0..6 {
+                let a = curl(node, web.0, web.1, WEB, &[&bearer("expired")]);
+                if (a.code.as_str(), a.body.as_str()) != ("401", "Jwt is expired") {
+                    return Err(format!("{} {}", a.code, a.body));
+                }
+            }
+            Ok(())
+        },
     );
     for (name, reason) in [
         ("expired", "Jwt is expired"),

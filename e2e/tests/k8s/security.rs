@@ -193,6 +193,42 @@ fn viz_views(node: &Node) {
         names.contains(&"web-v1") && names.contains(&"client"),
         "stat rows: {rows}"
     );
+    // tap, through a port-forward to each web pod's admin port, while the
+    // client's requests are refused by the policy.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..40 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = get(node, "shop", "deploy/client");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let out = node.meshctl(&[
+            "tap",
+            "deploy/web-v1",
+            "-n",
+            "shop",
+            "--direction",
+            "inbound",
+            "--max",
+            "1",
+            "--duration",
+            "20s",
+            "-o",
+            "json",
+        ]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = ok(out, "meshctl tap");
+        let e: serde_json::Value =
+            serde_json::from_str(out.lines().next().expect("a tapped request")).unwrap();
+        assert_eq!(e["source"], "client", "{e}");
+        assert_eq!(e["destination"], "web-v1", "{e}");
+        assert_eq!(e["status"], 403, "{e}");
+        assert_eq!(e["tls"], true, "{e}");
+    });
 }
 
 /// `meshctl explain` through port-forwards names the route's endpoints,
