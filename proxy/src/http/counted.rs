@@ -86,6 +86,14 @@ pub fn headers_size(h: &HeaderMap) -> u64 {
         .sum()
 }
 
+/// The length of `uri` as written (its `Display`), without writing it.
+fn uri_len(uri: &hyper::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
+}
+
 /// Called once when the response's stream ends: with the `grpc-status`
 /// its trailers (or headers) carried.
 pub type Done = Box<dyn FnOnce(Option<Bytes>) + Send + Sync>;
@@ -189,21 +197,22 @@ pub struct Measure {
 }
 
 impl Measure {
-    /// Starts measuring `req`, whose body is replaced by one that counts.
-    pub fn start(req: &mut Request<Body>) -> Self {
+    /// Starts measuring `req`; returns it with a body that counts.
+    pub fn start(req: Request<Body>) -> (Self, Request<Body>) {
         let started = Instant::now();
-        let grpc = super::is_grpc(req);
-        let head = (req.method().as_str().len() + req.uri().to_string().len()) as u64
-            + headers_size(req.headers());
+        let grpc = super::is_grpc(&req);
+        let head =
+            (req.method().as_str().len() + uri_len(req.uri())) as u64 + headers_size(req.headers());
         let request = Arc::new(Tally::default());
-        let body = std::mem::replace(req.body_mut(), super::full(Bytes::new()));
-        *req.body_mut() = Counted::new(body, request.clone(), grpc).boxed();
-        Self {
+        let tally = request.clone();
+        let req = req.map(|body| Counted::new(body, tally, grpc).boxed());
+        let measure = Self {
             started,
             grpc,
             head,
             request,
-        }
+        };
+        (measure, req)
     }
 
     /// Whether the request is gRPC.
@@ -268,6 +277,20 @@ mod tests {
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
             Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    #[test]
+    fn uri_length_is_that_of_its_text() {
+        for u in [
+            "/",
+            "/a/b?x=1&y",
+            "http://orders:8080/pay?id=7",
+            "https://h",
+            "*",
+        ] {
+            let uri: hyper::Uri = u.parse().unwrap();
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{u}");
         }
     }
 

@@ -87,10 +87,15 @@ pub struct Refused {
 impl StreamInfo {
     /// Flags as Envoy prints them (`-` for none).
     pub fn flags(&self) -> String {
-        if self.flags.is_empty() {
+        Self::flags_text(&self.flags)
+    }
+
+    /// `flags` as Envoy prints them (`-` for none).
+    pub fn flags_text(flags: &[&'static str]) -> String {
+        if flags.is_empty() {
             flags::NONE.into()
         } else {
-            self.flags.join(",")
+            flags.join(",")
         }
     }
 

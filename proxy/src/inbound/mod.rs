@@ -248,11 +248,7 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
             peer: &me.peer,
             principal: &principal,
         },
-        service: service.map_or(Svc::UNKNOWN, |s| Svc {
-            host: &s.host,
-            name: &s.name,
-            namespace: &s.namespace,
-        }),
+        service: service.map_or(Svc::UNKNOWN, Svc::from),
         protocol: "tcp",
         flags: "-",
         mtls,

@@ -85,6 +85,16 @@ pub struct Svc<'a> {
     pub namespace: &'a str,
 }
 
+impl<'a> From<&'a api::peer::ServiceRef> for Svc<'a> {
+    fn from(s: &'a api::peer::ServiceRef) -> Self {
+        Self {
+            host: &s.host,
+            name: &s.name,
+            namespace: &s.namespace,
+        }
+    }
+}
+
 impl Svc<'_> {
     /// Nothing known.
     pub const UNKNOWN: Svc<'static> = Svc {

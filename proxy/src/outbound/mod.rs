@@ -174,11 +174,7 @@ async fn handle(ob: &Arc<Outbound>, mut app: TcpStream, drain: Watch) -> anyhow:
             peer: &up.peer,
             principal: &up.principal,
         },
-        Svc {
-            host: &up.service.host,
-            name: &up.service.name,
-            namespace: &up.service.namespace,
-        },
+        Svc::from(&up.service),
         up.mtls,
     );
     let metrics = &ob.telemetry.metrics;

@@ -147,7 +147,6 @@ async fn connect_workload(
     tls: &UpstreamTls,
     timeout: Duration,
 ) -> anyhow::Result<Upstream> {
-    let told = format!("{},{}", ob.pod.me.load().text, service.encode());
     let base = |io: Box<dyn Io>, principal: String, mtls: bool| Upstream {
         io,
         service: service.clone(),
@@ -180,6 +179,7 @@ async fn connect_workload(
                     timeout,
                 )
                 .await?;
+            let told = format!("{},{}", ob.pod.me.load().text, service.encode());
             tls.write_all(&transport::encode(port, &told)).await?;
             Ok(base(Box::new(tls), id.to_string(), true))
         }

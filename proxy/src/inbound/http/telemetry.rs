@@ -80,8 +80,9 @@ impl<S> Telemetry<S> {
 
 impl Shared {
     /// The metrics of a request with `key`.
-    fn resolve(&self, key: &Key, flags: &str) -> RequestHandles {
-        let (status, grpc, _, grpc_status, told_peer, told_service) = key;
+    fn resolve(&self, key: &Key) -> RequestHandles {
+        let (status, grpc, flags, grpc_status, told_peer, told_service) = key;
+        let flags = StreamInfo::flags_text(flags);
         let text = |v: &Option<HeaderValue>| {
             v.as_ref()
                 .and_then(|v| v.to_str().ok())
@@ -112,13 +113,9 @@ impl Shared {
                     peer: &me.peer,
                     principal: &my_principal,
                 },
-                service: service.as_ref().map_or(Svc::UNKNOWN, |s| Svc {
-                    host: &s.host,
-                    name: &s.name,
-                    namespace: &s.namespace,
-                }),
+                service: service.as_ref().map_or(Svc::UNKNOWN, Svc::from),
                 protocol: if *grpc { "grpc" } else { "http" },
-                flags,
+                flags: &flags,
                 mtls: security,
             },
             code: &code,
@@ -147,7 +144,7 @@ where
             let source = Peer::decode(told.unwrap_or_default()).workload;
             (crate::tap::Head::of(&req), source)
         });
-        let measure = Measure::start(&mut req);
+        let (measure, req) = Measure::start(req);
         let grpc = measure.grpc();
         let inner = self.inner.call(req);
         Box::pin(async move {
@@ -156,7 +153,6 @@ where
             let status = resp.status().as_u16();
             Ok(measure.finish(resp, move |took, sizes, grpc_status| {
                 let s = &shared;
-                let flags = info.flags();
                 let key = (
                     status,
                     grpc,
@@ -175,14 +171,14 @@ where
                             status,
                             grpc_status: key.3.as_deref(),
                             took,
-                            flags: flags.clone(),
+                            flags: info.flags(),
                             source: (&source, principal),
                             destination: (&s.pod.workload, &me),
                             tls: s.peer.is_some(),
                         },
                     );
                 }
-                let handles = s.handles.get(key, |key| s.resolve(key, &flags));
+                let handles = s.handles.get(key, |key| s.resolve(key));
                 handles.record(took, sizes);
                 if info
                     .flags

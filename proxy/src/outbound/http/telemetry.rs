@@ -88,8 +88,8 @@ where
 {
     service_head!(Infallible);
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let measure = Measure::start(&mut req);
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (measure, mut req) = Measure::start(req);
         let shared = self.shared.clone();
         let tapped = shared
             .telemetry
@@ -141,11 +141,7 @@ where
                                     peer: &dst,
                                     principal: dst_principal.as_deref().unwrap_or(UNKNOWN),
                                 },
-                                service: Svc {
-                                    host: &s.service.host,
-                                    name: &s.service.name,
-                                    namespace: &s.service.namespace,
-                                },
+                                service: Svc::from(&s.service),
                                 protocol: if grpc { "grpc" } else { "http" },
                                 flags: &flags,
                                 mtls: dst_principal.is_some(),
