@@ -68,6 +68,9 @@ pub struct MeshConfig {
     /// RequestAuthentications.
     #[serde(default)]
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
+    /// Telemetries.
+    #[serde(default)]
+    pub telemetries: Vec<Resource<crate::istio::telemetry::TelemetrySpec>>,
     /// The JWKS the controller fetched, by source
     /// ([`jwks_source`](crate::jwt::jwks_source)): the document, or why
     /// there is none. Filled in by the controller, never stored.
@@ -97,6 +100,7 @@ impl MeshConfig {
                 Object::PeerAuthentication(pa) => c.peer_authentications.push(*pa),
                 Object::AuthorizationPolicy(ap) => c.authorization_policies.push(*ap),
                 Object::RequestAuthentication(ra) => c.request_authentications.push(*ra),
+                Object::Telemetry(t) => c.telemetries.push(*t),
                 Object::ConfigMap(cm) => {
                     if let Some(settings) = crate::istio::mesh_config::from_config_map(&cm) {
                         c.mesh = settings;

@@ -7,9 +7,6 @@ use crate::manifest::Object;
 /// Kinds stored but not enforced, and what that means for the user.
 fn kind_note(o: &Object) -> Option<&'static str> {
     Some(match o {
-        Object::Telemetry(_) => {
-            "stored but without effect yet: metrics, tracing and access logs keep their defaults"
-        }
         Object::ConfigMap(cm) if crate::istio::mesh_config::from_config_map(cm).is_none() => {
             "stored but not used: pods do not mount ConfigMaps here, and only the ConfigMap `istio` of istio-system or mesh-system configures the mesh"
         }
@@ -78,6 +75,7 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
             }
         }
         Object::AuthorizationPolicy(p) => authz_notes(&p.spec, &mut out),
+        Object::Telemetry(t) => telemetry_notes(&t.spec, &mut out),
         Object::ConfigMap(cm) => {
             if let Some(settings) = crate::istio::mesh_config::from_config_map(cm) {
                 out.extend(crate::istio::mesh_config::not_used(&settings));
@@ -103,6 +101,59 @@ fn field_notes(o: &Object) -> Vec<(String, &'static str)> {
         _ => {}
     }
     out
+}
+
+/// The parts of a Telemetry that are not acted on.
+fn telemetry_notes(
+    spec: &crate::istio::telemetry::TelemetrySpec,
+    out: &mut Vec<(String, &'static str)>,
+) {
+    if spec.target_ref.is_some() || spec.target_refs.is_some() {
+        out.push((
+            "spec.targetRef".into(),
+            "resources attached by targetRef (gateways, waypoints) apply to no sidecar: use a selector",
+        ));
+    }
+    for (i, m) in spec.metrics.iter().flatten().enumerate() {
+        if m.reporting_interval.is_some() {
+            out.push((
+                format!("spec.metrics[{i}].reportingInterval"),
+                "stored but not used: Prometheus scrapes the proxy's current values whenever it asks",
+            ));
+        }
+        for (j, p) in m.providers.iter().flatten().enumerate() {
+            if p.name.as_deref().is_some_and(|n| n != "prometheus") {
+                out.push((
+                    format!("spec.metrics[{i}].providers[{j}].name"),
+                    "only the prometheus provider is served: the overrides apply to it",
+                ));
+            }
+        }
+    }
+    for (i, t) in spec.tracing.iter().flatten().enumerate() {
+        if t.use_request_id_for_trace_sampling.is_some() {
+            out.push((
+                format!("spec.tracing[{i}].useRequestIdForTraceSampling"),
+                "stored but not used: new traces are sampled at random",
+            ));
+        }
+        if t.r#match.is_some() && t.random_sampling_percentage.is_some() {
+            out.push((
+                format!("spec.tracing[{i}].randomSamplingPercentage"),
+                "applies to both sides: the match selects which spans are reported, not the sampling",
+            ));
+        }
+    }
+    for (i, a) in spec.access_logging.iter().flatten().enumerate() {
+        for (j, p) in a.providers.iter().flatten().enumerate() {
+            if p.name.as_deref().is_some_and(|n| n != "envoy") {
+                out.push((
+                    format!("spec.accessLogging[{i}].providers[{j}].name"),
+                    "every provider writes the proxy's JSON access log to its stdout (Istio's built-in envoy provider)",
+                ));
+            }
+        }
+    }
 }
 
 /// The parts of a DestinationRule's `tls` that are not acted on yet.

@@ -28,11 +28,13 @@ pub const QUEUE: usize = 4096;
 pub struct Request {
     pub(crate) method: String,
     pub(crate) path: String,
-    authority: String,
-    protocol: &'static str,
-    request_id: Option<String>,
-    user_agent: Option<String>,
+    pub(crate) authority: String,
+    pub(crate) protocol: &'static str,
+    pub(crate) request_id: Option<String>,
+    pub(crate) user_agent: Option<String>,
     start: SystemTime,
+    /// The request's headers, kept only when an expression reads them.
+    pub(crate) headers: Option<hyper::HeaderMap>,
 }
 
 fn header<B>(req: &hyper::Request<B>, name: &HeaderName) -> Option<String> {
@@ -45,7 +47,13 @@ fn header<B>(req: &hyper::Request<B>, name: &HeaderName) -> Option<String> {
 impl Request {
     /// Reads `req`.
     pub fn of<B>(req: &hyper::Request<B>) -> Self {
+        Self::keeping(req, false)
+    }
+
+    /// Reads `req`, keeping its headers when `headers`.
+    pub fn keeping<B>(req: &hyper::Request<B>, headers: bool) -> Self {
         Self {
+            headers: headers.then(|| req.headers().clone()),
             method: req.method().to_string(),
             path: req
                 .uri()
@@ -77,6 +85,10 @@ pub struct Record {
     pub service: Arc<str>,
     /// How long it took.
     pub took: Duration,
+    /// Bytes of the request and the response (headers and bodies).
+    pub sizes: crate::metrics::Sizes,
+    /// The client's and the server's SPIFFE IDs, when known.
+    pub principals: [Option<String>; 2],
 }
 
 /// Envoy's fields, as JSON.
@@ -95,8 +107,12 @@ struct Line<'a> {
     upstream_host: Option<IpAddr>,
     attempts: u32,
     duration: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
     x_request_id: &'a str,
     user_agent: &'a str,
+    downstream_peer_uri_san: &'a str,
+    upstream_peer_uri_san: &'a str,
 }
 
 impl Record {
@@ -119,8 +135,12 @@ impl Record {
             upstream_host: self.info.upstream.as_ref().map(|e| e.workload().address),
             attempts: self.info.attempts,
             duration: u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX),
+            bytes_received: self.sizes.request_bytes,
+            bytes_sent: self.sizes.response_bytes,
             x_request_id: r.request_id.as_deref().unwrap_or("-"),
             user_agent: r.user_agent.as_deref().unwrap_or("-"),
+            downstream_peer_uri_san: self.principals[0].as_deref().unwrap_or("-"),
+            upstream_peer_uri_san: self.principals[1].as_deref().unwrap_or("-"),
         };
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")
@@ -224,6 +244,15 @@ mod tests {
             },
             service: "orders.shop.svc.cluster.local".into(),
             took: Duration::from_millis(12),
+            sizes: crate::metrics::Sizes {
+                request_bytes: 40,
+                response_bytes: 90,
+                messages: None,
+            },
+            principals: [
+                None,
+                Some("spiffe://cluster.local/ns/shop/sa/orders".into()),
+            ],
         }
     }
 
@@ -256,6 +285,18 @@ mod tests {
         assert_eq!(first["attempts"], 3);
         assert_eq!(first["duration"], 12);
         assert_eq!(first["x_request_id"], "-");
+        assert_eq!(
+            (
+                first["bytes_received"].as_u64(),
+                first["bytes_sent"].as_u64()
+            ),
+            (Some(40), Some(90))
+        );
+        assert_eq!(first["downstream_peer_uri_san"], "-");
+        assert_eq!(
+            first["upstream_peer_uri_san"],
+            "spiffe://cluster.local/ns/shop/sa/orders"
+        );
         assert_eq!(dropped.get(), 0);
     }
 

@@ -27,7 +27,7 @@ impl Denials {
         status: u16,
         principal: &str,
         took: Duration,
-        log: Option<&AccessLog>,
+        log: Option<(&AccessLog, crate::metrics::Sizes, &str)>,
     ) {
         let Some(why) = &info.refused else { return };
         let denial = Denial {
@@ -48,14 +48,17 @@ impl Denials {
             }
             kept.push_back(denial);
         }
-        if let Some(log) = log {
+        if let Some((log, sizes, me)) = log {
             let (request, service) = (why.request.clone(), why.cluster.as_str().into());
+            let known = |p: &str| (p != api::peer::UNKNOWN).then(|| p.to_string());
             log.log(Record {
                 request,
                 status,
                 info,
                 service,
                 took,
+                sizes,
+                principals: [known(principal), Some(me.to_string())],
             });
         }
     }

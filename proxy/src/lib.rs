@@ -34,6 +34,7 @@ mod identity;
 mod inbound;
 pub mod memory;
 mod metrics;
+mod observe;
 mod orig_dst;
 mod outbound;
 mod ports;
@@ -42,6 +43,7 @@ pub mod redirect;
 mod tap;
 #[cfg(test)]
 mod testing;
+mod trace;
 mod traffic;
 mod transport;
 pub mod wait;
@@ -152,12 +154,19 @@ impl Me {
     }
 }
 
-/// Istio's metrics and the access log.
+/// Istio's metrics, the access log and tracing.
 pub(crate) struct Telemetry {
     /// The metrics registry.
     pub metrics: metrics::Metrics,
-    /// Where each request is logged, when it is.
+    /// Where requests are logged (which ones: [`observe`]).
     pub access_log: Option<access_log::AccessLog>,
+    /// What the workload's Telemetry resources ask.
+    pub observe: arc_swap::ArcSwap<observe::Observe>,
+    /// Whether the access log is on without a Telemetry
+    /// (`MESH_ACCESS_LOG`).
+    pub default_log: bool,
+    /// Span export counters.
+    pub spans: trace::export::Counters,
     /// The requests refused last.
     pub denials: denials::Denials,
     /// Live requests for whoever watches.
@@ -169,7 +178,12 @@ pub(crate) struct Telemetry {
 /// Follows the pod's own resource: its labels (for route matches) and
 /// whether its app has exited for good (a Job's pod), which ends the
 /// proxy so that the pod can complete.
-async fn own_workload(pod: Arc<Pod>, discovery: Arc<discovery::Discovery>, leave: Arc<Notify>) {
+async fn own_workload(
+    pod: Arc<Pod>,
+    discovery: Arc<discovery::Discovery>,
+    outbound: Arc<outbound::Outbound>,
+    leave: Arc<Notify>,
+) {
     let mut changes = discovery.changes();
     loop {
         if let discovery::Lookup::Mesh(t) = discovery.lookup(pod.ip).await
@@ -186,6 +200,11 @@ async fn own_workload(pod: Arc<Pod>, discovery: Arc<discovery::Discovery>, leave
                     &w.labels,
                 ))));
             }
+            // After the labels: spans name the workload by them.
+            observe::follow(
+                &outbound,
+                w.policy.as_ref().and_then(|p| p.telemetry.as_ref()),
+            );
             if w.policy.as_ref().is_some_and(|p| p.app_exited) {
                 tracing::info!("the app's containers have exited: the proxy leaves");
                 leave.notify_one();
@@ -242,13 +261,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (drainer, drain) = drain::channel();
     let upstreams = Arc::new(connect::Upstreams::new(&ident)?);
     let metrics = metrics::Metrics::new()?;
-    let access_log = cfg
-        .access_log
-        .then(|| access_log::AccessLog::start(metrics.access_log_dropped.clone()))
-        .transpose()?;
+    // Started whatever MESH_ACCESS_LOG says: a Telemetry can turn it on.
+    let access_log = Some(access_log::AccessLog::start(
+        metrics.access_log_dropped.clone(),
+    )?);
+    let spans = metrics.span_counters();
     let telemetry = Arc::new(Telemetry {
         metrics,
         access_log,
+        observe: arc_swap::ArcSwap::from_pointee(observe::Observe::defaults(cfg.access_log)),
+        default_log: cfg.access_log,
+        spans,
         denials: denials::Denials::default(),
         tap: tap::Tap::default(),
     });
@@ -259,7 +282,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.namespace,
     ));
     let leave = Arc::new(Notify::new());
-    tokio::spawn(own_workload(pod.clone(), discovery.clone(), leave.clone()));
     tokio::spawn({
         let upstreams = upstreams.clone();
         async move {
@@ -278,6 +300,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         settings: cfg.settings.clone(),
         speakers: outbound::Speakers::default(),
     });
+    tokio::spawn(own_workload(
+        pod.clone(),
+        discovery.clone(),
+        outbound.clone(),
+        leave.clone(),
+    ));
     let inbound = Arc::new(inbound::Inbound {
         outbound: outbound.clone(),
         server_tls: ident.server_config(&[transport::ALPN_TCP, transport::ALPN_H2])?,

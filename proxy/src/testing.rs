@@ -40,9 +40,14 @@ pub fn pod(ip: &str) -> Arc<Pod> {
 
 /// Telemetry with the access log off.
 pub fn telemetry() -> Arc<Telemetry> {
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let spans = metrics.span_counters();
     Arc::new(Telemetry {
-        metrics: crate::metrics::Metrics::new().unwrap(),
+        metrics,
         access_log: None,
+        observe: arc_swap::ArcSwap::from_pointee(crate::observe::Observe::defaults(false)),
+        default_log: false,
+        spans,
         denials: Default::default(),
         tap: Default::default(),
     })

@@ -1,7 +1,9 @@
 //! Istio's mesh configuration (`MeshConfig`), as users keep it: the `mesh`
 //! key of the ConfigMap `istio` in the root namespace (`istio-system`, or
 //! the mesh's own `mesh-system`). Read: `extensionProviders` with
-//! `envoyExtAuthzHttp` (the provider of CUSTOM AuthorizationPolicies).
+//! `envoyExtAuthzHttp` (the provider of CUSTOM AuthorizationPolicies) or
+//! `opentelemetry` (where Telemetry's tracing sends spans), and
+//! `defaultProviders.tracing`.
 //! Every other field and provider kind is kept as written and reported as
 //! stored but not used.
 
@@ -29,6 +31,9 @@ pub struct MeshSettings {
     /// Named providers that policies refer to.
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProvider>,
+    /// The providers used when a Telemetry names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_providers: Option<DefaultProviders>,
     /// Every other field, as written.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -44,6 +49,9 @@ pub struct ExtensionProvider {
     /// An HTTP external authorizer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envoy_ext_authz_http: Option<ExtAuthzHttp>,
+    /// An OpenTelemetry collector (OTLP) for spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opentelemetry: Option<OpenTelemetry>,
     /// Any other kind (`envoyExtAuthzGrpc`, `opentelemetry`, ...), as
     /// written.
     #[serde(flatten)]
@@ -70,6 +78,64 @@ pub struct ExtAuthzHttp {
     pub headers_to_upstream_on_allow: Option<Vec<String>>,
     pub headers_to_downstream_on_allow: Option<Vec<String>>,
     pub headers_to_downstream_on_deny: Option<Vec<String>>,
+}
+
+/// Istio's `MeshConfig.DefaultProviders`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct DefaultProviders {
+    #[serde(default)]
+    pub tracing: Vec<String>,
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    #[serde(default)]
+    pub access_logging: Vec<String>,
+}
+
+/// Istio's `OpenTelemetryTracingProvider`: OTLP over gRPC, or over
+/// HTTP/protobuf when `http` is set.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct OpenTelemetry {
+    pub service: Option<String>,
+    #[serde(default, deserialize_with = "port")]
+    pub port: Option<u32>,
+    pub max_tag_length: Option<u32>,
+    pub http: Option<OtlpHttp>,
+    pub grpc: Option<OtlpGrpc>,
+    pub resource_detectors: Option<serde_json::Value>,
+    pub dynatrace_sampler: Option<serde_json::Value>,
+}
+
+/// OTLP over HTTP.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct OtlpHttp {
+    pub path: Option<String>,
+    pub timeout: Option<String>,
+    pub headers: Option<Vec<HeaderValue>>,
+}
+
+/// OTLP over gRPC.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct OtlpGrpc {
+    pub timeout: Option<String>,
+    pub initial_metadata: Option<Vec<HeaderValue>>,
+}
+
+/// A header sent with each export.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct HeaderValue {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
 }
 
 fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -125,6 +191,38 @@ pub fn parse(yaml: &str) -> Result<MeshSettings, Vec<Problem>> {
         let at = format!("data.mesh.extensionProviders[{i}]");
         if p.name.is_empty() {
             problems.push(problem(format!("{at}.name"), "a provider needs a name"));
+        }
+        if let Some(o) = &p.opentelemetry {
+            let at = format!("{at}.opentelemetry");
+            if o.service.as_deref().is_none_or(str::is_empty) {
+                problems.push(problem(
+                    format!("{at}.service"),
+                    "the collector's Service host is required (e.g. otel-collector.observability.svc.cluster.local)",
+                ));
+            }
+            if !o.port.is_some_and(|p| (1..=65535).contains(&p)) {
+                problems.push(problem(
+                    format!("{at}.port"),
+                    "a port between 1 and 65535 is required (4317 for gRPC, 4318 for HTTP)",
+                ));
+            }
+            let timeouts = [
+                (
+                    "http.timeout",
+                    o.http.as_ref().and_then(|h| h.timeout.as_ref()),
+                ),
+                (
+                    "grpc.timeout",
+                    o.grpc.as_ref().and_then(|g| g.timeout.as_ref()),
+                ),
+            ];
+            for (field, t) in timeouts {
+                if let Some(t) = t
+                    && let Err(e) = crate::duration::parse(t)
+                {
+                    problems.push(problem(format!("{at}.{field}"), e.to_string()));
+                }
+            }
         }
         if let Some(h) = &p.envoy_ext_authz_http {
             let at = format!("{at}.envoyExtAuthzHttp");
@@ -182,16 +280,42 @@ pub fn not_used(settings: &MeshSettings) -> Vec<(String, &'static str)> {
         .map(|k| {
             (
                 format!("data.mesh.{k}"),
-                "stored but not used: only extensionProviders is read",
+                "stored but not used: only extensionProviders and defaultProviders are read",
             )
         })
         .collect();
+    if let Some(d) = &settings.default_providers {
+        for (field, set) in [
+            ("metrics", !d.metrics.is_empty()),
+            ("accessLogging", !d.access_logging.is_empty()),
+        ] {
+            if set {
+                out.push((
+                    format!("data.mesh.defaultProviders.{field}"),
+                    "stored but not used: metrics are always served for Prometheus, and the access log follows MESH_ACCESS_LOG and Telemetry",
+                ));
+            }
+        }
+    }
     for (i, p) in settings.extension_providers.iter().enumerate() {
         for k in p.other.keys() {
             out.push((
                 format!("data.mesh.extensionProviders[{i}].{k}"),
-                "this provider kind is not supported yet: CUSTOM policies naming it deny the requests they match",
+                "this provider kind is not supported yet: CUSTOM policies naming it deny the requests they match, and Telemetry naming it for tracing sends no spans",
             ));
+        }
+        if let Some(o) = &p.opentelemetry {
+            for (field, set) in [
+                ("resourceDetectors", o.resource_detectors.is_some()),
+                ("dynatraceSampler", o.dynatrace_sampler.is_some()),
+            ] {
+                if set {
+                    out.push((
+                        format!("data.mesh.extensionProviders[{i}].opentelemetry.{field}"),
+                        "stored but not used yet",
+                    ));
+                }
+            }
         }
         if p.envoy_ext_authz_http
             .as_ref()

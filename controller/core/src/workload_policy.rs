@@ -2,8 +2,8 @@
 //! resource: the LocalRateLimits that select it, the PeerAuthentication
 //! in force ([`peer_auth`](crate::peer_auth)), the AuthorizationPolicies
 //! that apply to it ([`api::authz`]), the JWT issuers of its
-//! RequestAuthentications ([`api::jwt`]), and the
-//! `outboundTrafficPolicy` of the Sidecar that applies to it (one with a
+//! RequestAuthentications ([`api::jwt`]), the Telemetry resources that
+//! apply ([`api::telemetry`]), and the `outboundTrafficPolicy` of the Sidecar that applies to it (one with a
 //! matching `workloadSelector` in its namespace, else the namespace's
 //! selector-less one, else the root namespace's, as in Istio).
 
@@ -59,7 +59,14 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
         .into_iter()
         .flat_map(|ra| api::jwt::compile(ra, &config.jwks))
         .collect();
+    let telemetry = api::telemetry::compile(
+        &config.telemetries,
+        &config.mesh,
+        &pod.namespace,
+        &pod.labels,
+    );
     if rate_limits.is_empty()
+        && telemetry.is_none()
         && outbound_traffic_policy.is_none()
         && !pod.app_exited
         && peer_auth.is_none()
@@ -79,6 +86,7 @@ pub fn for_pod(config: &MeshConfig, pod: &cluster::Pod) -> Option<api::proto::Wo
             authz,
             jwt,
             ext_authz,
+            telemetry,
             ..p
         }),
         Err(e) => {

@@ -470,8 +470,9 @@ fn the_runtime_stores_mesh_resources() {
         "{}",
         text(&out.stdout)
     );
-    // Stored and not enforced yet: accepted, and said so.
-    let telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: default}\nspec: {accessLogging: [{providers: [{name: envoy}]}]}\n";
+    // Enforced, with a field that is stored and not acted on: accepted,
+    // and said so.
+    let telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: default}\nspec:\n  accessLogging: [{providers: [{name: envoy}]}]\n  metrics: [{reportingInterval: 5s}]\n";
     let out = c.meshctl_input(&["apply", "-f", "-"], telemetry);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -479,13 +480,12 @@ fn the_runtime_stores_mesh_resources() {
         "{}",
         text(&out.stdout)
     );
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains(
-            "warning: -:1 Telemetry/mesh-default: Telemetry is stored but without effect yet"
-        ),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("spec.metrics[0].reportingInterval: stored but not used"),
+        "{stderr}"
     );
+    assert!(!stderr.contains("without effect"), "{stderr}");
 }
 
 #[test]

@@ -17,5 +17,7 @@ mod prometheus;
 mod protocols;
 mod security;
 mod telemetry;
+mod telemetry_api;
+mod tracing;
 mod traffic;
 mod upstream_tls;

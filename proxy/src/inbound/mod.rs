@@ -254,10 +254,11 @@ async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
         mtls,
     };
     let metrics = &ib.telemetry.metrics;
-    metrics.opened(&labels);
+    let overrides = ib.telemetry.observe.load().metrics.clone();
+    metrics.opened(&labels, &overrides);
     let result = tokio::io::copy_bidirectional(&mut downstream, &mut app).await;
     let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
-    metrics.closed(&labels, sent, received);
+    metrics.closed(&labels, &overrides, sent, received);
     result?;
     Ok(())
 }

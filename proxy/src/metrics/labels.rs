@@ -64,6 +64,16 @@ pub enum Reporter {
     Destination,
 }
 
+impl Reporter {
+    /// 0 for the source, 1 for the destination.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Source => 0,
+            Self::Destination => 1,
+        }
+    }
+}
+
 /// One side: the workload and the principal its certificate proves
 /// (`unknown` without one).
 #[derive(Debug, Clone, Copy)]

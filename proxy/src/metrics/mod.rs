@@ -14,9 +14,11 @@ use prometheus::{
 };
 
 pub mod labels;
+pub mod overrides;
 mod process;
 
 pub use labels::{ConnLabels, Reporter, RequestLabels, Side, Svc};
+pub use overrides::Overrides;
 pub use process::process;
 
 /// Envoy's default buckets, which Istio keeps for request durations (in
@@ -60,17 +62,20 @@ pub struct Metrics {
     series: Mutex<HashSet<u64>>,
     /// Access-log records dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    spans_exported: IntCounter,
+    spans_dropped: IntCounter,
 }
 
-/// The metrics of one set of request label values, resolved once.
+/// The metrics of one set of request label values, resolved once
+/// (`None`: switched off by a Telemetry override).
 #[derive(Clone)]
 pub struct RequestHandles {
-    requests: IntCounter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
-    request_messages: IntCounter,
-    response_messages: IntCounter,
+    requests: Option<IntCounter>,
+    duration: Option<Histogram>,
+    request_bytes: Option<Histogram>,
+    response_bytes: Option<Histogram>,
+    request_messages: Option<IntCounter>,
+    response_messages: Option<IntCounter>,
 }
 
 /// What one finished request measured.
@@ -87,13 +92,15 @@ pub struct Sizes {
 impl RequestHandles {
     /// Counts a finished request.
     pub fn record(&self, took: Duration, sizes: Sizes) {
-        self.requests.inc();
-        self.duration.observe(took.as_secs_f64() * 1000.0);
-        self.request_bytes.observe(sizes.request_bytes as f64);
-        self.response_bytes.observe(sizes.response_bytes as f64);
+        let observe = |h: &Option<Histogram>, v: f64| h.iter().for_each(|h| h.observe(v));
+        let add = |c: &Option<IntCounter>, v: u64| c.iter().for_each(|c| c.inc_by(v));
+        add(&self.requests, 1);
+        observe(&self.duration, took.as_secs_f64() * 1000.0);
+        observe(&self.request_bytes, sizes.request_bytes as f64);
+        observe(&self.response_bytes, sizes.response_bytes as f64);
         if let Some((req, resp)) = sizes.messages {
-            self.request_messages.inc_by(req);
-            self.response_messages.inc_by(resp);
+            add(&self.request_messages, req);
+            add(&self.response_messages, resp);
         }
     }
 }
@@ -233,6 +240,20 @@ impl Metrics {
                     "Access-log records dropped because the writer fell behind",
                 )?,
             )?,
+            spans_exported: register(
+                r,
+                IntCounter::new(
+                    "mesh_trace_spans_exported_total",
+                    "Spans the tracing provider accepted",
+                )?,
+            )?,
+            spans_dropped: register(
+                r,
+                IntCounter::new(
+                    "mesh_trace_spans_dropped_total",
+                    "Spans dropped: the export queue was full, or the provider failed or did not answer",
+                )?,
+            )?,
             series: Mutex::new(HashSet::new()),
             registry,
         })
@@ -256,20 +277,42 @@ impl Metrics {
         false
     }
 
-    /// The metrics of requests with labels `l`.
-    pub fn request_handles(&self, l: &RequestLabels<'_>) -> RequestHandles {
+    /// The metrics of requests with labels `l`, as `o` overrides them
+    /// (`evaluated`: [`Overrides::evaluated`] for the request).
+    pub fn request_handles(
+        &self,
+        l: &RequestLabels<'_>,
+        o: &Overrides,
+        evaluated: &[String],
+    ) -> RequestHandles {
         let mut values = l.values();
         if !self.admit(&values) {
             values[1..].fill(OVERFLOW);
         }
-        let v = &values;
+        let r = l.conn.reporter.index();
+        let changed = o.changes_labels();
+        let for_metric = |m: usize| {
+            let mut v = values;
+            if changed {
+                o.apply(m, r, &mut v, evaluated);
+            }
+            v
+        };
+        let counter = |m: usize, vec: &IntCounterVec| {
+            o.enabled(m, r)
+                .then(|| vec.with_label_values(&for_metric(m)))
+        };
+        let histogram = |m: usize, vec: &HistogramVec| {
+            o.enabled(m, r)
+                .then(|| vec.with_label_values(&for_metric(m)))
+        };
         RequestHandles {
-            requests: self.requests.with_label_values(v),
-            duration: self.durations.with_label_values(v),
-            request_bytes: self.request_bytes.with_label_values(v),
-            response_bytes: self.response_bytes.with_label_values(v),
-            request_messages: self.request_messages.with_label_values(v),
-            response_messages: self.response_messages.with_label_values(v),
+            requests: counter(0, &self.requests),
+            duration: histogram(1, &self.durations),
+            request_bytes: histogram(2, &self.request_bytes),
+            response_bytes: histogram(3, &self.response_bytes),
+            request_messages: counter(4, &self.request_messages),
+            response_messages: counter(5, &self.response_messages),
         }
     }
 
@@ -281,17 +324,39 @@ impl Metrics {
         values
     }
 
+    /// Counts `m` (a TCP metric) by `by` with labels `v`, as `o` says.
+    fn conn_metric(&self, o: &Overrides, r: usize, m: usize, v: &[&str; 23], by: u64) {
+        if !o.enabled(m, r) {
+            return;
+        }
+        let vec = match m {
+            6 => &self.opened,
+            7 => &self.closed,
+            8 => &self.sent,
+            _ => &self.received,
+        };
+        if o.changes_labels() {
+            let mut v = *v;
+            o.apply(m, r, &mut v, &[]);
+            vec.with_label_values(&v).inc_by(by);
+        } else {
+            vec.with_label_values(v).inc_by(by);
+        }
+    }
+
     /// Counts an open.
-    pub fn opened(&self, l: &ConnLabels<'_>) {
-        self.opened.with_label_values(&self.conn_values(l)).inc();
+    pub fn opened(&self, l: &ConnLabels<'_>, o: &Overrides) {
+        let v = self.conn_values(l);
+        self.conn_metric(o, l.reporter.index(), 6, &v, 1);
     }
 
     /// Counts a close with the bytes each way.
-    pub fn closed(&self, l: &ConnLabels<'_>, sent: u64, received: u64) {
+    pub fn closed(&self, l: &ConnLabels<'_>, o: &Overrides, sent: u64, received: u64) {
         let v = self.conn_values(l);
-        self.closed.with_label_values(&v).inc();
-        self.sent.with_label_values(&v).inc_by(sent);
-        self.received.with_label_values(&v).inc_by(received);
+        let r = l.reporter.index();
+        self.conn_metric(o, r, 7, &v, 1);
+        self.conn_metric(o, r, 8, &v, sent);
+        self.conn_metric(o, r, 9, &v, received);
     }
 
     /// Counts an inbound connection refused for `reason` on `port`.
@@ -329,6 +394,14 @@ impl Metrics {
     /// Counts an ejection from `host`.
     pub fn ejected(&self, host: &str) {
         self.ejections.with_label_values(&[host]).inc();
+    }
+
+    /// The span export counters.
+    pub fn span_counters(&self) -> crate::trace::export::Counters {
+        crate::trace::export::Counters {
+            exported: self.spans_exported.clone(),
+            dropped: self.spans_dropped.clone(),
+        }
     }
 
     /// Text exposition.

@@ -49,7 +49,7 @@ fn handles_are_resolved_once_per_kind_and_bounded() {
         cache
             .get(200u16, |_| {
                 resolved += 1;
-                m.request_handles(&labels(&a, &b, "200"))
+                m.request_handles(&labels(&a, &b, "200"), &Overrides::default(), &[])
             })
             .record(Duration::from_millis(3), sizes);
     }
@@ -85,7 +85,9 @@ fn handles_are_resolved_once_per_kind_and_bounded() {
     assert!(bucket("istio_response_bytes_bucket", "5000").ends_with(" 10"));
     // Past the bound, still counted, no longer kept.
     for code in 0..(HandleCache::<u16>::MAX as u16 + 10) {
-        cache.get(1000 + code, |_| m.request_handles(&labels(&a, &b, "599")));
+        cache.get(1000 + code, |_| {
+            m.request_handles(&labels(&a, &b, "599"), &Overrides::default(), &[])
+        });
     }
     assert_eq!(cache.map.lock().unwrap().len(), HandleCache::<u16>::MAX);
 }
@@ -94,7 +96,7 @@ fn handles_are_resolved_once_per_kind_and_bounded() {
 fn grpc_messages_are_counted_for_grpc_only() {
     let m = Metrics::new().unwrap();
     let p = Peer::unknown();
-    let h = m.request_handles(&labels(&p, &p, "200"));
+    let h = m.request_handles(&labels(&p, &p, "200"), &Overrides::default(), &[]);
     h.record(Duration::from_millis(1), Sizes::default());
     h.record(
         Duration::from_millis(1),
@@ -116,7 +118,7 @@ fn series_are_bounded_whatever_peers_claim() {
         .map(|i| Peer::decode(&format!("w=attacker-{i},n=ns")))
         .collect();
     for p in &names {
-        m.request_handles(&labels(p, &me, "200"))
+        m.request_handles(&labels(p, &me, "200"), &Overrides::default(), &[])
             .record(Duration::from_millis(1), Sizes::default());
     }
     let text = m.render();
@@ -137,7 +139,7 @@ fn series_are_bounded_whatever_peers_claim() {
         "{text}"
     );
     // A known set keeps its own series once the bound is reached.
-    m.request_handles(&labels(&names[0], &me, "200"))
+    m.request_handles(&labels(&names[0], &me, "200"), &Overrides::default(), &[])
         .record(Duration::from_millis(1), Sizes::default());
     assert!(
         series(&m.render(), "istio_requests_total")

@@ -36,6 +36,7 @@ mod connect;
 mod endpoint;
 mod fault;
 mod mirror;
+mod own;
 mod record;
 mod retry;
 mod route;
@@ -43,6 +44,7 @@ mod telemetry;
 mod timeout;
 
 pub(crate) use crate::http::stream_info::StreamInfo;
+pub(crate) use own::{collector, send as send_own};
 
 /// The try stack (or the part of it below a layer): one try, which may
 /// fail with a [`Failure`].
@@ -249,7 +251,13 @@ pub(crate) fn stack(ob: &Outbound, target: Arc<Target>, conn: &Conn) -> impl Sta
     let fault = fault::Fault::layer().layer(record);
     let route =
         route::Route::layer(ob.discovery.clone(), target.clone(), conn.clone()).layer(fault);
-    telemetry::Telemetry::layer(ob.pod.clone(), ob.telemetry.clone(), target).layer(route)
+    telemetry::Telemetry::layer(
+        ob.pod.clone(),
+        ob.telemetry.clone(),
+        target,
+        conn.dst.port(),
+    )
+    .layer(route)
 }
 
 /// Serves the app's connection until it closes.

@@ -178,10 +178,11 @@ async fn handle(ob: &Arc<Outbound>, mut app: TcpStream, drain: Watch) -> anyhow:
         up.mtls,
     );
     let metrics = &ob.telemetry.metrics;
-    metrics.opened(&labels);
+    let overrides = ob.telemetry.observe.load().metrics.clone();
+    metrics.opened(&labels, &overrides);
     let result = tokio::io::copy_bidirectional(&mut app, &mut up.io).await;
     let (sent, received) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
-    metrics.closed(&labels, sent, received);
+    metrics.closed(&labels, &overrides, sent, received);
     result?;
     Ok(())
 }
@@ -258,8 +259,9 @@ async fn blackhole(
         },
         false,
     );
-    ob.telemetry.metrics.opened(&labels);
-    ob.telemetry.metrics.closed(&labels, 0, 0);
+    let overrides = ob.telemetry.observe.load().metrics.clone();
+    ob.telemetry.metrics.opened(&labels, &overrides);
+    ob.telemetry.metrics.closed(&labels, &overrides, 0, 0);
     if detect::detect(&mut app, &mut buf, ob.settings.detect_timeout, false).await
         == Protocol::Http1
     {

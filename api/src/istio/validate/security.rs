@@ -42,6 +42,13 @@ const METRICS: &[&str] = &[
 const WORKLOAD_MODES: &[&str] = &["CLIENT_AND_SERVER", "CLIENT", "SERVER"];
 const TAG_OPERATIONS: &[&str] = &["UPSERT", "REMOVE"];
 
+/// Whether `name` can be a Prometheus label.
+fn label_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn has_selector(s: Option<&WorkloadSelector>) -> bool {
     s.and_then(|s| s.match_labels.as_ref())
         .is_some_and(|m| !m.is_empty())
@@ -288,11 +295,32 @@ pub fn telemetry(spec: &TelemetrySpec) -> Vec<Problem> {
                 WORKLOAD_MODES,
             );
             for (tag, t) in o.tag_overrides.iter().flatten() {
+                let at = format!("{at}.tagOverrides.{tag}");
                 c.one_of(
-                    &format!("{at}.tagOverrides.{tag}.operation"),
+                    &format!("{at}.operation"),
                     t.operation.as_ref(),
                     TAG_OPERATIONS,
                 );
+                if !label_name(tag) {
+                    c.fail(
+                        at.clone(),
+                        "a metric label name: letters, digits and underscores, not starting with a digit",
+                    );
+                }
+                if t.operation.as_deref() == Some("REMOVE") {
+                    continue;
+                }
+                match t.value.as_deref() {
+                    None | Some("") => c.fail(
+                        format!("{at}.value"),
+                        "required unless operation is REMOVE: a CEL expression such as request.host or 'literal'",
+                    ),
+                    Some(v) => {
+                        if let Err(e) = crate::telemetry::expr::parse(v) {
+                            c.fail(format!("{at}.value"), e);
+                        }
+                    }
+                }
             }
         }
     }
@@ -302,6 +330,11 @@ pub fn telemetry(spec: &TelemetrySpec) -> Vec<Problem> {
             a.r#match.as_ref().and_then(|m| m.mode.as_ref()),
             WORKLOAD_MODES,
         );
+        if let Some(e) = a.filter.as_ref().and_then(|f| f.expression.as_deref())
+            && let Err(e) = crate::telemetry::expr::parse(e)
+        {
+            c.fail(format!("spec.accessLogging[{i}].filter.expression"), e);
+        }
     }
     c.0
 }

@@ -11,13 +11,11 @@
 use http_body_util::BodyExt;
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use tower::ServiceExt;
 
 use crate::detect::Protocol;
-use crate::discovery::Lookup;
 use crate::http::Body;
 use crate::inbound::Inbound;
-use crate::outbound::http::{Conn, stack};
+use crate::outbound::http::send_own;
 use api::authz::ext::header_listed;
 use api::proto::ExtAuthz;
 
@@ -93,22 +91,7 @@ async fn send(
     p: &ExtAuthz,
     req: Request<Body>,
 ) -> anyhow::Result<(hyper::http::response::Parts, bytes::Bytes)> {
-    let port = u16::try_from(p.port)?;
-    let addr = tokio::net::lookup_host((p.host.as_str(), port))
-        .await?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{} does not resolve", p.host))?;
-    let ob = &ib.outbound;
-    let Lookup::Mesh(target) = ob.discovery.lookup(addr.ip()).await else {
-        anyhow::bail!("{} ({addr}) is not a Service of the mesh", p.host);
-    };
-    let conn = Conn {
-        client: ib.pod.ip,
-        source: ob.pod.source.load_full(),
-        dst: addr,
-        proto: Protocol::Http1,
-    };
-    let resp = stack(ob, target, &conn).oneshot(req).await?;
+    let resp = send_own(&ib.outbound, &p.host, p.port, Protocol::Http1, req).await?;
     let (parts, body) = resp.into_parts();
     let body = http_body_util::Limited::new(body, MAX_BODY)
         .collect()

@@ -1,8 +1,9 @@
 //! The top of the inbound stack: each request counted in Istio's metrics
 //! (the destination reporter) when its response ends, with what the
-//! layers below noted on the response; a request a policy refused is kept
-//! for `/config_dump` and written to the access log with the policy's
-//! name. The client is named by what its proxy told (`x-mesh-peer`,
+//! layers below noted on the response, its SERVER span reported and the
+//! request logged as the workload's Telemetry says ([`crate::observe`]);
+//! a request a policy refused is kept for `/config_dump` and written to
+//! the access log with the policy's name whenever the log is on. The client is named by what its proxy told (`x-mesh-peer`,
 //! `x-mesh-service`; a plaintext client's are dropped unread), its
 //! namespace and principal by its certificate. The metric handles are
 //! resolved once per connection for each kind of request.
@@ -19,10 +20,14 @@ use hyper::header::HeaderValue;
 use tower::{Layer, Service};
 
 use super::Origin;
-use crate::Pod;
 use crate::http::Body;
 use crate::http::stream_info::StreamInfo;
-use crate::metrics::{ConnLabels, HandleCache, Reporter, RequestHandles, RequestLabels, Side, Svc};
+use crate::metrics::{
+    ConnLabels, HandleCache, Overrides, Reporter, RequestHandles, RequestLabels, Side, Svc,
+};
+use crate::observe::{Attrs, Noted};
+use crate::trace::Kind;
+use crate::{Pod, access_log};
 
 /// The telemetry layer.
 #[derive(Clone)]
@@ -38,11 +43,14 @@ struct Shared {
     /// The peer's namespace and principal (from its certificate), `None`
     /// in plaintext.
     peer: Option<(String, String)>,
+    /// The client's address.
+    client: std::net::IpAddr,
     /// Handles by what varies between requests.
     handles: HandleCache<Key>,
 }
 
-/// Status, gRPC, flags, gRPC status, and what the client's proxy told.
+/// Status, gRPC, flags, gRPC status, what the client's proxy told, and
+/// the overrides with the values their expressions gave.
 type Key = (
     u16,
     bool,
@@ -50,6 +58,8 @@ type Key = (
     Option<Bytes>,
     Option<HeaderValue>,
     Option<HeaderValue>,
+    u64,
+    Vec<String>,
 );
 
 impl<S> Telemetry<S> {
@@ -59,16 +69,20 @@ impl<S> Telemetry<S> {
         telemetry: Arc<crate::Telemetry>,
         origin: Origin,
     ) -> impl Layer<S, Service = Self> + Clone {
-        let peer = match &origin {
-            Origin::Peer { identity, .. } => {
-                Some((identity.namespace().to_string(), identity.to_string()))
-            }
-            Origin::Plain { .. } => None,
+        let (peer, client) = match &origin {
+            Origin::Peer {
+                identity, client, ..
+            } => (
+                Some((identity.namespace().to_string(), identity.to_string())),
+                *client,
+            ),
+            Origin::Plain { client, .. } => (None, *client),
         };
         let shared = Arc::new(Shared {
             pod,
             telemetry,
             peer,
+            client,
             handles: HandleCache::default(),
         });
         tower::layer::layer_fn(move |inner| Self {
@@ -79,9 +93,9 @@ impl<S> Telemetry<S> {
 }
 
 impl Shared {
-    /// The metrics of a request with `key`.
-    fn resolve(&self, key: &Key) -> RequestHandles {
-        let (status, grpc, flags, grpc_status, told_peer, told_service) = key;
+    /// The metrics of a request with `key`, as `overrides` change them.
+    fn resolve(&self, key: &Key, overrides: &Overrides) -> RequestHandles {
+        let (status, grpc, flags, grpc_status, told_peer, told_service, _, evaluated) = key;
         let flags = StreamInfo::flags_text(flags);
         let text = |v: &Option<HeaderValue>| {
             v.as_ref()
@@ -102,7 +116,7 @@ impl Shared {
         let my_principal = self.pod.identity.id().to_string();
         let (code, grpc_status) =
             crate::metrics::labels::response(*status, *grpc, grpc_status.as_deref());
-        self.telemetry.metrics.request_handles(&RequestLabels {
+        let labels = RequestLabels {
             conn: ConnLabels {
                 reporter: Reporter::Destination,
                 source: Side {
@@ -120,7 +134,10 @@ impl Shared {
             },
             code: &code,
             grpc_status: &grpc_status,
-        })
+        };
+        self.telemetry
+            .metrics
+            .request_handles(&labels, overrides, evaluated)
     }
 }
 
@@ -144,6 +161,11 @@ where
             let source = Peer::decode(told.unwrap_or_default()).workload;
             (crate::tap::Head::of(&req), source)
         });
+        let noted = shared
+            .telemetry
+            .observe
+            .load_full()
+            .start(Kind::Server, &mut req);
         let (measure, req) = Measure::start(req);
         let grpc = measure.grpc();
         let inner = self.inner.call(req);
@@ -153,6 +175,23 @@ where
             let status = resp.status().as_u16();
             Ok(measure.finish(resp, move |took, sizes, grpc_status| {
                 let s = &shared;
+                let Noted {
+                    observe,
+                    span,
+                    request,
+                } = noted;
+                let principal = s.peer.as_ref().map(|p| p.1.as_str());
+                let attrs = Attrs {
+                    request: request.as_ref(),
+                    status,
+                    grpc_status: grpc_status.as_deref(),
+                    mtls: s.peer.is_some(),
+                    source_principal: principal,
+                };
+                let overrides = &observe.metrics;
+                let evaluated = overrides.evaluated(&attrs);
+                let logged =
+                    observe.log_server && observe.filter.as_ref().is_none_or(|f| f.holds(&attrs));
                 let key = (
                     status,
                     grpc,
@@ -160,10 +199,11 @@ where
                     grpc_status,
                     told_peer,
                     told_service,
+                    overrides.generation,
+                    evaluated,
                 );
+                let me = s.pod.identity.id().to_string();
                 if let Some((head, source)) = tapped {
-                    let principal = s.peer.as_ref().map_or(UNKNOWN, |p| p.1.as_str());
-                    let me = s.pod.identity.id().to_string();
                     s.telemetry.tap.publish(
                         head,
                         crate::tap::Outcome {
@@ -172,13 +212,18 @@ where
                             grpc_status: key.3.as_deref(),
                             took,
                             flags: info.flags(),
-                            source: (&source, principal),
+                            source: (&source, principal.unwrap_or(UNKNOWN)),
                             destination: (&s.pod.workload, &me),
                             tls: s.peer.is_some(),
                         },
                     );
                 }
-                let handles = s.handles.get(key, |key| s.resolve(key));
+                let service = key
+                    .5
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(ServiceRef::decode);
+                let handles = s.handles.get(key, |key| s.resolve(key, overrides));
                 handles.record(took, sizes);
                 if info
                     .flags
@@ -186,10 +231,59 @@ where
                 {
                     s.telemetry.metrics.rate_limited();
                 }
+                let known = |p: Option<&str>| p.map(str::to_string);
+                if let Some(request) = request {
+                    let port = request
+                        .authority
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse().ok())
+                        .unwrap_or(80);
+                    let cluster = format!("inbound|{port}||");
+                    if let Some(span) = span {
+                        let host = service.as_ref().map_or_else(
+                            || request.authority.split(':').next().unwrap_or_default(),
+                            |s| s.host.as_str(),
+                        );
+                        let facts = crate::trace::SpanFacts {
+                            me: &s.pod.me.load().peer,
+                            request: &request,
+                            status,
+                            flags: &info.flags(),
+                            sizes,
+                            cluster: &cluster,
+                            peer: Some(s.client),
+                        };
+                        span.end(
+                            crate::trace::span_name(host, port),
+                            facts.attributes(),
+                            status,
+                        );
+                    }
+                    if logged && info.refused.is_none() {
+                        if let Some(log) = &s.telemetry.access_log {
+                            log.log(access_log::Record {
+                                request,
+                                status,
+                                info,
+                                service: cluster.into(),
+                                took,
+                                sizes,
+                                principals: [known(principal), Some(me)],
+                            });
+                        }
+                        return;
+                    }
+                }
                 if info.refused.is_some() {
-                    let log = s.telemetry.access_log.as_ref();
-                    let principal = s.peer.as_ref().map_or(UNKNOWN, |p| p.1.as_str());
-                    s.telemetry.denials.note(info, status, principal, took, log);
+                    let log = s
+                        .telemetry
+                        .access_log
+                        .as_ref()
+                        .filter(|_| observe.log_denials())
+                        .map(|l| (l, sizes, me.as_str()));
+                    s.telemetry
+                        .denials
+                        .note(info, status, principal.unwrap_or(UNKNOWN), took, log);
                 }
             }))
         })
