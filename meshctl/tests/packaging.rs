@@ -158,6 +158,7 @@ fn the_chart_and_install_take_the_same_values() {
             "meshConfig": {"extensionProviders": [{"name": "ext", "envoyExtAuthzHttp": {
                 "service": "ext-authz.foo.svc.cluster.local", "port": "8000",
                 "includeRequestHeadersInCheck": ["x-ext-authz"]}}]},
+            "prometheus": {"scrapeConfig": false, "podMonitor": true},
         }),
         &[
             "controller.image=registry.example/mesh-controller:1.2.3",
@@ -174,6 +175,45 @@ fn the_charts_defaults_are_installs_defaults() {
     let chart: Value = serde_yaml_ng::from_str(&text).unwrap();
     let ours = serde_json::to_value(meshctl::install::values::Values::default()).unwrap();
     assert_eq!(chart, ours);
+}
+
+/// The chart's scrape job, as Prometheus' own checker reads it.
+#[test]
+#[ignore = "needs promtool (Debian's prometheus): scripts/install-deps.sh"]
+fn the_scrape_job_is_a_valid_prometheus_configuration() {
+    let dir = Scratch::new("promtool");
+    let v = values(&dir.0, serde_json::json!({}));
+    let objects = objects(&helm_template(&v, &[]));
+    let cm = &objects[&("ConfigMap".to_string(), "mesh-prometheus".to_string())];
+    let jobs = cm["data"]["scrape-configs.yaml"].as_str().unwrap();
+    assert_eq!(jobs, meshctl::install::render::SCRAPE_CONFIGS.trim_end());
+    // Debian's Prometheus is built without Kubernetes discovery: the
+    // job's pods are given as a static target, and the rest (relabel
+    // rules, their regular expressions and actions) is checked as is.
+    let sd = "  kubernetes_sd_configs:\n  - role: pod\n";
+    assert!(jobs.contains(sd), "{jobs}");
+    let jobs = jobs.replace(sd, "  static_configs: [{targets: [\"127.0.0.1:15020\"]}]\n");
+    let indented: String = jobs.lines().map(|l| format!("  {l}\n")).collect();
+    let config = dir.0.join("prometheus.yml");
+    std::fs::write(&config, format!("scrape_configs:\n{indented}")).unwrap();
+    run(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config));
+    // It can fail: a broken relabel rule is refused.
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n{}",
+            indented.replace("action: keep", "action: kept")
+        ),
+    )
+    .unwrap();
+    let refused = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
 }
 
 #[test]

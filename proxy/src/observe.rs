@@ -237,5 +237,8 @@ pub(crate) fn follow(ob: &Arc<crate::outbound::Outbound>, policy: Option<&Teleme
         None => Observe::defaults(t.default_log),
     };
     tracing::info!(telemetry = ?next.from.as_ref().map(|p| &p.sources), "telemetry policy applied");
+    // The families first: requests under the new overrides need their
+    // added tags (one under the old ones meanwhile has them empty).
+    t.metrics.reshape(&next.metrics);
     t.observe.store(Arc::new(next));
 }

@@ -413,7 +413,25 @@ pub fn add(meta: &mut ObjectMeta, spec: &mut PodSpec, workload: &str, plan: &Pla
         "containers": status_containers,
         "volumes": ["mesh-token", "mesh-anchors"],
     });
-    meta.annotations
-        .get_or_insert_with(Default::default)
-        .insert(STATUS.into(), status.to_string());
+    let annotations = meta.annotations.get_or_insert_with(Default::default);
+    annotations.insert(STATUS.into(), status.to_string());
+    prometheus(annotations);
+}
+
+/// Istio's scrape annotations, pointing Prometheus at the proxy's metrics
+/// (`/stats/prometheus` on the health port, as Istio's). A pod that
+/// carries its own `prometheus.io/*` keeps them (Istio would merge the
+/// app's metrics into the proxy's; this mesh does not, so the app's stay
+/// scraped and the proxy's are not).
+fn prometheus(annotations: &mut BTreeMap<String, String>) {
+    if annotations.keys().any(|k| k.starts_with("prometheus.io/")) {
+        return;
+    }
+    for (k, v) in [
+        ("prometheus.io/scrape", "true".to_string()),
+        ("prometheus.io/port", HEALTH_PORT.to_string()),
+        ("prometheus.io/path", "/stats/prometheus".to_string()),
+    ] {
+        annotations.insert(k.into(), v);
+    }
 }

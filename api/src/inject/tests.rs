@@ -133,10 +133,24 @@ fn a_classic_sidecar_holds_the_app_and_runs_locked_down() {
     assert_eq!(labels["service.istio.io/canonical-name"], "web");
     assert_eq!(labels["service.istio.io/canonical-revision"], "v2");
     assert_eq!(labels["security.istio.io/tlsMode"], "istio");
-    assert!(
-        p.metadata.annotations.as_ref().unwrap()[STATUS]
-            .contains("\"containers\":[\"mesh-proxy\"]")
-    );
+    let annotations = p.metadata.annotations.as_ref().unwrap();
+    assert!(annotations[STATUS].contains("\"containers\":[\"mesh-proxy\"]"));
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "15020");
+    assert_eq!(annotations["prometheus.io/path"], "/stats/prometheus");
+}
+
+#[test]
+fn a_pods_own_scrape_annotations_are_kept() {
+    let mut p = pod(APP);
+    p.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("prometheus.io/port".into(), "9090".into());
+    run(&mut p, &enabled(), &settings(false)).unwrap();
+    let annotations = p.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations["prometheus.io/port"], "9090");
+    assert!(!annotations.contains_key("prometheus.io/path"));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use e2e::{Cluster, client, http_and_tcp_app, needs_root, versioned, wait_for};
 
 const SHOP: &str = include_str!("../../../examples/shop.yaml");
+const DASHBOARD: &str = include_str!("../../../dashboards/mesh-overview.json");
 /// Where Prometheus listens, on the node namespace's own loopback.
 const ADDR: &str = "127.0.0.1:19090";
 /// Requests per second of each kind of the load, and for how long.
@@ -214,6 +215,44 @@ for i in range(n):
         let sent = RATE * LOAD_SECS as f64;
         assert!((sent * 0.9..sent * 1.2).contains(&n), "{n} responses sized, sent {sent}");
     });
+    steps.step(
+        "every query of the shipped Grafana dashboard answers",
+        || {
+            let dashboard: serde_json::Value =
+                serde_json::from_str(DASHBOARD).expect("dashboard JSON");
+            let mut answered = Vec::new();
+            for panel in dashboard["panels"].as_array().expect("panels") {
+                for target in panel["targets"].as_array().expect("targets") {
+                    // Grafana's variables, as "All" and a 1m window.
+                    let q = target["expr"]
+                        .as_str()
+                        .expect("expr")
+                        .replace("$namespace", ".*")
+                        .replace("$__rate_interval", "1m");
+                    let s = series(&c, &q, Some(at));
+                    answered.push((
+                        panel["title"].as_str().unwrap_or_default().to_string(),
+                        s.len(),
+                    ));
+                }
+            }
+            // The traffic panels have data from the load; the rest answer.
+            for title in [
+                "Request rate by service",
+                "Success rate by service",
+                "p50 / p99 latency by service",
+                "Who calls whom (rps)",
+                "mTLS share of requests",
+                "Proxies in sync with the controller",
+                "Earliest certificate expiry",
+            ] {
+                assert!(
+                    answered.iter().any(|(t, n)| t == title && *n > 0),
+                    "{title}: no data in {answered:?}"
+                );
+            }
+        },
+    );
     drop(prom);
     steps.finish();
 }

@@ -2,8 +2,9 @@
 //! documentation writes them: the namespace's Telemetry turns the access
 //! log off, a workload's turns it on for errors only
 //! (`response.code >= 400`) with Envoy's fields; a metric override
-//! removes one label, sets another from `request.host`, and switches the
-//! request duration off for the server side.
+//! removes one label, adds `request_host` from `request.host`, sets
+//! another from a request header, and switches the request duration off
+//! for the server side.
 
 use std::time::Duration;
 
@@ -34,7 +35,8 @@ spec:
     - match: {metric: REQUEST_COUNT, mode: SERVER}
       tagOverrides:
         request_protocol: {operation: REMOVE}
-        destination_service: {value: request.host}
+        request_host: {value: request.host}
+        source_canonical_revision: {value: "request.headers['x-rev']"}
     - match: {metric: REQUEST_DURATION, mode: SERVER}
       disabled: true
 "#;
@@ -167,27 +169,60 @@ fn access_logs_and_metric_overrides_follow_telemetry() {
     );
 
     steps.step(
-        "metric overrides: a label removed, one set from request.host, a metric off",
+        "metric overrides: a label removed, one added, one set from a header, a metric off",
         || {
-            let web = metrics(&c, "web-v1");
-            // 3 requests of the last step plus the probes (the first
-            // request was counted before the Telemetry, with the standard
-            // labels).
-            let by_host = e2e::metrics::sum(
-                &web,
-                "istio_requests_total",
+            let sent = c.exec_ok(
+                NS,
+                "deploy/client",
                 &[
-                    ("reporter", "destination"),
-                    ("destination_service", "web:8080"),
-                    ("request_protocol", ""),
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    "x-rev: canary",
+                    "http://web:8080/rev",
                 ],
             );
-            assert!(by_host >= 3.0, "{web}");
+            assert_eq!(sent, "200");
+            let web = metrics(&c, "web-v1");
+            let count = |labels: &[(&str, &str)]| {
+                let mut want = vec![("reporter", "destination")];
+                want.extend_from_slice(labels);
+                e2e::metrics::sum(&web, "istio_requests_total", &want)
+            };
+            // The requests since the Telemetry (the first was counted
+            // before it, with the standard labels): no protocol, the
+            // added request_host, the revision from x-rev when sent.
+            let since = count(&[("request_host", "web:8080"), ("request_protocol", "")]);
+            assert!(since >= 4.0, "{web}");
+            assert_eq!(
+                count(&[("source_canonical_revision", "canary")]),
+                1.0,
+                "{web}"
+            );
+            assert_eq!(
+                count(&[
+                    ("request_host", "web:8080"),
+                    ("source_canonical_revision", "unknown")
+                ]),
+                since - 1.0,
+                "no header: unknown, as Istio: {web}"
+            );
             assert!(
                 !web.lines().any(|l| l.starts_with("istio_requests_total{")
-                    && l.contains("destination_service=\"web:8080\"")
+                    && l.contains("request_host=\"web:8080\"")
                     && l.contains("request_protocol=\"http\"")),
                 "request_protocol removed on the server side: {web}"
+            );
+            // Other metrics keep Istio's labels.
+            assert!(
+                !web.lines()
+                    .any(|l| l.starts_with("istio_request_bytes_count{")
+                        && l.contains("request_host=")),
+                "{web}"
             );
             assert_eq!(
                 e2e::metrics::sum(
@@ -195,11 +230,12 @@ fn access_logs_and_metric_overrides_follow_telemetry() {
                     "istio_request_duration_milliseconds_count",
                     &[("reporter", "destination")]
                 ),
-                1.0,
-                "switched off after the first request: {web}"
+                0.0,
+                "switched off (and the families remade, from zero, when the tag was added): {web}"
             );
-            // The client side is untouched.
+            // The client side is untouched: no added tag.
             let client = metrics(&c, "client");
+            assert!(!client.contains("request_host="), "{client}");
             assert!(
                 e2e::metrics::sum(
                     &client,

@@ -81,9 +81,37 @@ pub fn render(v: &Values, namespace: &str) -> anyhow::Result<Vec<Value>> {
             "data": {api::istio::mesh_config::KEY: serde_yaml_ng::to_string(&v.mesh_config)?.trim_end()},
         }));
     }
+    out.extend(prometheus(v, namespace)?);
     out.push(service(namespace));
     out.push(deployment(v, namespace));
     out.extend(webhooks(v, namespace));
+    Ok(out)
+}
+
+/// Istio's scrape job for meshed pods (the chart's file, shared).
+pub const SCRAPE_CONFIGS: &str = include_str!("../../../charts/mesh/files/prometheus-scrape.yaml");
+const POD_MONITOR_SPEC: &str = include_str!("../../../charts/mesh/files/pod-monitor-spec.yaml");
+
+/// The scrape job's ConfigMap and the PodMonitor, as the values ask.
+fn prometheus(v: &Values, namespace: &str) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    if v.prometheus.scrape_config {
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "mesh-prometheus", "namespace": namespace, "labels": labels()},
+            "data": {"scrape-configs.yaml": SCRAPE_CONFIGS.trim_end()},
+        }));
+    }
+    if v.prometheus.pod_monitor {
+        let spec: Value = serde_yaml_ng::from_str(POD_MONITOR_SPEC)?;
+        out.push(json!({
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": {"name": "mesh-proxies", "namespace": namespace, "labels": labels()},
+            "spec": spec,
+        }));
+    }
     Ok(out)
 }
 

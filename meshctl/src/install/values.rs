@@ -31,6 +31,28 @@ pub struct Values {
     /// Istio's mesh configuration, rendered into the ConfigMap `istio`
     /// (empty: none).
     pub mesh_config: serde_json::Map<String, Value>,
+    /// What Prometheus is given to find the proxies.
+    pub prometheus: Prometheus,
+}
+
+/// Prometheus' ways to the proxies' metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Prometheus {
+    /// The ConfigMap `mesh-prometheus` with Istio's `kubernetes-pods`
+    /// scrape job (key `scrape-configs.yaml`).
+    pub scrape_config: bool,
+    /// A PodMonitor for the Prometheus Operator (its CRDs must exist).
+    pub pod_monitor: bool,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Self {
+            scrape_config: true,
+            pod_monitor: false,
+        }
+    }
 }
 
 /// The controller's Deployment.
@@ -108,6 +130,7 @@ impl Default for Values {
             webhook: Webhook::default(),
             identity: Identity::default(),
             mesh_config: serde_json::Map::new(),
+            prometheus: Prometheus::default(),
         }
     }
 }

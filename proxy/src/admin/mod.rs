@@ -1,5 +1,6 @@
 //! Health, metrics and admin endpoints, each on its own listener, off the
-//! data path: `/ready`, `/live`, `/metrics` on the health port (all
+//! data path: `/ready`, `/live`, `/metrics` (also at Istio's
+//! `/stats/prometheus`) on the health port (all
 //! interfaces); `/config_dump` and `/explain/{outbound,inbound}` on the
 //! loopback admin port.
 
@@ -49,6 +50,7 @@ pub(crate) fn health(ctx: Arc<State>) -> Router {
         .route("/healthz/ready", get(ready))
         .route("/live", get(|| async { "live\n" }))
         .route("/metrics", get(metrics))
+        .route("/stats/prometheus", get(metrics))
         .route("/app-health/{container}/{kind}", get(app_health))
         .with_state(ctx)
 }

@@ -9,10 +9,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, Opts, Registry};
 
+mod families;
 pub mod labels;
 pub mod overrides;
 mod process;
@@ -42,16 +41,10 @@ pub const OVERFLOW: &str = "overflow";
 pub struct Metrics {
     /// Served on `/metrics`.
     pub registry: Registry,
-    requests: IntCounterVec,
-    durations: HistogramVec,
-    request_bytes: HistogramVec,
-    response_bytes: HistogramVec,
-    request_messages: IntCounterVec,
-    response_messages: IntCounterVec,
-    opened: IntCounterVec,
-    closed: IntCounterVec,
-    sent: IntCounterVec,
-    received: IntCounterVec,
+    /// Istio's standard families, as the overrides shape them.
+    families: arc_swap::ArcSwap<families::Families>,
+    /// Held while the families are made anew.
+    reshaping: Mutex<()>,
     ejections: IntCounterVec,
     refused: IntCounterVec,
     denied: IntCounterVec,
@@ -155,45 +148,9 @@ impl Metrics {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             register(r, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
-        let histogram = |name: &str, help: &str| {
-            let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
-            register(r, HistogramVec::new(opts, &labels::REQUEST)?)
-        };
         Ok(Self {
-            requests: counter("istio_requests_total", "Requests", &labels::REQUEST)?,
-            durations: histogram("istio_request_duration_milliseconds", "Request duration")?,
-            request_bytes: histogram("istio_request_bytes", "Request headers and body size")?,
-            response_bytes: histogram("istio_response_bytes", "Response headers and body size")?,
-            request_messages: counter(
-                "istio_request_messages_total",
-                "gRPC messages sent by the client",
-                &labels::REQUEST,
-            )?,
-            response_messages: counter(
-                "istio_response_messages_total",
-                "gRPC messages sent by the server",
-                &labels::REQUEST,
-            )?,
-            opened: counter(
-                "istio_tcp_connections_opened_total",
-                "TCP connections opened",
-                &labels::CONN,
-            )?,
-            closed: counter(
-                "istio_tcp_connections_closed_total",
-                "TCP connections closed",
-                &labels::CONN,
-            )?,
-            sent: counter(
-                "istio_tcp_sent_bytes_total",
-                "Bytes sent to the destination",
-                &labels::CONN,
-            )?,
-            received: counter(
-                "istio_tcp_received_bytes_total",
-                "Bytes received from the destination",
-                &labels::CONN,
-            )?,
+            families: arc_swap::ArcSwap::from_pointee(families::Families::new(Default::default())?),
+            reshaping: Mutex::new(()),
             ejections: counter(
                 "mesh_outlier_ejections_total",
                 "Endpoints ejected by outlier detection",
@@ -291,28 +248,50 @@ impl Metrics {
         }
         let r = l.conn.reporter.index();
         let changed = o.changes_labels();
-        let for_metric = |m: usize| {
-            let mut v = values;
+        let f = self.families.load();
+        let for_metric = |m: usize| -> Vec<&str> {
+            let mut v = values.to_vec();
+            v.resize(values.len() + f.extra[m].len(), "");
             if changed {
-                o.apply(m, r, &mut v, evaluated);
+                o.apply(m, r, &mut v, evaluated, &f.extra[m]);
             }
             v
         };
-        let counter = |m: usize, vec: &IntCounterVec| {
+        let counter = |m: usize| {
             o.enabled(m, r)
-                .then(|| vec.with_label_values(&for_metric(m)))
+                .then(|| f.counter(m, &for_metric(m)))
+                .flatten()
         };
-        let histogram = |m: usize, vec: &HistogramVec| {
+        let histogram = |m: usize| {
             o.enabled(m, r)
-                .then(|| vec.with_label_values(&for_metric(m)))
+                .then(|| f.histogram(m, &for_metric(m)))
+                .flatten()
         };
         RequestHandles {
-            requests: counter(0, &self.requests),
-            duration: histogram(1, &self.durations),
-            request_bytes: histogram(2, &self.request_bytes),
-            response_bytes: histogram(3, &self.response_bytes),
-            request_messages: counter(4, &self.request_messages),
-            response_messages: counter(5, &self.response_messages),
+            requests: counter(0),
+            duration: histogram(1),
+            request_bytes: histogram(2),
+            response_bytes: histogram(3),
+            request_messages: counter(4),
+            response_messages: counter(5),
+        }
+    }
+
+    /// Makes the standard families anew when `o` adds other tags than
+    /// theirs.
+    pub fn reshape(&self, o: &Overrides) {
+        let extra = o.extra();
+        let _one = self
+            .reshaping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.families.load();
+        if current.extra == extra {
+            return;
+        }
+        match families::Families::new(extra) {
+            Ok(f) => self.families.store(std::sync::Arc::new(f)),
+            Err(e) => tracing::error!(error = %e, "metric families not remade"),
         }
     }
 
@@ -329,18 +308,17 @@ impl Metrics {
         if !o.enabled(m, r) {
             return;
         }
-        let vec = match m {
-            6 => &self.opened,
-            7 => &self.closed,
-            8 => &self.sent,
-            _ => &self.received,
-        };
-        if o.changes_labels() {
-            let mut v = *v;
-            o.apply(m, r, &mut v, &[]);
-            vec.with_label_values(&v).inc_by(by);
+        let f = self.families.load();
+        let counter = if o.changes_labels() || !f.extra[m].is_empty() {
+            let mut v = v.to_vec();
+            v.resize(v.len() + f.extra[m].len(), "");
+            o.apply(m, r, &mut v, &[], &f.extra[m]);
+            f.counter(m, &v)
         } else {
-            vec.with_label_values(v).inc_by(by);
+            f.counter(m, v)
+        };
+        if let Some(c) = counter {
+            c.inc_by(by);
         }
     }
 
@@ -407,7 +385,10 @@ impl Metrics {
     /// Text exposition.
     pub fn render(&self) -> String {
         let mut buf = String::new();
-        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf);
+        let mut all = self.registry.gather();
+        all.extend(self.families.load().gather());
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        let _ = prometheus::TextEncoder::new().encode_utf8(&all, &mut buf);
         buf
     }
 }

@@ -1,14 +1,14 @@
 //! Telemetry's metric overrides, compiled for the metrics' label arrays:
-//! a metric switched off for a reporter, a standard label removed (left
-//! empty, which Prometheus stores as no label at all) or set from a CEL
-//! expression evaluated per request. Tags outside Istio's standard set
-//! are refused at apply time ([`api::enforcement`] says so), since each
-//! metric keeps one set of label names.
+//! a metric switched off for a reporter, a label removed (left empty,
+//! which Prometheus stores as no label at all) or set from a CEL
+//! expression evaluated per request. A tag outside Istio's standard
+//! labels is added to its metric ([`Overrides::extra`]); on the reporter
+//! it does not apply to, it stays empty.
 
 use api::proto::MetricOverride;
 use api::telemetry::expr::{self, Attributes, Expr};
 
-use super::labels::REQUEST;
+use super::families::standard;
 
 /// Istio's metric names in Telemetry, in the order of [`Metric`].
 pub const NAMES: [&str; 10] = [
@@ -34,11 +34,17 @@ enum Op {
     Set(Expr),
 }
 
+/// A label: one of Istio's (by index), or an added tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Label {
+    Standard(usize),
+    Added(String),
+}
+
 #[derive(Debug, Clone, Default)]
 struct Rules {
     disabled: bool,
-    /// By label index.
-    tags: Vec<(usize, Op)>,
+    tags: Vec<(Label, Op)>,
 }
 
 /// The overrides of one workload.
@@ -78,8 +84,11 @@ impl Overrides {
                     let rules = &mut out.rules[m][r];
                     rules.disabled = o.disabled;
                     for (name, t) in &o.tags {
-                        let Some(idx) = REQUEST.iter().position(|l| l == name) else {
-                            continue;
+                        let label = match standard(m).iter().position(|l| l == name) {
+                            // The reporter is never overridden.
+                            Some(0) => continue,
+                            Some(i) => Label::Standard(i),
+                            None => Label::Added(name.clone()),
                         };
                         let op = if t.remove {
                             Op::Remove
@@ -93,8 +102,8 @@ impl Overrides {
                                 Err(_) => continue,
                             }
                         };
-                        rules.tags.retain(|(i, _)| *i != idx);
-                        rules.tags.push((idx, op));
+                        rules.tags.retain(|(l, _)| *l != label);
+                        rules.tags.push((label, op));
                     }
                 }
             }
@@ -105,6 +114,23 @@ impl Overrides {
     /// Whether `m` is reported by `reporter` (0: source, 1: destination).
     pub fn enabled(&self, m: Metric, reporter: usize) -> bool {
         !self.rules[m][reporter].disabled
+    }
+
+    /// The tags each metric gains beyond Istio's labels, sorted.
+    pub fn extra(&self) -> [Vec<String>; 10] {
+        std::array::from_fn(|m| {
+            let mut names: Vec<String> = self.rules[m]
+                .iter()
+                .flat_map(|r| &r.tags)
+                .filter_map(|(l, _)| match l {
+                    Label::Added(n) => Some(n.clone()),
+                    Label::Standard(_) => None,
+                })
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        })
     }
 
     /// Whether any label of any metric changes.
@@ -130,20 +156,22 @@ impl Overrides {
     }
 
     /// Applies the rules of `m` for `reporter` to `values` (label values
-    /// in [`REQUEST`] order, or its TCP prefix), taking set values from
-    /// `evaluated` (as [`Overrides::evaluated`] made them).
+    /// in Istio's order, then one per `added` tag, empty), taking set
+    /// values from `evaluated` (as [`Overrides::evaluated`] made them).
     pub fn apply<'a>(
         &self,
         m: Metric,
         reporter: usize,
         values: &mut [&'a str],
         evaluated: &'a [String],
+        added: &[String],
     ) {
+        let base = standard(m).len();
         // The position of each expression's value in `evaluated`.
         let mut at = 0;
         for (mi, per) in self.rules.iter().enumerate() {
             for (ri, rules) in per.iter().enumerate() {
-                for (idx, op) in &rules.tags {
+                for (label, op) in &rules.tags {
                     let value = match op {
                         Op::Set(_) => {
                             at += 1;
@@ -151,9 +179,15 @@ impl Overrides {
                         }
                         Op::Remove => "",
                     };
-                    // Label 0 is the reporter, never overridden.
-                    if mi == m && ri == reporter && *idx > 0 && *idx < values.len() {
-                        values[*idx] = value;
+                    if mi != m || ri != reporter {
+                        continue;
+                    }
+                    let idx = match label {
+                        Label::Standard(i) => Some(*i),
+                        Label::Added(n) => added.iter().position(|a| a == n).map(|p| base + p),
+                    };
+                    if let Some(slot) = idx.and_then(|i| values.get_mut(i)) {
+                        *slot = value;
                     }
                 }
             }
@@ -166,6 +200,8 @@ mod tests {
     use super::*;
     use api::proto::TagOverride;
     use api::telemetry::expr::{Attr, Value};
+
+    use crate::metrics::labels::REQUEST;
 
     struct Host;
     impl Attributes for Host {
@@ -201,10 +237,10 @@ mod tests {
                         },
                     ),
                     (
-                        "not_standard".to_string(),
+                        "request_host".to_string(),
                         TagOverride {
-                            remove: true,
-                            value: String::new(),
+                            remove: false,
+                            value: "request.host".into(),
                         },
                     ),
                 ]
@@ -220,15 +256,24 @@ mod tests {
         ]);
         assert!(o.enabled(0, 1) && !o.enabled(0, 0) && !o.enabled(9, 0) && o.enabled(9, 1));
         let evaluated = o.evaluated(&Host);
-        assert_eq!(evaluated, ["orders:8080"]);
-        let mut v = ["x"; 25];
-        o.apply(0, 1, &mut v, &evaluated);
+        assert_eq!(evaluated, ["orders:8080", "orders:8080"]);
+        let extra = o.extra();
+        assert_eq!(extra[0], ["request_host"]);
+        assert!(extra[1].is_empty());
+        let mut v = ["x"; 26];
+        v[25] = "";
+        o.apply(0, 1, &mut v, &evaluated, &extra[0]);
         let get = |name: &str| v[REQUEST.iter().position(|l| *l == name).unwrap()];
         assert_eq!(get("destination_service"), "orders:8080");
         assert_eq!(get("request_protocol"), "");
         assert_eq!(get("response_code"), "x");
+        assert_eq!(v[25], "orders:8080", "the added tag");
+        let mut client = ["x"; 26];
+        client[25] = "";
+        o.apply(0, 0, &mut client, &evaluated, &extra[0]);
+        assert_eq!(client[25], "", "empty where the tag does not apply");
         let mut other = ["x"; 25];
-        o.apply(1, 1, &mut other, &evaluated);
+        o.apply(1, 1, &mut other, &evaluated, &extra[1]);
         assert!(
             other.iter().all(|v| *v == "x"),
             "another metric keeps its labels"

@@ -147,3 +147,55 @@ fn series_are_bounded_whatever_peers_claim() {
             .any(|l| l.contains("attacker-0\"") && l.ends_with(" 2"))
     );
 }
+
+#[test]
+fn an_added_tag_remakes_its_family_alone() {
+    use api::proto::{MetricOverride, TagOverride};
+    let m = Metrics::new().unwrap();
+    let p = Peer::decode("w=a,n=ns");
+    let sizes = Sizes::default();
+    m.request_handles(&labels(&p, &p, "200"), &Overrides::default(), &[])
+        .record(Duration::from_millis(1), sizes);
+    let o = Overrides::compile(&[MetricOverride {
+        metric: "REQUEST_COUNT".into(),
+        client: true,
+        server: false,
+        disabled: false,
+        tags: [(
+            "team".to_string(),
+            TagOverride {
+                remove: false,
+                value: "'payments'".into(),
+            },
+        )]
+        .into(),
+    }]);
+    m.reshape(&o);
+    struct None_;
+    impl api::telemetry::expr::Attributes for None_ {
+        fn get(&self, _: &api::telemetry::expr::Attr) -> api::telemetry::expr::Value<'_> {
+            api::telemetry::expr::Value::Absent
+        }
+    }
+    let evaluated = o.evaluated(&None_);
+    m.request_handles(&labels(&p, &p, "200"), &o, &evaluated)
+        .record(Duration::from_millis(1), sizes);
+    let text = m.render();
+    let requests = series(&text, "istio_requests_total");
+    assert_eq!(requests.len(), 1, "a new family, from zero: {text}");
+    assert!(requests[0].contains("team=\"payments\""), "{text}");
+    let durations = series(&text, "istio_request_duration_milliseconds_count");
+    assert_eq!(durations.len(), 1, "{text}");
+    assert!(!durations[0].contains("team="), "{text}");
+    // A request begun under the old overrides is counted, its added tag
+    // empty (no label, to Prometheus).
+    m.request_handles(&labels(&p, &p, "500"), &Overrides::default(), &[])
+        .record(Duration::from_millis(1), sizes);
+    let requests = series(&m.render(), "istio_requests_total");
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("team=\"\"") && r.contains("response_code=\"500\""))
+    );
+}
