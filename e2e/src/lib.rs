@@ -144,6 +144,28 @@ impl Cluster {
         )
     }
 
+    /// The `/metrics` of the proxy of `deploy`'s pod in `ns`.
+    pub fn deploy_metrics(&self, ns: &str, deploy: &str) -> String {
+        self.exec_ok(
+            ns,
+            &format!("deploy/{deploy}"),
+            &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
+        )
+    }
+
+    /// [`Self::meshctl_top`] without waiting (a server: `dashboard`);
+    /// stdout and stderr piped.
+    pub fn spawn_top(&self, args: &[&str]) -> std::process::Child {
+        Command::new(self.bin.join("meshctl"))
+            .args(args)
+            .arg(format!("--state-dir={}", self.state.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshctl")
+    }
+
     /// The same, with `input` on stdin.
     pub fn meshctl_input(&self, args: &[&str], input: &str) -> Output {
         with_input(

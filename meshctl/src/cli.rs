@@ -69,6 +69,11 @@ pub enum Command {
     /// The busiest paths of a workload's pods over a while, from the same
     /// live requests, as `linkerd viz top`.
     Top(TapArgs),
+    /// A web page of the mesh: the service topology with each link's
+    /// rate, errors, p99 and mTLS; each workload's RED charts; each
+    /// proxy's sync state and certificate expiry. Served on loopback from
+    /// the proxies' metrics, as `stat` reads them.
+    Dashboard(DashboardArgs),
     /// Check a Kubernetes cluster: ready for the mesh (--pre), the mesh
     /// healthy, the proxies in sync (--proxy); exit 1 when a check fails.
     Check(crate::commands::check::CheckArgs),
@@ -172,7 +177,8 @@ pub struct VizScope {
 /// `stat`.
 #[derive(Args, Debug)]
 pub struct StatArgs {
-    /// `deploy` or `pod`.
+    /// `deploy`, `pod`, or `route` (the routes of the services the pods
+    /// call, as their VirtualServices or ServiceProfiles name them).
     pub resource: String,
     /// How long to measure (two scrapes this far apart).
     #[arg(long, default_value = "10s")]
@@ -180,6 +186,26 @@ pub struct StatArgs {
     /// Which pods.
     #[command(flatten)]
     pub scope: VizScope,
+}
+
+/// `dashboard`.
+#[derive(Args, Debug)]
+pub struct DashboardArgs {
+    /// Where to serve the page.
+    #[arg(long, default_value = "127.0.0.1:50750")]
+    pub address: std::net::SocketAddr,
+    /// How often the proxies are read (the rates are over this window).
+    #[arg(long, default_value = "2s")]
+    pub interval: String,
+    /// Only this namespace (default: every namespace).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// State.
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The cluster (when the local runtime does not run, or one is named).
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
 }
 
 /// `tap` and `top`.

@@ -7,6 +7,7 @@ mod authz;
 mod bad_peers;
 mod cli;
 mod control;
+mod dashboard;
 mod drain;
 mod ext_authz;
 mod hostile;

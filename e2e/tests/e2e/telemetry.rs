@@ -12,11 +12,7 @@ const NS: &str = "tel";
 const LIMIT: Duration = Duration::from_secs(15);
 
 fn metrics(c: &Cluster, deploy: &str) -> String {
-    c.exec_ok(
-        NS,
-        &format!("deploy/{deploy}"),
-        &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
-    )
+    c.deploy_metrics(NS, deploy)
 }
 
 #[test]
@@ -321,6 +317,43 @@ fn both_reporters_fill_every_label() {
         let out = c.meshctl_top(&["edges", "deploy", "-n", NS]);
         let table = e2e::text(&out.stdout);
         assert!(table.contains("SECURED") && table.contains("orders-v2"), "{table}");
+    });
+
+    steps.step("meshctl stat route: the routes a VirtualService names", || {
+        c.apply(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: orders, namespace: tel}\nspec:\n  hosts: [orders]\n  http:\n  - name: checkout\n    match: [{uri: {prefix: /checkout}}]\n    route: [{destination: {host: orders}}]\n  - route: [{destination: {host: orders}}]\n",
+        );
+        wait_for("the client's proxy to route by name", LIMIT, || {
+            c.exec_ok(NS, "deploy/client", &["curl", "-sS", "-o", "/dev/null", "http://orders:8080/checkout/probe"]);
+            let m = metrics(&c, "client");
+            (sum(&m, "mesh_route_requests_total", &[("route", "checkout")]) > 0.0)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        });
+        let stat = c.spawn_top(&["stat", "route", "-n", NS, "--window", "8s", "-o", "json"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        // 20 to /checkout (5 answered 500), 10 elsewhere.
+        let load = "import urllib.request, urllib.error\nfor i in range(30):\n    path = '/checkout/%d' % i if i < 20 else '/other'\n    if i < 20 and i % 4 == 0:\n        path += '?status=500'\n    try:\n        urllib.request.urlopen('http://orders:8080' + path, timeout=5).read()\n    except urllib.error.HTTPError:\n        pass\n";
+        c.exec_ok(NS, "deploy/client", &["python3", "-c", load]);
+        let out = stat.wait_with_output().expect("stat route");
+        assert!(out.status.success(), "{}", e2e::text(&out.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let row = |route: &str| {
+            rows.as_array()
+                .and_then(|r| {
+                    r.iter().find(|r| {
+                        r["route"] == route
+                            && r["service"] == format!("orders.{NS}.svc.cluster.local")
+                    })
+                })
+                .unwrap_or_else(|| panic!("no route {route} in {rows}"))
+                .clone()
+        };
+        let checkout = row("checkout");
+        assert_eq!(checkout["success_rate"], 0.75, "{checkout}");
+        assert!(checkout["rps"].as_f64().is_some_and(|r| r > 0.0), "{checkout}");
+        assert!(checkout["latency_p99_ms"].as_f64().is_some(), "{checkout}");
+        assert_eq!(row("default")["success_rate"], 1.0, "{rows}");
     });
 
     steps.step("meshctl tap and top: live requests, filtered", || {

@@ -71,11 +71,7 @@ fn logged(c: &Cluster, deploy: &str, prefix: &str) -> Vec<Value> {
 }
 
 fn metrics(c: &Cluster, deploy: &str) -> String {
-    c.exec_ok(
-        NS,
-        &format!("deploy/{deploy}"),
-        &["curl", "-sS", "http://127.0.0.1:15020/metrics"],
-    )
+    c.deploy_metrics(NS, deploy)
 }
 
 #[test]

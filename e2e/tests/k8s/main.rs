@@ -57,6 +57,18 @@ fn the_mesh_on_kubernetes() {
         containers.contains(api::inject::PROXY) && containers.contains(api::inject::INIT),
         "{containers}"
     );
+    // Istio's scrape annotations, for a Prometheus' kubernetes-pods job.
+    let scrape = node.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        "shop",
+        "-l",
+        "app=client",
+        "-o",
+        r"jsonpath={.items[0].metadata.annotations.prometheus\.io/scrape} {.items[0].metadata.annotations.prometheus\.io/port} {.items[0].metadata.annotations.prometheus\.io/path}",
+    ]);
+    assert_eq!(scrape.trim(), "true 15020 /stats/prometheus");
 
     traffic::mtls_with_capture(&node);
     traffic::canary(&node);

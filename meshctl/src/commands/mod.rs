@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod apply;
 pub mod authz;
 pub mod check;
+pub mod dashboard;
 pub mod demo;
 pub mod exec;
 pub mod explain;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Edges(a) => viz::edges(&a).await,
         Command::Tap(a) => tap::tap(&a).await,
         Command::Top(a) => tap::top(&a).await,
+        Command::Dashboard(a) => dashboard::dashboard(a).await,
         Command::Check(c) => check::check(&c).await,
         Command::Install(i) => crate::install::install(&i, false).await,
         Command::Upgrade(i) => crate::install::install(&i, true).await,

@@ -87,7 +87,7 @@ pub(crate) async fn source(scope: &VizScope) -> anyhow::Result<Source> {
 }
 
 /// One scrape of every pod; a pod that does not answer is left out.
-async fn scrape(src: &Source) -> Vec<Scrape> {
+pub(crate) async fn scrape(src: &Source) -> Vec<Scrape> {
     let mut out = Vec::new();
     match src {
         Source::Local(pods) => {
@@ -278,19 +278,12 @@ fn ms(v: Option<f64>) -> String {
 
 /// `meshctl stat deploy|pod`.
 pub async fn stat(args: &StatArgs) -> anyhow::Result<i32> {
+    if matches!(args.resource.as_str(), "route" | "routes" | "rt") {
+        return stat_routes(args).await;
+    }
     let by = by(&args.resource)?;
-    let window = api::duration::parse(&args.window)
-        .map_err(|e| anyhow::anyhow!("--window {}: {e}", args.window))?;
-    anyhow::ensure!(
-        window >= Duration::from_secs(1),
-        "--window must be at least 1s"
-    );
-    let src = source(&args.scope).await?;
-    let before = scrape(&src).await;
-    let started = tokio::time::Instant::now();
-    tokio::time::sleep(window).await;
-    let after = scrape(&src).await;
-    let rows = crate::viz::stat(&before, &after, started.elapsed().as_secs_f64(), by);
+    let (before, after, secs) = measure(args).await?;
+    let rows = crate::viz::stat(&before, &after, secs, by);
     if print_data(args.scope.output, &rows)? {
         return Ok(0);
     }
@@ -325,6 +318,54 @@ pub async fn stat(args: &StatArgs) -> anyhow::Result<i32> {
                 c.insert(0, r.namespace.clone());
             }
             c
+        })
+        .collect();
+    table(&header, &cells);
+    Ok(0)
+}
+
+/// Two scrapes `--window` apart, and the seconds between them.
+async fn measure(args: &StatArgs) -> anyhow::Result<(Vec<Scrape>, Vec<Scrape>, f64)> {
+    let window = api::duration::parse(&args.window)
+        .map_err(|e| anyhow::anyhow!("--window {}: {e}", args.window))?;
+    anyhow::ensure!(
+        window >= Duration::from_secs(1),
+        "--window must be at least 1s"
+    );
+    let src = source(&args.scope).await?;
+    let before = scrape(&src).await;
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(window).await;
+    let after = scrape(&src).await;
+    Ok((before, after, started.elapsed().as_secs_f64()))
+}
+
+/// `meshctl stat route`: the routes of the services the pods in scope
+/// call.
+async fn stat_routes(args: &StatArgs) -> anyhow::Result<i32> {
+    let (before, after, secs) = measure(args).await?;
+    let rows = crate::viz::routes::routes(&before, &after, secs);
+    if print_data(args.scope.output, &rows)? {
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        eprintln!("no routed requests from meshed pods in the namespace");
+        return Ok(0);
+    }
+    let header = ["SERVICE", "ROUTE", "SUCCESS", "RPS", "LATENCY_P50"];
+    let header = [&header[..], &["LATENCY_P95", "LATENCY_P99"]].concat();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.service.clone(),
+                r.route.clone(),
+                percent(r.success_rate),
+                format!("{:.1}rps", r.rps),
+                ms(r.latency_p50_ms),
+                ms(r.latency_p95_ms),
+                ms(r.latency_p99_ms),
+            ]
         })
         .collect();
     table(&header, &cells);

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use common::prom_text::Sample;
 use serde::Serialize;
 
+pub mod graph;
+pub mod routes;
+
 /// One pod's scrape.
 #[derive(Debug, Clone)]
 pub struct Scrape {

@@ -41,6 +41,8 @@ pub const OVERFLOW: &str = "overflow";
 pub struct Metrics {
     /// Served on `/metrics`.
     pub registry: Registry,
+    routes: IntCounterVec,
+    route_durations: prometheus::HistogramVec,
     /// Istio's standard families, as the overrides shape them.
     families: arc_swap::ArcSwap<families::Families>,
     /// Held while the families are made anew.
@@ -69,6 +71,8 @@ pub struct RequestHandles {
     response_bytes: Option<Histogram>,
     request_messages: Option<IntCounter>,
     response_messages: Option<IntCounter>,
+    /// The route's request count and duration (outbound, when routed).
+    route: Option<(IntCounter, Histogram)>,
 }
 
 /// What one finished request measured.
@@ -95,6 +99,16 @@ impl RequestHandles {
             add(&self.request_messages, req);
             add(&self.response_messages, resp);
         }
+        if let Some((count, duration)) = &self.route {
+            count.inc();
+            duration.observe(took.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// These handles, also counting in the route's metrics.
+    pub fn with_route(mut self, route: (IntCounter, Histogram)) -> Self {
+        self.route = Some(route);
+        self
     }
 }
 
@@ -151,6 +165,22 @@ impl Metrics {
         Ok(Self {
             families: arc_swap::ArcSwap::from_pointee(families::Families::new(Default::default())?),
             reshaping: Mutex::new(()),
+            routes: counter(
+                "mesh_route_requests_total",
+                "Requests sent, by destination service and route, classified success or failure (5xx)",
+                &["destination_service", "route", "classification"],
+            )?,
+            route_durations: register(
+                r,
+                prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(
+                        "mesh_route_request_duration_milliseconds",
+                        "Request duration, by destination service and route",
+                    )
+                    .buckets(BUCKETS.to_vec()),
+                    &["destination_service", "route"],
+                )?,
+            )?,
             ejections: counter(
                 "mesh_outlier_ejections_total",
                 "Endpoints ejected by outlier detection",
@@ -274,7 +304,26 @@ impl Metrics {
             response_bytes: histogram(3),
             request_messages: counter(4),
             response_messages: counter(5),
+            route: None,
         }
+    }
+
+    /// The route metrics of requests to `service` by `route` (unnamed:
+    /// `default`) answered `status`: Linkerd's per-route view, which
+    /// Istio's metrics lack. Routes come from the configuration, so their
+    /// number is bounded by it.
+    pub fn route_handles(
+        &self,
+        service: &str,
+        route: Option<&str>,
+        status: u16,
+    ) -> (IntCounter, Histogram) {
+        let route = route.unwrap_or("default");
+        let class = if status >= 500 { "failure" } else { "success" };
+        (
+            self.routes.with_label_values(&[service, route, class]),
+            self.route_durations.with_label_values(&[service, route]),
+        )
     }
 
     /// Makes the standard families anew when `o` adds other tags than

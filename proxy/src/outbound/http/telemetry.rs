@@ -55,8 +55,8 @@ struct Shared {
 }
 
 /// What varies between the requests of one connection, for metrics:
-/// the endpoint, status, gRPC, flags, gRPC status, and the overrides
-/// with the values their expressions gave.
+/// the endpoint, status, gRPC, flags, gRPC status, the overrides with the
+/// values their expressions gave, and the route.
 type Key = (
     Option<std::net::IpAddr>,
     u16,
@@ -65,6 +65,7 @@ type Key = (
     Option<Bytes>,
     u64,
     Vec<String>,
+    Option<String>,
 );
 
 impl<S> Telemetry<S> {
@@ -152,6 +153,7 @@ where
                     grpc_status.clone(),
                     overrides.generation,
                     evaluated,
+                    info.route.clone(),
                 );
                 s.handles
                     .get(key, |key| {
@@ -159,29 +161,36 @@ where
                         let flags = info.flags();
                         let (code, grpc_status) =
                             crate::metrics::labels::response(status, grpc, grpc_status.as_deref());
-                        s.telemetry.metrics.request_handles(
-                            &RequestLabels {
-                                conn: ConnLabels {
-                                    reporter: Reporter::Source,
-                                    source: Side {
-                                        peer: &me.peer,
-                                        principal: &s.principal,
+                        s.telemetry
+                            .metrics
+                            .request_handles(
+                                &RequestLabels {
+                                    conn: ConnLabels {
+                                        reporter: Reporter::Source,
+                                        source: Side {
+                                            peer: &me.peer,
+                                            principal: &s.principal,
+                                        },
+                                        destination: Side {
+                                            peer: &dst,
+                                            principal: dst_principal.as_deref().unwrap_or(UNKNOWN),
+                                        },
+                                        service: Svc::from(&s.service),
+                                        protocol: if grpc { "grpc" } else { "http" },
+                                        flags: &flags,
+                                        mtls: dst_principal.is_some(),
                                     },
-                                    destination: Side {
-                                        peer: &dst,
-                                        principal: dst_principal.as_deref().unwrap_or(UNKNOWN),
-                                    },
-                                    service: Svc::from(&s.service),
-                                    protocol: if grpc { "grpc" } else { "http" },
-                                    flags: &flags,
-                                    mtls: dst_principal.is_some(),
+                                    code: &code,
+                                    grpc_status: &grpc_status,
                                 },
-                                code: &code,
-                                grpc_status: &grpc_status,
-                            },
-                            overrides,
-                            &key.6,
-                        )
+                                overrides,
+                                &key.6,
+                            )
+                            .with_route(s.telemetry.metrics.route_handles(
+                                &s.service.host,
+                                key.7.as_deref(),
+                                status,
+                            ))
                     })
                     .record(took, sizes);
                 s.telemetry.metrics.retried(&s.service.host, info.attempts);
