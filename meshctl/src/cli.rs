@@ -172,6 +172,11 @@ pub struct VizScope {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
+    /// Read a Prometheus that scrapes the proxies (http://HOST:PORT)
+    /// instead of the proxies themselves; `--window` is then the PromQL
+    /// range (give at least four scrape intervals, e.g. 1m).
+    #[arg(long)]
+    pub prometheus: Option<String>,
 }
 
 /// `stat`.

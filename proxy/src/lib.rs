@@ -158,8 +158,10 @@ impl Me {
 pub(crate) struct Telemetry {
     /// The metrics registry.
     pub metrics: metrics::Metrics,
-    /// Where requests are logged (which ones: [`observe`]).
-    pub access_log: Option<access_log::AccessLog>,
+    /// Where requests are logged (which ones: [`observe`]); its writer
+    /// starts when something first turns the log on ([`Self::logging`]),
+    /// so that a proxy that never logs keeps no thread for it.
+    pub access_log: std::sync::OnceLock<access_log::AccessLog>,
     /// What the workload's Telemetry resources ask.
     pub observe: arc_swap::ArcSwap<observe::Observe>,
     /// Whether the access log is on without a Telemetry
@@ -171,6 +173,22 @@ pub(crate) struct Telemetry {
     pub denials: denials::Denials,
     /// Live requests for whoever watches.
     pub tap: tap::Tap,
+}
+
+impl Telemetry {
+    /// Starts the access log's writer unless it runs (a writer that
+    /// cannot start is said once, and requests go unlogged).
+    pub fn logging(&self) {
+        if self.access_log.get().is_some() {
+            return;
+        }
+        match access_log::AccessLog::start(self.metrics.access_log_dropped.clone()) {
+            Ok(log) => {
+                let _ = self.access_log.set(log);
+            }
+            Err(e) => tracing::error!(error = %e, "the access log's writer did not start"),
+        }
+    }
 }
 
 /// Keeps `pod.source` current with this pod's labels, from the discovery
@@ -261,20 +279,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (drainer, drain) = drain::channel();
     let upstreams = Arc::new(connect::Upstreams::new(&ident)?);
     let metrics = metrics::Metrics::new()?;
-    // Started whatever MESH_ACCESS_LOG says: a Telemetry can turn it on.
-    let access_log = Some(access_log::AccessLog::start(
-        metrics.access_log_dropped.clone(),
-    )?);
     let spans = metrics.span_counters();
     let telemetry = Arc::new(Telemetry {
         metrics,
-        access_log,
+        access_log: std::sync::OnceLock::new(),
         observe: arc_swap::ArcSwap::from_pointee(observe::Observe::defaults(cfg.access_log)),
         default_log: cfg.access_log,
         spans,
         denials: denials::Denials::default(),
         tap: tap::Tap::default(),
     });
+    if cfg.access_log {
+        telemetry.logging();
+    }
     let pod = Arc::new(Pod::new(
         &cfg.workload,
         cfg.pod_ip,

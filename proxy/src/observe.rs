@@ -240,5 +240,8 @@ pub(crate) fn follow(ob: &Arc<crate::outbound::Outbound>, policy: Option<&Teleme
     // The families first: requests under the new overrides need their
     // added tags (one under the old ones meanwhile has them empty).
     t.metrics.reshape(&next.metrics);
+    if next.log_denials() {
+        t.logging();
+    }
     t.observe.store(Arc::new(next));
 }

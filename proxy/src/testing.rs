@@ -44,7 +44,7 @@ pub fn telemetry() -> Arc<Telemetry> {
     let spans = metrics.span_counters();
     Arc::new(Telemetry {
         metrics,
-        access_log: None,
+        access_log: std::sync::OnceLock::new(),
         observe: arc_swap::ArcSwap::from_pointee(crate::observe::Observe::defaults(false)),
         default_log: false,
         spans,

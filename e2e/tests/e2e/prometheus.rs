@@ -178,6 +178,43 @@ for i in range(n):
     std::thread::sleep(Duration::from_secs(7));
 
     let mut steps = e2e::Steps::new();
+    steps.step("meshctl stat and edges read the same Prometheus", || {
+        // First, while the one-minute window still mostly holds the load
+        // (it ends now, seconds after it): rates a little under 10.
+        // meshctl runs in the node namespace, where Prometheus' port is;
+        // with --prometheus it reads nothing else.
+        let meshctl = e2e::bin_dir().join("meshctl");
+        let run = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &c.node_ns()])
+                .arg(&meshctl)
+                .args(args)
+                .args(["--prometheus", &format!("http://{ADDR}"), "-o", "json"])
+                .output()
+                .expect("meshctl");
+            assert!(out.status.success(), "{}", e2e::text(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+        };
+        let rows = run(&["stat", "deploy", "-n", "obs", "--window", "1m"]);
+        let api = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "api-v1"))
+            .unwrap_or_else(|| panic!("no api-v1 in {rows}"))
+            .clone();
+        let rps = api["rps"].as_f64().unwrap();
+        assert!((5.0..11.0).contains(&rps), "{api}");
+        let ok = api["success_rate"].as_f64().unwrap();
+        assert!((0.65..0.85).contains(&ok), "one in four failed: {api}");
+        let p99 = api["latency_p99_ms"].as_f64().unwrap();
+        assert!((250.0..500.0).contains(&p99), "{api}");
+        assert_eq!(api["mtls_share"], 1.0, "{api}");
+        let edges = run(&["edges", "deploy", "-A"]);
+        let found = edges.as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["src"] == "orders-v1" && e["dst"] == "payments" && e["secured"] == true)
+        });
+        assert!(found, "orders-v1 -> payments over mTLS in {edges}");
+    });
     steps.step("requests per second by destination_service", || {
         let q = r#"sum(rate(istio_requests_total{reporter="destination"}[1m])) by (destination_service)"#;
         let rates = query_by(&c, q, "destination_service", at);

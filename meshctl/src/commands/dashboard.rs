@@ -113,6 +113,7 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<i32> {
         state: args.state,
         kube: args.kube,
         output: Default::default(),
+        prometheus: None,
     };
     // Fail early when there is nothing to read.
     super::viz::source(&scope).await?;

@@ -15,7 +15,7 @@ use crate::local::StateDir;
 use crate::local::client::Client;
 use crate::local::objects::PodStatus;
 use crate::output::{print_data, table};
-use crate::viz::{By, Scrape};
+use crate::viz::{By, Scrape, promql};
 
 /// The proxies' metrics port.
 const METRICS_PORT: u16 = 15020;
@@ -282,8 +282,20 @@ pub async fn stat(args: &StatArgs) -> anyhow::Result<i32> {
         return stat_routes(args).await;
     }
     let by = by(&args.resource)?;
-    let (before, after, secs) = measure(args).await?;
-    let rows = crate::viz::stat(&before, &after, secs, by);
+    let rows = match &args.scope.prometheus {
+        Some(url) => {
+            let ns = (!args.scope.all_namespaces).then_some(args.scope.namespace.as_str());
+            let mut answers = Vec::new();
+            for (figure, q) in promql::stat_queries(by, ns, &args.window) {
+                answers.push((figure, prometheus(url, &q).await?));
+            }
+            promql::stat_rows(by, &answers)
+        }
+        None => {
+            let (before, after, secs) = measure(args).await?;
+            crate::viz::stat(&before, &after, secs, by)
+        }
+    };
     if print_data(args.scope.output, &rows)? {
         return Ok(0);
     }
@@ -322,6 +334,43 @@ pub async fn stat(args: &StatArgs) -> anyhow::Result<i32> {
         .collect();
     table(&header, &cells);
     Ok(0)
+}
+
+/// The series Prometheus at `url` answers to the instant query `q`.
+async fn prometheus(url: &str, q: &str) -> anyhow::Result<Vec<promql::Series>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("--prometheus {url}: give http://HOST:PORT"))?;
+    let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_end_matches('/');
+    let query = serde_urlencoded::to_string([("query", q)])?;
+    let path = if prefix.is_empty() {
+        format!("/api/v1/query?{query}")
+    } else {
+        format!("/{prefix}/api/v1/query?{query}")
+    };
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(authority).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
+            .await?;
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await?;
+        anyhow::Ok(all)
+    };
+    let all = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("--prometheus {url}: no answer within 30s"))?
+        .map_err(|e| anyhow::anyhow!("--prometheus {url}: {e}"))?;
+    let body = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &all[i + 4..])
+        .ok_or_else(|| anyhow::anyhow!("--prometheus {url}: not an HTTP answer"))?;
+    let answer: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        anyhow::anyhow!("--prometheus {url}: {e}: {}", String::from_utf8_lossy(body))
+    })?;
+    promql::series(&answer).map_err(|e| anyhow::anyhow!("{q}: {e}"))
 }
 
 /// Two scrapes `--window` apart, and the seconds between them.
@@ -375,8 +424,20 @@ async fn stat_routes(args: &StatArgs) -> anyhow::Result<i32> {
 /// `meshctl edges deploy|pod`.
 pub async fn edges(args: &EdgesArgs) -> anyhow::Result<i32> {
     let by = by(&args.resource)?;
-    let src = source(&args.scope).await?;
-    let rows = crate::viz::edges(&scrape(&src).await, by);
+    let rows = match &args.scope.prometheus {
+        Some(url) => {
+            anyhow::ensure!(
+                by == By::Deployment,
+                "with --prometheus, edges are by deploy (Istio's metrics name workloads, not pods)"
+            );
+            let ns = (!args.scope.all_namespaces).then_some(args.scope.namespace.as_str());
+            promql::edge_rows(&prometheus(url, &promql::edges_query(ns)).await?)
+        }
+        None => {
+            let src = source(&args.scope).await?;
+            crate::viz::edges(&scrape(&src).await, by)
+        }
+    };
     if print_data(args.scope.output, &rows)? {
         return Ok(0);
     }

@@ -12,6 +12,7 @@ use common::prom_text::Sample;
 use serde::Serialize;
 
 pub mod graph;
+pub mod promql;
 pub mod routes;
 
 /// One pod's scrape.

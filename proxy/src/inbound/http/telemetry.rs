@@ -260,7 +260,7 @@ where
                         );
                     }
                     if logged && info.refused.is_none() {
-                        if let Some(log) = &s.telemetry.access_log {
+                        if let Some(log) = s.telemetry.access_log.get() {
                             log.log(access_log::Record {
                                 request,
                                 status,
@@ -278,7 +278,7 @@ where
                     let log = s
                         .telemetry
                         .access_log
-                        .as_ref()
+                        .get()
                         .filter(|_| observe.log_denials())
                         .map(|l| (l, sizes, me.as_str()));
                     s.telemetry

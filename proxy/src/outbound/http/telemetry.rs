@@ -225,7 +225,7 @@ where
                     };
                     span.end(s.span_name.clone(), facts.attributes(), status);
                 }
-                if let (true, Some(log)) = (logged, &s.telemetry.access_log) {
+                if let (true, Some(log)) = (logged, s.telemetry.access_log.get()) {
                     log.log(access_log::Record {
                         request,
                         status,
