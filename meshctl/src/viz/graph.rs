@@ -212,16 +212,7 @@ pub fn graph(before: &[Scrape], after: &[Scrape], window_secs: f64) -> Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::prom_text;
-
-    fn scrape(pod: &str, workload: &str, text: &str) -> Scrape {
-        Scrape {
-            namespace: "shop".into(),
-            pod: pod.into(),
-            workload: workload.into(),
-            samples: prom_text::parse(text),
-        }
-    }
+    use crate::viz::scrape;
 
     fn served_text(src: &str, ok: u32, fail: u32, mtls: bool) -> String {
         let policy = if mtls { "mutual_tls" } else { "none" };

@@ -260,19 +260,20 @@ pub fn edges(scrapes: &[Scrape], by: By) -> Vec<Edge> {
     out.into_iter().collect()
 }
 
+/// A scrape of `pod` of `workload` in `shop` with `text`, for tests.
+#[cfg(test)]
+fn scrape(pod: &str, workload: &str, text: &str) -> Scrape {
+    Scrape {
+        namespace: "shop".into(),
+        pod: pod.into(),
+        workload: workload.into(),
+        samples: common::prom_text::parse(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::prom_text::parse;
-
-    fn scrape(pod: &str, workload: &str, text: &str) -> Scrape {
-        Scrape {
-            namespace: "shop".into(),
-            pod: pod.into(),
-            workload: workload.into(),
-            samples: parse(text),
-        }
-    }
 
     const LABELS: &str = "reporter=\"destination\",source_workload=\"web\",source_workload_namespace=\"shop\",source_principal=\"spiffe://cluster.local/ns/shop/sa/web\",destination_principal=\"spiffe://cluster.local/ns/shop/sa/orders\"";
 
