@@ -354,6 +354,12 @@ fn both_reporters_fill_every_label() {
         assert!(checkout["rps"].as_f64().is_some_and(|r| r > 0.0), "{checkout}");
         assert!(checkout["latency_p99_ms"].as_f64().is_some(), "{checkout}");
         assert_eq!(row("default")["success_rate"], 1.0, "{rows}");
+        // What a Prometheus cannot answer is refused, not ignored.
+        for args in [&["stat", "route"][..], &["top", "deploy/orders-v1"][..]] {
+            let out = c.meshctl_top(&[args, &["-n", NS, "--prometheus", "http://127.0.0.1:1"]].concat());
+            assert!(!out.status.success(), "{args:?}");
+            assert!(e2e::text(&out.stderr).contains("--prometheus:"), "{}", e2e::text(&out.stderr));
+        }
     });
 
     steps.step("meshctl tap and top: live requests, filtered", || {

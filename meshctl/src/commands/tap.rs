@@ -74,6 +74,10 @@ fn query(a: &TapArgs, max: usize, seconds: u64) -> String {
 /// Streams events from the target's pods until `max` came or `duration`
 /// passed; `each` sees them as they come.
 async fn gather(a: &TapArgs, mut each: impl FnMut(&Event)) -> anyhow::Result<Vec<Event>> {
+    anyhow::ensure!(
+        a.scope.prometheus.is_none(),
+        "--prometheus: tap and top stream live requests from the proxies themselves; a Prometheus has none (use it with stat and edges)"
+    );
     let duration = api::duration::parse(&a.duration)
         .map_err(|e| anyhow::anyhow!("--duration {}: {e}", a.duration))?;
     let src = source(&a.scope).await?.select(&a.target);

@@ -392,6 +392,10 @@ async fn measure(args: &StatArgs) -> anyhow::Result<(Vec<Scrape>, Vec<Scrape>, f
 /// `meshctl stat route`: the routes of the services the pods in scope
 /// call.
 async fn stat_routes(args: &StatArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        args.scope.prometheus.is_none(),
+        "--prometheus: stat route reads the route metrics from the proxies; with a Prometheus, query mesh_route_requests_total there"
+    );
     let (before, after, secs) = measure(args).await?;
     let rows = crate::viz::routes::routes(&before, &after, secs);
     if print_data(args.scope.output, &rows)? {
