@@ -30,12 +30,16 @@ const MAX_TAG_LENGTH: u32 = 256;
 pub const OTLP_HTTP_PATH: &str = "/v1/traces";
 
 /// The sides a `match.mode` covers: (client, server).
-fn sides(m: Option<&TracingSelector>) -> (bool, bool) {
-    match m.and_then(|m| m.mode.as_deref()) {
+fn sides(mode: Option<&str>) -> (bool, bool) {
+    match mode {
         Some("CLIENT") => (true, false),
         Some("SERVER") => (false, true),
         _ => (true, true),
     }
+}
+
+fn mode(m: &TracingSelector) -> Option<&str> {
+    m.mode.as_deref()
 }
 
 /// The Telemetry resources that apply to a pod of `namespace` labelled
@@ -96,7 +100,7 @@ fn provider(name: &str, mesh: &MeshSettings) -> TraceProvider {
 
 fn otlp(name: &str, o: &OpenTelemetry) -> TraceProvider {
     let service = o.service.as_deref().unwrap_or_default();
-    let host = service.rsplit_once('/').map_or(service, |(_, h)| h);
+    let host = crate::istio::mesh_config::service_host(service);
     let timeout = o
         .http
         .as_ref()
@@ -154,7 +158,7 @@ fn tracing(ts: &[&Resource<TelemetrySpec>], mesh: &MeshSettings) -> Option<Traci
             sampling = s;
         }
         if let Some(off) = t.disable_span_reporting {
-            let (c, s) = sides(t.r#match.as_ref());
+            let (c, s) = sides(t.r#match.as_ref().and_then(mode));
             if c {
                 client = !off;
             }
@@ -206,7 +210,7 @@ fn access_log(ts: &[&Resource<TelemetrySpec>]) -> Option<AccessLogPolicy> {
             filter: String::new(),
         });
         let on = !a.disabled.unwrap_or(false);
-        let (c, s) = sides(a.r#match.as_ref());
+        let (c, s) = sides(a.r#match.as_ref().and_then(mode));
         if c {
             p.client = on;
         }
@@ -233,11 +237,7 @@ fn metrics(ts: &[&Resource<TelemetrySpec>]) -> Vec<MetricOverride> {
             // Custom metrics do not exist here (enforcement says so).
             continue;
         }
-        let (client, server) = match sel.and_then(|s| s.mode.as_deref()) {
-            Some("CLIENT") => (true, false),
-            Some("SERVER") => (false, true),
-            _ => (true, true),
-        };
+        let (client, server) = sides(sel.and_then(|s| s.mode.as_deref()));
         out.push(MetricOverride {
             metric: sel
                 .and_then(|s| s.metric.clone())

@@ -17,8 +17,7 @@ fn lower(v: &Option<Vec<String>>) -> Vec<String> {
 
 fn http(name: &str, h: &ExtAuthzHttp) -> ExtAuthz {
     let service = h.service.as_deref().unwrap_or_default();
-    // `namespace/host` names the Service's namespace; the host is enough.
-    let host = service.rsplit_once('/').map_or(service, |(_, h)| h);
+    let host = crate::istio::mesh_config::service_host(service);
     let timeout = h
         .timeout
         .as_deref()

@@ -155,6 +155,27 @@ fn port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error>
     }
 }
 
+/// The host of a provider's `service` (`namespace/host` names the
+/// Service's namespace too; the host is enough).
+pub fn service_host(service: &str) -> &str {
+    service.rsplit_once('/').map_or(service, |(_, h)| h)
+}
+
+/// A provider's `service` and `port`: both required, the port in range.
+fn service_and_port(
+    problems: &mut Vec<Problem>,
+    at: &str,
+    (service, service_hint): (Option<&str>, &str),
+    (port, port_hint): (Option<u32>, &str),
+) {
+    if service.is_none_or(str::is_empty) {
+        problems.push(problem(format!("{at}.service"), service_hint));
+    }
+    if !port.is_some_and(|p| (1..=65535).contains(&p)) {
+        problems.push(problem(format!("{at}.port"), port_hint));
+    }
+}
+
 /// Whether a ConfigMap `namespace/name` is the mesh configuration.
 pub fn is_mesh_config(namespace: &str, name: &str) -> bool {
     name == CONFIG_MAP && super::ROOT_NAMESPACES.contains(&namespace)
@@ -194,18 +215,18 @@ pub fn parse(yaml: &str) -> Result<MeshSettings, Vec<Problem>> {
         }
         if let Some(o) = &p.opentelemetry {
             let at = format!("{at}.opentelemetry");
-            if o.service.as_deref().is_none_or(str::is_empty) {
-                problems.push(problem(
-                    format!("{at}.service"),
+            service_and_port(
+                &mut problems,
+                &at,
+                (
+                    o.service.as_deref(),
                     "the collector's Service host is required (e.g. otel-collector.observability.svc.cluster.local)",
-                ));
-            }
-            if !o.port.is_some_and(|p| (1..=65535).contains(&p)) {
-                problems.push(problem(
-                    format!("{at}.port"),
+                ),
+                (
+                    o.port,
                     "a port between 1 and 65535 is required (4317 for gRPC, 4318 for HTTP)",
-                ));
-            }
+                ),
+            );
             let timeouts = [
                 (
                     "http.timeout",
@@ -226,18 +247,15 @@ pub fn parse(yaml: &str) -> Result<MeshSettings, Vec<Problem>> {
         }
         if let Some(h) = &p.envoy_ext_authz_http {
             let at = format!("{at}.envoyExtAuthzHttp");
-            if h.service.as_deref().is_none_or(str::is_empty) {
-                problems.push(problem(
-                    format!("{at}.service"),
+            service_and_port(
+                &mut problems,
+                &at,
+                (
+                    h.service.as_deref(),
                     "the authorizer's Service host is required (e.g. ext-authz.foo.svc.cluster.local)",
-                ));
-            }
-            if !h.port.is_some_and(|p| (1..=65535).contains(&p)) {
-                problems.push(problem(
-                    format!("{at}.port"),
-                    "a port between 1 and 65535 is required",
-                ));
-            }
+                ),
+                (h.port, "a port between 1 and 65535 is required"),
+            );
             if let Some(t) = &h.timeout
                 && let Err(e) = crate::duration::parse(t)
             {

@@ -43,31 +43,29 @@ fn the_mesh_on_kubernetes() {
     for d in ["web-v1", "web-v2", "flaky", "client"] {
         node.rollout("shop", d, 180);
     }
-    let containers = node.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        "shop",
-        "-l",
-        "app=client",
-        "-o",
-        "jsonpath={.items[0].spec.containers[*].name} {.items[0].spec.initContainers[*].name}",
-    ]);
+    // The client pod, as the injector left it.
+    let client_pod = |jsonpath: &str| {
+        node.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            "shop",
+            "-l",
+            "app=client",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])
+    };
+    let containers =
+        client_pod("{.items[0].spec.containers[*].name} {.items[0].spec.initContainers[*].name}");
     assert!(
         containers.contains(api::inject::PROXY) && containers.contains(api::inject::INIT),
         "{containers}"
     );
     // Istio's scrape annotations, for a Prometheus' kubernetes-pods job.
-    let scrape = node.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        "shop",
-        "-l",
-        "app=client",
-        "-o",
-        r"jsonpath={.items[0].metadata.annotations.prometheus\.io/scrape} {.items[0].metadata.annotations.prometheus\.io/port} {.items[0].metadata.annotations.prometheus\.io/path}",
-    ]);
+    let scrape = client_pod(
+        r"{.items[0].metadata.annotations.prometheus\.io/scrape} {.items[0].metadata.annotations.prometheus\.io/port} {.items[0].metadata.annotations.prometheus\.io/path}",
+    );
     assert_eq!(scrape.trim(), "true 15020 /stats/prometheus");
 
     traffic::mtls_with_capture(&node);

@@ -91,8 +91,9 @@ impl RequestHandles {
     pub fn record(&self, took: Duration, sizes: Sizes) {
         let observe = |h: &Option<Histogram>, v: f64| h.iter().for_each(|h| h.observe(v));
         let add = |c: &Option<IntCounter>, v: u64| c.iter().for_each(|c| c.inc_by(v));
+        let ms = took.as_secs_f64() * 1000.0;
         add(&self.requests, 1);
-        observe(&self.duration, took.as_secs_f64() * 1000.0);
+        observe(&self.duration, ms);
         observe(&self.request_bytes, sizes.request_bytes as f64);
         observe(&self.response_bytes, sizes.response_bytes as f64);
         if let Some((req, resp)) = sizes.messages {
@@ -101,7 +102,7 @@ impl RequestHandles {
         }
         if let Some((count, duration)) = &self.route {
             count.inc();
-            duration.observe(took.as_secs_f64() * 1000.0);
+            duration.observe(ms);
         }
     }
 
@@ -144,6 +145,23 @@ impl<K: Hash + Eq> HandleCache<K> {
         }
         h
     }
+}
+
+/// The label values of family `m` for reporter `r`: Istio's (`values`),
+/// an empty one for each tag the family adds, then the overrides of `o`
+/// applied (`evaluated`: [`Overrides::evaluated`] for the request).
+fn shaped<'a>(
+    f: &families::Families,
+    o: &Overrides,
+    m: usize,
+    r: usize,
+    values: &[&'a str],
+    evaluated: &'a [String],
+) -> Vec<&'a str> {
+    let mut v = values.to_vec();
+    v.resize(values.len() + f.extra[m].len(), "");
+    o.apply(m, r, &mut v, evaluated, &f.extra[m]);
+    v
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -277,16 +295,8 @@ impl Metrics {
             values[1..].fill(OVERFLOW);
         }
         let r = l.conn.reporter.index();
-        let changed = o.changes_labels();
         let f = self.families.load();
-        let for_metric = |m: usize| -> Vec<&str> {
-            let mut v = values.to_vec();
-            v.resize(values.len() + f.extra[m].len(), "");
-            if changed {
-                o.apply(m, r, &mut v, evaluated, &f.extra[m]);
-            }
-            v
-        };
+        let for_metric = |m: usize| shaped(&f, o, m, r, &values, evaluated);
         let counter = |m: usize| {
             o.enabled(m, r)
                 .then(|| f.counter(m, &for_metric(m)))
@@ -359,10 +369,7 @@ impl Metrics {
         }
         let f = self.families.load();
         let counter = if o.changes_labels() || !f.extra[m].is_empty() {
-            let mut v = v.to_vec();
-            v.resize(v.len() + f.extra[m].len(), "");
-            o.apply(m, r, &mut v, &[], &f.extra[m]);
-            f.counter(m, &v)
+            f.counter(m, &shaped(&f, o, m, r, v, &[]))
         } else {
             f.counter(m, v)
         };

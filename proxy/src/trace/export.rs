@@ -127,19 +127,20 @@ fn request(
     for (k, v) in &p.headers {
         r = r.header(k.as_str(), v.as_str());
     }
+    let mut req = r.body(crate::http::full(body))?;
     // Not sampled: neither this proxy nor the collector's traces the
     // export itself (which would feed spans back forever).
-    let trace: [u8; 16] = super::random();
-    let span: [u8; 8] = super::random();
-    r = r.header(
-        super::context::TRACEPARENT,
-        format!(
-            "00-{}-{}-00",
-            super::context::to_hex(&trace),
-            super::context::to_hex(&span)
-        ),
+    super::context::inject(
+        req.headers_mut(),
+        &super::context::Outgoing {
+            trace_id: super::random(),
+            span_id: super::random(),
+            parent: None,
+            sampled: false,
+            incoming: None,
+        },
     );
-    Ok(r.body(crate::http::full(body))?)
+    Ok(req)
 }
 
 async fn export(

@@ -86,7 +86,7 @@ pub struct Begun {
 }
 
 /// Random bytes, never all zero (an invalid trace or span id).
-pub(crate) fn random<const N: usize>() -> [u8; N] {
+fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     loop {
         for b in &mut out {

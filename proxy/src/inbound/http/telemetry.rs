@@ -202,7 +202,9 @@ where
                     overrides.generation,
                     evaluated,
                 );
-                let me = s.pod.identity.id().to_string();
+                // This pod's SPIFFE ID as text only where it is written
+                // (tap, the log), not for every request.
+                let me = || s.pod.identity.id().to_string();
                 if let Some((head, source)) = tapped {
                     s.telemetry.tap.publish(
                         head,
@@ -213,14 +215,15 @@ where
                             took,
                             flags: info.flags(),
                             source: (&source, principal.unwrap_or(UNKNOWN)),
-                            destination: (&s.pod.workload, &me),
+                            destination: (&s.pod.workload, &me()),
                             tls: s.peer.is_some(),
                         },
                     );
                 }
-                let service = key
-                    .5
+                // The told service names the span (read only for one).
+                let service = span
                     .as_ref()
+                    .and(key.5.as_ref())
                     .and_then(|v| v.to_str().ok())
                     .and_then(ServiceRef::decode);
                 let handles = s.handles.get(key, |key| s.resolve(key, overrides));
@@ -268,13 +271,14 @@ where
                                 service: cluster.into(),
                                 took,
                                 sizes,
-                                principals: [known(principal), Some(me)],
+                                principals: [known(principal), Some(me())],
                             });
                         }
                         return;
                     }
                 }
                 if info.refused.is_some() {
+                    let me = me();
                     let log = s
                         .telemetry
                         .access_log

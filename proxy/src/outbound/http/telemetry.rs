@@ -133,14 +133,15 @@ where
                     request,
                 } = noted;
                 let used = info.upstream.as_ref().map(EndpointRef::workload);
-                let dst_principal = used
-                    .and_then(|w| w.identity.as_ref())
-                    .map(ToString::to_string);
+                // As text only where it is written (a new kind of
+                // request, tap, the log), not for every request.
+                let dst_id = used.and_then(|w| w.identity.as_ref());
+                let dst_principal = || dst_id.map(ToString::to_string);
                 let attrs = Attrs {
                     request: request.as_ref(),
                     status,
                     grpc_status: grpc_status.as_deref(),
-                    mtls: dst_principal.is_some(),
+                    mtls: dst_id.is_some(),
                     source_principal: Some(&s.principal),
                 };
                 let overrides = &observe.metrics;
@@ -158,6 +159,7 @@ where
                 s.handles
                     .get(key, |key| {
                         let dst = used.map_or_else(Peer::unknown, Peer::of);
+                        let dst_principal = dst_principal();
                         let flags = info.flags();
                         let (code, grpc_status) =
                             crate::metrics::labels::response(status, grpc, grpc_status.as_deref());
@@ -196,6 +198,7 @@ where
                 s.telemetry.metrics.retried(&s.service.host, info.attempts);
                 if let Some(head) = tapped {
                     let dst = used.map_or(UNKNOWN, |w| w.workload.as_str());
+                    let dst_principal = dst_principal();
                     s.telemetry.tap.publish(
                         head,
                         crate::tap::Outcome {
@@ -226,6 +229,7 @@ where
                     span.end(s.span_name.clone(), facts.attributes(), status);
                 }
                 if let (true, Some(log)) = (logged, s.telemetry.access_log.get()) {
+                    let principals = [Some(s.principal.clone()), dst_principal()];
                     log.log(access_log::Record {
                         request,
                         status,
@@ -233,7 +237,7 @@ where
                         service: s.service_name.clone(),
                         took,
                         sizes,
-                        principals: [Some(s.principal.clone()), dst_principal],
+                        principals,
                     });
                 }
             }))
